@@ -1,0 +1,135 @@
+"""Frozen-dataclass configs: presets, overrides and a stable config hash.
+
+A method's ``Config`` is a frozen dataclass whose defaults are the paper's values. ``presets`` maps
+a preset name ("paper", "cpu", "smoke", ...) to the field values that differ from the defaults.
+:func:`build_config` applies a preset and then user overrides, rejecting unknown keys with the list
+of valid ones and coercing TOML values (lists -> tuples, ints -> floats) to the declared types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any, Mapping
+
+from uadbench.errors import ConfigError
+
+REQUIRED_PRESETS = ("paper", "cpu", "smoke")
+
+
+def config_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, key: str, owner: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, owner)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{owner}.{key}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{owner}.{key} must be one of {', '.join(repr(a) for a in args)}, got {value!r}"
+            )
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{owner}.{key} must be a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key, owner) for v in value)
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ConfigError(f"{owner}.{key} must have {len(args)} items, got {value!r}")
+            return tuple(_coerce(v, a, key, owner) for v, a in zip(value, args))
+        return tuple(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{owner}.{key} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{owner}.{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{owner}.{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{owner}.{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build_config(
+    cls: type,
+    presets: Mapping[str, Mapping[str, Any]],
+    preset: str = "paper",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    owner: str = "config",
+):
+    """Instantiate ``cls`` from ``presets[preset]`` and ``overrides``."""
+    if preset not in presets:
+        raise ConfigError(
+            f"unknown preset {preset!r} for {owner}; available: {', '.join(sorted(presets))}"
+        )
+    fields = config_fields(cls)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for source_name, source in ((f"preset {preset!r}", presets[preset]), ("overrides", overrides or {})):
+        unknown = sorted(set(source) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                f"in {source_name} of {owner}; valid keys: {', '.join(sorted(fields))}"
+            )
+        for key, value in source.items():
+            values[key] = _coerce(value, hints[key], key, owner)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {owner} config: {exc}") from exc
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """A short sha256 of the canonical JSON form of ``obj``."""
+    payload = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def config_hash(method_name: str, config: Any) -> str:
+    """Hash of everything that determines a method's trained weights, short of data and seed."""
+    return stable_hash({"method": method_name, "config": config_to_dict(config)})
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted keys (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = value
+    return out

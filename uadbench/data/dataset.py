@@ -1,0 +1,67 @@
+"""Dataset sources: named collections of subjects with splits, loaded as raw Volumes."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+from uadbench.data.volume import Volume
+from uadbench.errors import DataError
+from uadbench.registry import DATASETS
+
+
+def default_data_root() -> Path:
+    """Where generated and prepared data live: $UADBENCH_DATA or ~/.cache/uadbench/data."""
+    env = os.environ.get("UADBENCH_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "uadbench" / "data"
+
+
+class DatasetSource(ABC):
+    """A registered dataset. Subclasses set the class attributes and implement ``load``.
+
+    ``lesion_splits`` are the splits with lesion annotations (evaluation cohorts); a healthy
+    dataset has none. ``modality`` names the contrast ("t1w", "t2w", "flair").
+    """
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    lesion_splits: ClassVar[tuple[str, ...]] = ()
+    modality: ClassVar[str] = ""
+    registered_name: ClassVar[str] = ""
+
+    def __init__(self, root: str | os.PathLike | None = None, seed: int = 0) -> None:
+        self.root = Path(root) if root is not None else default_data_root()
+        self.seed = int(seed)
+
+    @property
+    def name(self) -> str:
+        return self.registered_name or type(self).__name__
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise DataError(
+                f"dataset {self.name!r} has no split {split!r}; available: {', '.join(self.splits)}"
+            )
+
+    def has_lesions(self, split: str) -> bool:
+        return split in self.lesion_splits
+
+    @abstractmethod
+    def subjects(self, split: str) -> list[str]:
+        """Subject ids of ``split`` (stable order)."""
+
+    @abstractmethod
+    def load(self, split: str) -> list[Volume]:
+        """Raw volumes of ``split`` at their native grid (before the pipeline)."""
+
+    def fingerprint(self) -> str:
+        """A string that changes whenever the data behind this source change (for cache keys)."""
+        return f"{self.name}:seed={self.seed}"
+
+
+def create_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> DatasetSource:
+    cls = DATASETS.get(name)
+    return cls(root=root, seed=seed)

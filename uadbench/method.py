@@ -1,0 +1,131 @@
+"""The Method contract every anomaly-detection method meets.
+
+A method sees healthy image slices only. The harness owns data loading, preprocessing,
+post-processing, thresholds and metrics; a method owns its model and its training loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+from uadbench.config import build_config, config_hash
+from uadbench.registry import METHODS
+
+
+@dataclass(frozen=True)
+class AnomalyOutput:
+    """What ``Method.predict`` returns for a batch of slices."""
+
+    anomaly_map: Tensor  # (B,1,H,W), higher = more anomalous, same grid as the input
+    reconstruction: Tensor | None = None  # (B,1,H,W) when the method reconstructs
+    score: Tensor | None = None  # (B,) slice score; None -> the harness reduces the map
+
+
+def _no_log(metrics: dict[str, float], step: int) -> None:
+    return None
+
+
+def _no_progress(message: str) -> None:
+    return None
+
+
+@dataclass
+class FitContext:
+    """Everything a method's ``fit`` may use from the harness."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    seed: int = 0
+    max_steps: int | None = None  # overrides the config's step budget when set
+    work_dir: Path = field(default_factory=lambda: Path("."))
+    log_metrics: Callable[[dict[str, float], int], None] = _no_log
+    progress: Callable[[str], None] = _no_progress
+
+
+class Method(ABC):
+    """Base class of every registered method.
+
+    Subclasses define ``Config`` (a frozen dataclass whose defaults are the paper's values) and
+    ``presets`` (at least "paper", "cpu" and "smoke": the field values that differ from the
+    defaults). The harness builds them through :func:`create_method`.
+    """
+
+    Config: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "cpu": {}, "smoke": {}}
+    dims: ClassVar[int] = 2
+    needs_pretraining: ClassVar[bool] = False
+    registered_name: ClassVar[str] = ""
+
+    def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:
+        self.config = config
+        self.image_shape = tuple(int(s) for s in image_shape)
+
+    @abstractmethod
+    def fit(self, train: Any, val: Any, ctx: FitContext) -> None:
+        """Train on healthy slices. ``train``/``val`` are :class:`uadbench.data.SliceDataset`."""
+
+    @abstractmethod
+    def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
+        """Anomaly maps for a batch of slices (B,1,H,W) in [0,1]."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to predict after a restart (tensors and plain values only)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # -- conveniences shared by all methods ---------------------------------------------------
+    def to(self, device: torch.device | str) -> "Method":
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(device)
+        return self
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.nn.Module)}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for m in self.modules().values() for p in m.parameters())
+
+
+class ReconstructionMethod(Method):
+    """A method whose anomaly map is the absolute residual ``|x - reconstruct(x)|``."""
+
+    @abstractmethod
+    def reconstruct(self, images: Tensor, *, generator: torch.Generator) -> Tensor: ...
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
+        recon = self.reconstruct(images, generator=generator)
+        return AnomalyOutput(anomaly_map=(images - recon).abs(), reconstruction=recon)
+
+
+def method_class(name: str) -> type[Method]:
+    return METHODS.get(name)
+
+
+def create_config(name: str, preset: str = "paper", **overrides: Any):
+    cls = method_class(name)
+    return build_config(cls.Config, cls.presets, preset, overrides, owner=f"method {name!r}")
+
+
+def create_method(
+    name: str,
+    preset: str = "paper",
+    *,
+    image_shape: tuple[int, int] = (96, 96),
+    **overrides: Any,
+) -> Method:
+    """Build a registered method from a preset and overrides (unknown keys are rejected)."""
+    cls = method_class(name)
+    config = build_config(cls.Config, cls.presets, preset, overrides, owner=f"method {name!r}")
+    method = cls(config, image_shape=image_shape)
+    method.config_hash = config_hash(name, config)  # type: ignore[attr-defined]
+    return method

@@ -1,0 +1,215 @@
+"""Name -> object registries with decorator registration and lazy entry-point discovery.
+
+Every method, dataset, shift and metric is found by name through a :class:`Registry`. An object is
+registered by decorating it (``@register_method("ae")``); the module that holds it is imported
+lazily through an entry point of the registry's group (``uadbench.methods``, ...). First-party
+plugins are declared through the same entry points as third-party ones, so the harness never
+imports a method or dataset module by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.metadata
+import inspect
+import threading
+from typing import Callable, Generic, Iterator, TypeVar
+
+from uadbench.errors import UadbenchError
+
+T = TypeVar("T")
+
+
+class RegistryError(UadbenchError):
+    """A registry lookup or registration failed."""
+
+
+def _one_line(obj: object) -> str:
+    doc = inspect.getdoc(obj) or ""
+    line = doc.strip().splitlines()[0] if doc.strip() else ""
+    return line.rstrip(".")
+
+
+class Registry(Generic[T]):
+    """A registry of named objects of one kind.
+
+    ``kind`` is the human name used in messages ("method"); ``group`` is the entry-point group
+    scanned for plugin modules ("uadbench.methods").
+    """
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._items: dict[str, T] = {}
+        self._descriptions: dict[str, str] = {}
+        self._loaded_eps: set[str] = set()
+        self._all_loaded = False
+        self._lock = threading.RLock()
+
+    # -- registration -------------------------------------------------------------------------
+    def register(self, name: str, obj: T | None = None, *, description: str | None = None):
+        """Register ``obj`` under ``name``; used bare or as a decorator."""
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise RegistryError(f"{self.kind} name must be a non-empty string, got {name!r}")
+
+        def decorator(target: T) -> T:
+            with self._lock:
+                existing = self._items.get(name)
+                if existing is not None and not _same_object(existing, target):
+                    raise RegistryError(
+                        f"{self.kind} {name!r} is already registered by "
+                        f"{_qualname(existing)}; choose another name for {_qualname(target)}"
+                    )
+                self._items[name] = target
+                self._descriptions[name] = description or _one_line(target)
+                try:
+                    setattr(target, "registered_name", name)
+                except (AttributeError, TypeError):
+                    pass
+            return target
+
+        if obj is not None:
+            return decorator(obj)
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests and interactive use)."""
+        with self._lock:
+            self._items.pop(name, None)
+            self._descriptions.pop(name, None)
+
+    # -- discovery ----------------------------------------------------------------------------
+    def _entry_points(self) -> list[importlib.metadata.EntryPoint]:
+        return list(importlib.metadata.entry_points(group=self.group))
+
+    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        key = f"{ep.name}={ep.value}"
+        if key in self._loaded_eps:
+            return
+        self._loaded_eps.add(key)
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin must not hide the others
+            raise RegistryError(
+                f"could not load {self.kind} plugin {ep.name!r} ({ep.value}) from entry-point "
+                f"group {self.group!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def load_all(self) -> None:
+        """Import every module declared in the entry-point group."""
+        with self._lock:
+            if self._all_loaded:
+                return
+            for ep in self._entry_points():
+                self._load_entry_point(ep)
+            self._all_loaded = True
+
+    def refresh(self) -> None:
+        """Forget which entry points were scanned (after installing a plugin at run time)."""
+        with self._lock:
+            self._all_loaded = False
+            importlib.invalidate_caches()
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get(self, name: str) -> T:
+        with self._lock:
+            if name in self._items:
+                return self._items[name]
+            for ep in self._entry_points():
+                if ep.name == name:
+                    self._load_entry_point(ep)
+            if name in self._items:
+                return self._items[name]
+            self.load_all()
+            if name in self._items:
+                return self._items[name]
+        raise RegistryError(self._unknown_message(name))
+
+    def _unknown_message(self, name: str) -> str:
+        available = sorted(self._items)
+        close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        return (
+            f"unknown {self.kind} {name!r}; {hint}available: {', '.join(available) or '(none)'}"
+        )
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self.load_all()
+        return sorted(n for n in self._items if fnmatch.fnmatchcase(n, pattern))
+
+    def describe(self, name: str) -> str:
+        self.get(name)
+        return self._descriptions.get(name, "")
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self.get(name)  # type: ignore[arg-type]
+        except RegistryError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
+def _qualname(obj: object) -> str:
+    mod = getattr(obj, "__module__", "?")
+    return f"{mod}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _same_object(a: object, b: object) -> bool:
+    # A module imported twice under the same name (importlib reload) re-registers an equal class.
+    return a is b or _qualname(a) == _qualname(b)
+
+
+METHODS: Registry = Registry("method", "uadbench.methods")
+DATASETS: Registry = Registry("dataset", "uadbench.datasets")
+SHIFTS: Registry = Registry("shift", "uadbench.shifts")
+METRICS: Registry = Registry("metric", "uadbench.metrics")
+
+REGISTRIES: dict[str, Registry] = {
+    "methods": METHODS,
+    "datasets": DATASETS,
+    "shifts": SHIFTS,
+    "metrics": METRICS,
+}
+
+
+def register_method(name: str) -> Callable[[T], T]:
+    """Class decorator: register a :class:`uadbench.Method` subclass under ``name``."""
+    return METHODS.register(name)
+
+
+def register_dataset(name: str) -> Callable[[T], T]:
+    """Register a dataset class under ``name``."""
+    return DATASETS.register(name)
+
+
+def register_shift(name: str) -> Callable[[T], T]:
+    """Register an intensity shift function under ``name``."""
+    return SHIFTS.register(name)
+
+
+def register_metric(name: str, description: str | None = None) -> Callable[[T], T]:
+    """Register a metric under ``name``."""
+    return METRICS.register(name, description=description)
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    return METHODS.names(pattern)
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    return DATASETS.names(pattern)
+
+
+def list_shifts(pattern: str = "*") -> list[str]:
+    return SHIFTS.names(pattern)
+
+
+def list_metrics(pattern: str = "*") -> list[str]:
+    return METRICS.names(pattern)

@@ -1,0 +1,283 @@
+"""Grid specs: a TOML file -> FitJobs and EvalJobs (pure: no torch, no I/O beyond reading the TOML).
+
+A grid file looks like::
+
+    name = "quickstart"
+    image_grid = "cpu"                 # "paper" | "cpu" | "smoke" | {shape = [X, Y, Z], spacing = mm}
+    seeds = [0]
+    train_dataset = "phantom-healthy-t2w"
+
+    [[methods]]
+    name = "ae"
+    preset = "cpu"
+    overrides = { max_steps = 400 }    # optional
+
+    [[datasets]]
+    name = "phantom-tumour-t2w"        # val_split = "val", test_split = "test" by default
+
+    [[shifts]]
+    name = "gamma"
+    severities = [0.7, 1.5]
+
+Every grid is evaluated without a shift too ("none"). Shifts apply to the test split only;
+thresholds come from the unshifted validation splits, as in deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uadbench.config import config_hash, config_to_dict, stable_hash
+from uadbench.data.pipeline import ImageGrid, get_image_grid
+from uadbench.errors import ConfigError
+from uadbench.registry import DATASETS, METHODS, SHIFTS
+
+GRID_KEYS = {
+    "name", "description", "image_grid", "seeds", "train_dataset", "methods", "datasets",
+    "shifts", "data_seed", "device", "eval_batch_size",
+}
+METHOD_KEYS = {"name", "preset", "overrides", "label"}
+DATASET_KEYS = {"name", "val_split", "test_split"}
+SHIFT_KEYS = {"name", "severities"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    preset: str = "paper"
+    overrides: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    name: str
+    severity: float | None = None
+
+    @property
+    def label(self) -> str:
+        return "none" if self.name == "none" else f"{self.name}@{self.severity:g}"
+
+
+@dataclass(frozen=True)
+class FitJob:
+    method: MethodSpec
+    config: Any
+    config_hash: str
+    train_dataset: str
+    data_seed: int
+    seed: int
+    image_grid: ImageGrid
+    key: str
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    fit: FitJob
+    dataset: DatasetSpec
+    shift: ShiftSpec
+    key: str
+
+
+@dataclass
+class GridSpec:
+    name: str
+    image_grid: ImageGrid
+    seeds: tuple[int, ...]
+    train_dataset: str
+    methods: list[MethodSpec]
+    datasets: list[DatasetSpec]
+    shifts: list[ShiftSpec]
+    description: str = ""
+    data_seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 64
+    source: str = ""
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def spec_hash(self) -> str:
+        return stable_hash(self.raw)
+
+    # -- expansion -------------------------------------------------------------------------------
+    def fit_jobs(self) -> list[FitJob]:
+        from uadbench.config import build_config
+
+        jobs = []
+        for m in self.methods:
+            cls = METHODS.get(m.name)
+            config = build_config(cls.Config, cls.presets, m.preset, m.overrides_dict, owner=f"method {m.name!r}")
+            chash = config_hash(m.name, config)
+            for seed in self.seeds:
+                key = stable_hash(
+                    {
+                        "method": m.name,
+                        "config": config_to_dict(config),
+                        "train": self.train_dataset,
+                        "data_seed": self.data_seed,
+                        "grid": self.image_grid.to_dict(),
+                        "seed": seed,
+                    },
+                    length=16,
+                )
+                jobs.append(FitJob(m, config, chash, self.train_dataset, self.data_seed, seed, self.image_grid, key))
+        return jobs
+
+    def eval_jobs(self, fits: list[FitJob] | None = None) -> list[EvalJob]:
+        jobs = []
+        for fit in fits or self.fit_jobs():
+            for ds in self.datasets:
+                for shift in self.shifts:
+                    key = stable_hash(
+                        {"fit": fit.key, "dataset": ds.name, "val": ds.val_split, "test": ds.test_split,
+                         "shift": shift.name, "severity": shift.severity},
+                        length=16,
+                    )
+                    jobs.append(EvalJob(fit, ds, shift, key))
+        return jobs
+
+
+def _require_table_list(raw: dict, key: str, source: str) -> list[dict]:
+    value = raw.get(key)
+    if value is None:
+        raise ConfigError(f"{source}: missing [[{key}]] entries; add at least one")
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{source}: '{key}' must be an array of tables ([[{key}]])")
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
+
+
+def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
+    """Validate a grid mapping (as read from TOML) and resolve every name against the registries."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a grid must be a TOML table")
+    _check_keys(raw, GRID_KEYS, source)
+    name = raw.get("name") or Path(source).stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{source}: name must be letters, digits, '-' or '_', got {name!r}")
+    image_grid = get_image_grid(raw.get("image_grid", "paper"))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"{source}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    train = raw.get("train_dataset")
+    if not isinstance(train, str):
+        raise ConfigError(f"{source}: train_dataset must name a healthy dataset; available: {', '.join(DATASETS.names())}")
+    train_cls = DATASETS.get(train)
+    if "train" not in train_cls.splits:
+        raise ConfigError(f"{source}: dataset {train!r} has no 'train' split; pick a healthy dataset")
+
+    methods = []
+    for i, m in enumerate(_require_table_list(raw, "methods", source)):
+        where = f"{source}: methods[{i}]"
+        _check_keys(m, METHOD_KEYS, where)
+        if not isinstance(m.get("name"), str):
+            raise ConfigError(f"{where}: 'name' is required; available methods: {', '.join(METHODS.names())}")
+        METHODS.get(m["name"])
+        overrides = m.get("overrides", {})
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{where}: overrides must be a table of config keys")
+        preset = m.get("preset", "paper")
+        spec = MethodSpec(m["name"], preset, tuple(sorted(overrides.items())), str(m.get("label", "")))
+        cls = METHODS.get(spec.name)
+        from uadbench.config import build_config
+
+        build_config(cls.Config, cls.presets, spec.preset, spec.overrides_dict, owner=f"method {spec.name!r}")
+        methods.append(spec)
+    labels = [m.display for m in methods]
+    dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
+    if dup:
+        raise ConfigError(f"{source}: methods listed twice: {', '.join(dup)}; give each a distinct 'label'")
+
+    datasets = []
+    for i, d in enumerate(_require_table_list(raw, "datasets", source)):
+        where = f"{source}: datasets[{i}]"
+        _check_keys(d, DATASET_KEYS, where)
+        if not isinstance(d.get("name"), str):
+            raise ConfigError(f"{where}: 'name' is required; available datasets: {', '.join(DATASETS.names())}")
+        cls = DATASETS.get(d["name"])
+        spec = DatasetSpec(d["name"], d.get("val_split", "val"), d.get("test_split", "test"))
+        for split in (spec.val_split, spec.test_split):
+            if split not in cls.splits:
+                raise ConfigError(f"{where}: dataset {spec.name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
+        if spec.val_split == spec.test_split:
+            raise ConfigError(f"{where}: val_split and test_split are both {spec.val_split!r}; thresholds must come from another split")
+        datasets.append(spec)
+
+    shifts = [ShiftSpec("none", None)]
+    for i, s in enumerate(raw.get("shifts", []) or []):
+        where = f"{source}: shifts[{i}]"
+        if not isinstance(s, dict):
+            raise ConfigError(f"{where}: each shift is a table with name and severities")
+        _check_keys(s, SHIFT_KEYS, where)
+        if not isinstance(s.get("name"), str):
+            raise ConfigError(f"{where}: 'name' is required; available shifts: {', '.join(SHIFTS.names())}")
+        SHIFTS.get(s["name"])
+        if s["name"] == "none":
+            continue
+        sev = s.get("severities")
+        if not isinstance(sev, list) or not sev or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sev):
+            raise ConfigError(f"{where}: severities must be a non-empty list of numbers, got {sev!r}")
+        shifts.extend(ShiftSpec(s["name"], float(v)) for v in sev)
+
+    data_seed = raw.get("data_seed", 0)
+    if not isinstance(data_seed, int) or data_seed < 0:
+        raise ConfigError(f"{source}: data_seed must be a non-negative integer")
+    device = raw.get("device", "cpu")
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"{source}: device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    ebs = raw.get("eval_batch_size", 64)
+    if not isinstance(ebs, int) or ebs < 1:
+        raise ConfigError(f"{source}: eval_batch_size must be a positive integer")
+    return GridSpec(
+        name=name,
+        image_grid=image_grid,
+        seeds=tuple(seeds),
+        train_dataset=train,
+        methods=methods,
+        datasets=datasets,
+        shifts=shifts,
+        description=str(raw.get("description", "")),
+        data_seed=data_seed,
+        device=device,
+        eval_batch_size=ebs,
+        source=source,
+        raw=raw,
+    )
+
+
+def load_grid(path: str | os.PathLike) -> GridSpec:
+    """Read and validate a grid TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from exc
+    return parse_grid(raw, str(path))

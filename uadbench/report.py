@@ -1,0 +1,156 @@
+"""Result records -> leaderboard tables (pure: no torch, no MLflow).
+
+One table per (dataset, shift): mean ± std over seeds for every fair metric, best in bold, the
+threshold protocol in each Dice column's name, cost columns, and the oracle Dice (an upper bound
+that uses the test labels) in its own column at the right, never mixed with the fair ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+# (metric key, column title, higher is better)
+FAIR_COLUMNS: list[tuple[str, str, bool]] = [
+    ("auprc", "AUPRC", True),
+    ("auroc", "AUROC", True),
+    ("dice@val-bisection", "Dice@val-bisection", True),
+    ("dice@val-exact", "Dice@val-exact", True),
+    ("dice@healthy-fpr@5%", "Dice@healthy-fpr@5%", True),
+]
+UPPER_BOUND_COLUMNS: list[tuple[str, str, bool]] = [
+    ("dice@oracle", "Dice@oracle (upper bound)", True),
+]
+
+
+def read_records(path: str | Path) -> list[dict]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+def _shift_label(rec: dict) -> str:
+    return "none" if rec["shift"] == "none" else f"{rec['shift']}@{rec['severity']:g}"
+
+
+def _group(records: Iterable[dict]) -> "OrderedDict[tuple[str, str], OrderedDict[str, list[dict]]]":
+    groups: OrderedDict = OrderedDict()
+    for rec in records:
+        key = (rec["dataset"], _shift_label(rec))
+        groups.setdefault(key, OrderedDict()).setdefault(rec["label"], []).append(rec)
+    return groups
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return math.nan, math.nan
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, std
+
+
+def _fmt(mean: float, std: float, n: int, percent: bool = True) -> str:
+    if math.isnan(mean):
+        return "–"
+    scale = 100.0 if percent else 1.0
+    if n > 1:
+        return f"{mean * scale:.2f} ± {std * scale:.2f}"
+    return f"{mean * scale:.2f}"
+
+
+def summarise(records: Sequence[dict]) -> list[dict]:
+    """One row per (dataset, shift, method): means and stds over seeds of every metric."""
+    rows = []
+    for (dataset, shift), methods in _group(records).items():
+        for label, recs in methods.items():
+            row = {"dataset": dataset, "shift": shift, "label": label, "method": recs[0]["method"],
+                   "preset": recs[0]["preset"], "n_seeds": len(recs),
+                   "prevalence": recs[0].get("dataset_stats", {}).get("lesion_prevalence")}
+            keys = sorted({k for r in recs for k in r["metrics"]})
+            for k in keys:
+                row[k] = _mean_std([r["metrics"].get(k) for r in recs])
+            for k in ("num_parameters", "train_seconds", "seconds_per_volume"):
+                row[k] = _mean_std([r["cost"][k] for r in recs])[0]
+            rows.append(row)
+    return rows
+
+
+def _best(rows: list[dict], key: str, higher: bool) -> float | None:
+    vals = [r[key][0] for r in rows if key in r and not math.isnan(r[key][0])]
+    if not vals:
+        return None
+    return max(vals) if higher else min(vals)
+
+
+def _params(n: float) -> str:
+    if n is None or math.isnan(n):
+        return "–"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} k"
+    return f"{int(n)}"
+
+
+def leaderboard_markdown(records: Sequence[dict], title: str = "uadbench leaderboard") -> str:
+    rows = summarise(records)
+    lines = [f"# {title}", ""]
+    lines.append(
+        "Metrics in %, mean ± std over seeds; ↑ higher is better; best fair value in **bold**. "
+        "Dice columns name their threshold protocol: `val-bisection` (the paper's 10-step search on the "
+        "labelled validation split), `val-exact` (exact optimum on the same split), `healthy-fpr@5%` "
+        "(5 % voxel FPR on healthy validation scans, no labels). The oracle column picks the best "
+        "threshold per test volume with its labels: an upper bound, not a result."
+    )
+    lines.append("")
+    by_group: OrderedDict = OrderedDict()
+    for r in rows:
+        by_group.setdefault((r["dataset"], r["shift"]), []).append(r)
+    for (dataset, shift), grows in by_group.items():
+        prevalence = grows[0].get("prevalence")
+        extra = f"; lesion prevalence {prevalence * 100:.2f} % (AUPRC of a random score)" if prevalence else ""
+        lines.append(f"## {dataset}, shift: {shift}{extra}")
+        lines.append("")
+        header = ["Method", "Preset"] + [f"{t} ↑" for _, t, _ in FAIR_COLUMNS] + ["Params", "Train s", "s / volume"] + [f"{t}" for _, t, _ in UPPER_BOUND_COLUMNS]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|")
+        for r in grows:
+            cells = [r["label"], r["preset"]]
+            for key, _, higher in FAIR_COLUMNS:
+                if key not in r:
+                    cells.append("–")
+                    continue
+                mean, std = r[key]
+                text = _fmt(mean, std, r["n_seeds"])
+                best = _best(grows, key, higher)
+                if best is not None and len(grows) > 1 and not math.isnan(mean) and abs(mean - best) < 1e-12:
+                    text = f"**{text}**"
+                cells.append(text)
+            cells += [_params(r["num_parameters"]), f"{r['train_seconds']:.1f}", f"{r['seconds_per_volume']:.3f}"]
+            for key, _, _ in UPPER_BOUND_COLUMNS:
+                cells.append(_fmt(*r[key], r["n_seeds"]) if key in r else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def leaderboard_terminal(records: Sequence[dict]) -> str:
+    """A compact plain-text table for the terminal."""
+    rows = summarise(records)
+    cols = [("Method", 14), ("Dataset", 22), ("Shift", 10), ("AUPRC", 8), ("AUROC", 8), ("Dice@val", 9), ("Dice@oracle*", 12), ("Train s", 8)]
+    out = ["  ".join(name.ljust(w) for name, w in cols)]
+    out.append("  ".join("-" * w for _, w in cols))
+    for r in rows:
+        def pct(key: str) -> str:
+            return "–" if key not in r or math.isnan(r[key][0]) else f"{r[key][0] * 100:.2f}"
+
+        vals = [r["label"], r["dataset"], r["shift"], pct("auprc"), pct("auroc"), pct("dice@val-bisection"), pct("dice@oracle"), f"{r['train_seconds']:.1f}"]
+        out.append("  ".join(str(v)[:w].ljust(w) for v, (_, w) in zip(vals, cols)))
+    out.append("* Dice@oracle uses the test labels: an upper bound, not a result.")
+    return "\n".join(out)

@@ -1,0 +1,153 @@
+"""Reconstruction baselines: AE, VAE, f-AnoGAN, DAE (smoke presets, tiny synthetic slices)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+from uadbench.data import SliceDataset
+from uadbench.errors import ConfigError, UadbenchError
+from uadbench.method import AnomalyOutput, FitContext, create_config, create_method
+from uadbench.registry import METHODS
+
+BASELINES = ["ae"]
+H = W = 32
+
+
+def _volumes(n: int = 4, z: int = 6, seed: int = 0) -> torch.Tensor:
+    """(N, H, W, Z) blobs in [0, 1] on a zero background."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    vols = torch.zeros(n, H, W, z)
+    for i in range(n):
+        for k in range(z):
+            a, b = 0.5 + 0.3 * torch.rand(2, generator=g)
+            inside = (xx / a) ** 2 + (yy / b) ** 2 < 1
+            vols[i, :, :, k] = inside * (0.4 + 0.4 * torch.rand(H, W, generator=g))
+    return vols
+
+
+@pytest.fixture(scope="module")
+def train_data() -> SliceDataset:
+    return SliceDataset(_volumes())
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return _volumes(n=1, z=3, seed=7).permute(0, 3, 1, 2).reshape(-1, 1, H, W)
+
+
+def _ctx(seed: int = 0, **kwargs) -> FitContext:
+    return FitContext(generator=torch.Generator().manual_seed(seed), seed=seed, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fitted(train_data):
+    """Each baseline trained once with its smoke preset."""
+    out = {}
+    for name in BASELINES:
+        torch.manual_seed(0)
+        method = create_method(name, "smoke", image_shape=(H, W))
+        method.fit(train_data, train_data, _ctx())
+        out[name] = method
+    return out
+
+
+# -- contract checks shared by every baseline -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_registered_with_required_presets(name):
+    cls = METHODS.get(name)
+    assert {"paper", "cpu", "smoke"} <= set(cls.presets)
+    assert dataclasses.is_dataclass(cls.Config)
+    assert cls.presets["paper"] == {}  # the defaults are the paper's values
+    for preset in ("paper", "cpu", "smoke"):
+        create_config(name, preset)
+    doc = __import__(cls.__module__, fromlist=["_"]).__doc__
+    assert "Deviations from the paper" in doc and "http" in doc
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_unknown_override_is_rejected(name):
+    with pytest.raises(ConfigError, match="valid keys"):
+        create_method(name, "smoke", image_shape=(H, W), not_a_field=1)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_predict_is_finite_and_seeded(name, fitted, images):
+    method = fitted[name]
+    out = method.predict(images, generator=torch.Generator().manual_seed(3))
+    assert isinstance(out, AnomalyOutput)
+    assert out.anomaly_map.shape == images.shape
+    assert torch.isfinite(out.anomaly_map).all()
+    assert (out.anomaly_map >= 0).all()
+    if out.reconstruction is not None:
+        assert out.reconstruction.shape == images.shape
+        torch.testing.assert_close(out.anomaly_map, (images - out.reconstruction).abs())
+    if out.score is not None:
+        assert out.score.shape == (images.shape[0],) and torch.isfinite(out.score).all()
+    again = method.predict(images, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out.anomaly_map, again.anomaly_map, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_state_dict_round_trip(name, fitted, images):
+    method = fitted[name]
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    fresh = create_method(name, "smoke", image_shape=(H, W))
+    before = fresh.predict(images, generator=torch.Generator().manual_seed(1)).anomaly_map
+    fresh.load_state_dict(state)
+    a = method.predict(images, generator=torch.Generator().manual_seed(1))
+    b = fresh.predict(images, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a.anomaly_map, b.anomaly_map, rtol=0, atol=0)
+    assert not torch.equal(before, b.anomaly_map)  # loading really replaced the weights
+
+
+@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("shape", [(64, 64), (96, 96), (40, 56)])
+def test_architecture_adapts_to_image_size(name, shape):
+    method = create_method(name, "smoke", image_shape=shape)
+    x = torch.rand(2, 1, *shape)
+    out = method.predict(x, generator=torch.Generator().manual_seed(0))
+    assert out.anomaly_map.shape == x.shape
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_max_steps_and_logging_are_honoured(name, train_data):
+    logged: list[tuple[dict, int]] = []
+    messages: list[str] = []
+    method = create_method(name, "smoke", image_shape=(H, W))
+    ctx = _ctx(max_steps=2, log_metrics=lambda m, s: logged.append((m, s)), progress=messages.append)
+    method.fit(train_data, None, ctx)
+    assert logged and messages
+    assert all(s <= 2 for _, s in logged)
+    assert all(torch.isfinite(torch.tensor(v)) for m, _ in logged for v in m.values())
+
+
+# -- AE ---------------------------------------------------------------------------------------------
+
+
+def test_ae_training_reduces_reconstruction_error(train_data):
+    torch.manual_seed(0)
+    method = create_method("ae", "smoke", image_shape=(H, W), steps=60, lr=3e-3)
+    x = train_data.all_slices()
+    before = method.predict(x, generator=torch.Generator()).anomaly_map.mean()
+    losses = []
+    method.fit(train_data, None, _ctx(log_metrics=lambda m, s: losses.append(m["ae/loss"]) if "ae/loss" in m else None))
+    after = method.predict(x, generator=torch.Generator()).anomaly_map.mean()
+    assert after < 0.5 * before
+    assert losses[-1] < losses[0]
+
+
+def test_ae_rejects_bad_architecture():
+    with pytest.raises(UadbenchError, match="kernel_size"):
+        create_method("ae", "smoke", image_shape=(H, W), kernel_size=4)
+    with pytest.raises(UadbenchError, match="image_shape"):
+        create_method("ae", "smoke", image_shape=(2, 2))

@@ -163,7 +163,10 @@ def _qualname(obj: object) -> str:
 
 def _same_object(a: object, b: object) -> bool:
     # A module imported twice under the same name (importlib reload) re-registers an equal class.
-    return a is b or _qualname(a) == _qualname(b)
+    if a is b:
+        return True
+    named = (type, type(_qualname))
+    return isinstance(a, named) and isinstance(b, named) and _qualname(a) == _qualname(b)
 
 
 METHODS: Registry = Registry("method", "uadbench.methods")

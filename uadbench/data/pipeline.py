@@ -133,10 +133,10 @@ def preprocess(volume: Volume, grid: ImageGrid) -> Volume:
     # 3. resample to the grid's voxel size
     zoom = tuple(s / grid.spacing for s in spacing)
     if not np.allclose(zoom, 1.0):
-        image = ndimage.zoom(image, zoom, order=3, mode="constant", grid_mode=True)
-        brain = ndimage.zoom(brain.astype(np.uint8), zoom, order=0, mode="constant", grid_mode=True).astype(bool)
+        image = ndimage.zoom(image, zoom, order=3, mode="grid-constant", grid_mode=True)
+        brain = ndimage.zoom(brain.astype(np.uint8), zoom, order=0, mode="grid-constant", grid_mode=True).astype(bool)
         if lesion is not None:
-            lesion = ndimage.zoom(lesion.astype(np.uint8), zoom, order=0, mode="constant", grid_mode=True).astype(bool)
+            lesion = ndimage.zoom(lesion.astype(np.uint8), zoom, order=0, mode="grid-constant", grid_mode=True).astype(bool)
     # 4. exact grid shape; B-spline overshoot is clipped back to [0, 1]
     image = np.clip(crop_or_pad(image, grid.shape), 0.0, 1.0).astype(np.float32)
     brain = crop_or_pad(brain, grid.shape)

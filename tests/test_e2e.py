@@ -1,0 +1,202 @@
+"""End to end: the smoke grid through the CLI, the MLflow store, resume, and a third-party plugin."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "tests" / "data" / "smoke.toml"
+
+
+def _env(data_root: Path, extra_path: Path | None = None) -> dict:
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", UADBENCH_DATA=str(data_root), OMP_NUM_THREADS="1")
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _run(args, cwd, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "uadbench.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, data_root):
+    work = tmp_path_factory.mktemp("smoke")
+    out = work / "run"
+    proc = _run(["run", str(SMOKE), "--out", str(out)], cwd=work, env=_env(data_root))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work, out, proc
+
+
+def test_smoke_grid_writes_results_leaderboard_and_prints_table(smoke_run):
+    work, out, proc = smoke_run
+    assert "[fit ae seed 0]" in proc.stdout  # progress while it works
+    assert "Dice@oracle*" in proc.stdout  # the terminal table at the end
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # 2 methods x 1 dataset x (no shift + gamma@1.5) x 1 seed
+    assert len(records) == 4
+    cells = {(r["method"], r["shift"], r["severity"]) for r in records}
+    assert cells == {("thresh", "none", None), ("thresh", "gamma", 1.5), ("ae", "none", None), ("ae", "gamma", 1.5)}
+    for r in records:
+        for key in ("method", "preset", "config_hash", "dataset", "split", "shift", "seed", "metrics", "thresholds", "versions", "spec_hash"):
+            assert key in r, key
+        assert 0.0 <= r["metrics"]["auprc"] <= 1.0 and 0.0 <= r["metrics"]["auroc"] <= 1.0
+        assert "val-bisection" in r["thresholds"] and "/val" in r["thresholds"]["val-bisection"]["source"]
+        assert r["metrics"]["dice@oracle"] >= r["metrics"]["dice@val-bisection"] - 1e-9
+        assert set(r["per_volume"]) and all(math.isfinite(v["auprc"]) for v in r["per_volume"].values())
+    board = (out / "leaderboard.md").read_text()
+    assert "Dice@val-bisection" in board and "Dice@oracle (upper bound)" in board
+    assert "phantom-tumour-t2w, shift: gamma@1.5" in board
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_smoke_grid_mlflow_store(smoke_run):
+    import mlflow
+
+    work, out, _ = smoke_run
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["uadbench-smoke"])
+    kinds = runs["tags.uadbench.kind"].fillna("parent").tolist()
+    assert kinds.count("fit") == 2 and kinds.count("eval") == 4 and kinds.count("parent") == 1
+    parent = runs[runs["tags.uadbench.kind"].isna()]["run_id"].iloc[0]
+    children = runs[runs["tags.uadbench.kind"].notna()]
+    assert (children["tags.mlflow.parentRunId"] == parent).all()
+    evals = children[children["tags.uadbench.kind"] == "eval"]
+    assert evals["metrics.auprc"].between(0, 1).all()
+    assert set(evals["tags.shift"]) == {"none", "gamma"}
+    ae_fit = children[(children["tags.uadbench.kind"] == "fit") & (children["tags.method"] == "ae")]
+    assert "params.config.latent_dim" in ae_fit.columns or any(c.startswith("params.config.") for c in ae_fit.columns)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by_cell = {(r["method"], r["shift"]): r["metrics"]["auprc"] for r in records}
+    for _, row in evals.iterrows():
+        assert row["metrics.auprc"] == pytest.approx(by_cell[(row["tags.method"], row["tags.shift"])])
+
+
+def test_rerun_resumes_from_cache_with_identical_results(smoke_run, data_root):
+    work, out, _ = smoke_run
+    before = (out / "results.jsonl").read_text()
+    proc = _run(["run", str(SMOKE), "--out", str(out), "--no-tracking"], cwd=work, env=_env(data_root))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "training on" not in proc.stdout  # every fit came from the cache
+    after = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "created"} for r in rs]
+    assert strip(after) == strip([json.loads(line) for line in before.splitlines()])
+
+
+PLUGIN = '''
+"""A third-party method living outside uadbench."""
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+from uadbench import ReconstructionMethod, register_method
+
+
+@dataclass(frozen=True)
+class BlurConfig:
+    kernel: int = 5
+
+
+@register_method("blur-residual")
+class BlurResidual(ReconstructionMethod):
+    """Residual against a box-blurred copy of the input (a plugin example)."""
+
+    Config = BlurConfig
+    presets = {"paper": {}, "cpu": {}, "smoke": {"kernel": 3}}
+
+    def fit(self, train, val, ctx):
+        ctx.progress("nothing to train")
+
+    def reconstruct(self, images, *, generator):
+        k = self.config.kernel
+        return F.avg_pool2d(images, k, stride=1, padding=k // 2, count_include_pad=False)
+
+    def state_dict(self):
+        return {"kernel": self.config.kernel}
+
+    def load_state_dict(self, state):
+        assert state["kernel"] == self.config.kernel
+'''
+
+
+def test_third_party_method_from_entry_point(tmp_path, data_root):
+    site = tmp_path / "site"
+    (site / "uadbench_blurplugin").mkdir(parents=True)
+    (site / "uadbench_blurplugin" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
+    dist = site / "uadbench_blurplugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: uadbench-blurplugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[uadbench.methods]\nblur-residual = uadbench_blurplugin\n")
+    env = _env(data_root, extra_path=site)
+
+    listing = _run(["list", "methods", "blur*"], cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.split()[0] == "blur-residual"
+    assert "box-blurred" in listing.stdout
+
+    grid = tmp_path / "plugin.toml"
+    grid.write_text(SMOKE.read_text().replace('name = "ae"', 'name = "blur-residual"').replace('name = "smoke"', 'name = "plugin"'))
+    proc = _run(["run", str(grid), "--out", str(tmp_path / "run"), "--no-tracking"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    methods = {json.loads(line)["method"] for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()}
+    assert methods == {"thresh", "blur-residual"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_grid_logs_to_a_real_mlflow_server(tmp_path, data_root):
+    """A user's tracking server: `mlflow server` on 127.0.0.1, the grid logging over HTTP."""
+    import time
+    import urllib.request
+
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, "mlflow server exited"
+            assert time.time() < deadline, "mlflow server did not start within 90 s"
+            time.sleep(0.5)
+        grid = tmp_path / "server.toml"
+        text = SMOKE.read_text().replace('name = "smoke"', 'name = "served"')
+        text = text.split("[[methods]]\nname = \"ae\"")[0] + "[[datasets]]" + text.split("[[datasets]]")[1]
+        grid.write_text(text)
+        proc = _run(["run", str(grid), "--out", str(tmp_path / "run"), "--tracking-uri", uri], cwd=tmp_path, env=_env(data_root))
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name("uadbench-served")
+        runs = client.search_runs([exp.experiment_id])
+        evals = [r for r in runs if r.data.tags.get("uadbench.kind") == "eval"]
+        assert len(evals) == 2 and all(0 <= r.data.metrics["auprc"] <= 1 for r in evals)
+        assert not (tmp_path / "run" / "mlflow.db").exists()  # nothing went to the default store
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 
 import pytest
@@ -13,7 +14,7 @@ from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import AnomalyOutput, FitContext, create_config, create_method
 from uadbench.registry import METHODS
 
-BASELINES = ["ae"]
+BASELINES = ["ae", "vae"]
 H = W = 32
 
 
@@ -151,3 +152,61 @@ def test_ae_rejects_bad_architecture():
         create_method("ae", "smoke", image_shape=(H, W), kernel_size=4)
     with pytest.raises(UadbenchError, match="image_shape"):
         create_method("ae", "smoke", image_shape=(2, 2))
+
+
+# -- VAE --------------------------------------------------------------------------------------------
+
+
+def test_gaussian_kl_matches_closed_form():
+    from torch.distributions import Normal, kl_divergence
+
+    from uadbench.nn.autoencoders import gaussian_kl
+
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    logvar = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    reference = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).sum(dim=1)
+    torch.testing.assert_close(gaussian_kl(mu, logvar), reference)
+    # hand-computed: mu = 1, sigma^2 = e  ->  0.5 * (1 + e - 1 - 1) = (e - 1) / 2 per dimension
+    one = gaussian_kl(torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64))
+    torch.testing.assert_close(one, torch.tensor([1.5 * (torch.e - 1)], dtype=torch.float64))
+    assert gaussian_kl(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() == 0
+
+
+def test_vae_loss_adds_beta_times_kl(images):
+    vae_module = importlib.import_module("uadbench.methods.vae")
+    method = create_method("vae", "smoke", image_shape=(H, W))
+    model = method.model.eval()  # no dropout, BatchNorm running stats: the loss is a function of beta
+    losses = {}
+    for beta in (0.0, 0.001, 2.0):
+        losses[beta] = vae_module.vae_loss(model, images, beta=beta, generator=torch.Generator().manual_seed(4))
+    total0, recon0, kl0 = losses[0.0]
+    assert kl0 > 0
+    torch.testing.assert_close(total0, recon0)
+    for beta in (0.001, 2.0):
+        total, recon, kl = losses[beta]
+        torch.testing.assert_close(recon, recon0)
+        torch.testing.assert_close(total, recon0 + beta * kl0)
+    assert create_config("vae", "paper").beta == 0.001
+
+
+def test_vae_beta_pulls_posterior_to_prior(train_data):
+    x = train_data.all_slices()
+    kls = {}
+    for beta in (0.0, 10.0):
+        torch.manual_seed(0)
+        method = create_method("vae", "smoke", image_shape=(H, W), steps=40, beta=beta)
+        method.fit(train_data, None, _ctx())
+        with torch.no_grad():
+            from uadbench.nn.autoencoders import gaussian_kl
+
+            kls[beta] = float(gaussian_kl(*method.model.encode(x)).mean())
+    assert kls[10.0] < 0.5 * kls[0.0]
+
+
+def test_vae_reconstructs_from_posterior_mean(fitted, images):
+    method = fitted["vae"]
+    mu, _ = method.model.encode(images)
+    expected = method.model.decode(mu)
+    recon = method.predict(images, generator=torch.Generator().manual_seed(0)).reconstruction
+    torch.testing.assert_close(recon, expected)

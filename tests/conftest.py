@@ -15,10 +15,13 @@ torch.set_num_threads(1)
 def data_root(tmp_path_factory):
     """One phantom data root for the whole test session (generated once)."""
     root = tmp_path_factory.mktemp("uadbench-data")
-    old = os.environ.get("UADBENCH_DATA")
+    saved = {k: os.environ.get(k) for k in ("UADBENCH_DATA", "UADBENCH_PHANTOM_SIZES")}
     os.environ["UADBENCH_DATA"] = str(root)
+    # small cohorts keep the end-to-end tests fast; the phantom's own tests check the defaults
+    os.environ["UADBENCH_PHANTOM_SIZES"] = "train=6,val=3,test=4"
     yield root
-    if old is None:
-        os.environ.pop("UADBENCH_DATA", None)
-    else:
-        os.environ["UADBENCH_DATA"] = old
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -1,0 +1,377 @@
+"""Voxel-level metrics: AUPRC, AUROC, Dice, best Dice, and the metric-name registry.
+
+All ranking metrics come from one :class:`RankedCounts`: the distinct scores in decreasing order
+with the cumulative numbers of positives and negatives at or above each one. It is built with one
+sort of the non-zero scores; the zero scores (the background outside the eroded brain mask, most
+of a volume) form a single tie block that is counted, not sorted. From it:
+
+- ``average_precision`` equals ``sklearn.metrics.average_precision_score``
+  (Σ (R_n − R_{n−1}) P_n over distinct thresholds, the paper's AUPRC formula, METHOD_SPEC §4.4);
+- ``roc_auc`` equals ``sklearn.metrics.roc_auc_score`` (trapezoids between distinct thresholds,
+  computed in integer arithmetic);
+- ``best_dice`` is the exact maximum of Dice over all thresholds ``score > t``.
+
+Undefined values are NaN: AUPRC without positives, AUROC without positives or without negatives
+(sklearn warns or raises there), Dice when prediction and target are both empty (the reference
+``dice`` divides 0 by 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from uadbench.errors import UadbenchError
+from uadbench.evaluation.postprocess import threshold_float32
+from uadbench.registry import register_metric
+
+# -- ranked counts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankedCounts:
+    """Cumulative counts at each distinct score, scores in decreasing order.
+
+    ``values[i]`` is the i-th largest distinct score; ``tp[i]`` / ``fp[i]`` count positives /
+    negatives with score ``>= values[i]``. ``tp[-1]`` is the number of positives, ``fp[-1]`` the
+    number of negatives.
+    """
+
+    values: np.ndarray  # (K,) distinct scores, decreasing
+    tp: np.ndarray  # (K,) int64
+    fp: np.ndarray  # (K,) int64
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.tp[-1]) if self.tp.size else 0
+
+    @property
+    def n_neg(self) -> int:
+        return int(self.fp[-1]) if self.fp.size else 0
+
+    def counts_above(self, threshold: float) -> tuple[int, int]:
+        """(positives, negatives) with score ``> threshold`` (float64 comparison semantics)."""
+        if self.values.size == 0:
+            return 0, 0
+        f = threshold_float32(threshold) if self.values.dtype == np.float32 else float(threshold)
+        # values are decreasing: the number of distinct values strictly above f
+        k = int(np.searchsorted(-self.values, -f, side="left"))
+        if k == 0:
+            return 0, 0
+        return int(self.tp[k - 1]), int(self.fp[k - 1])
+
+
+def _blocks(sorted_values: np.ndarray, sorted_labels: np.ndarray):
+    """Block ends of a decreasing array: distinct values, cumulative tp and fp at each end."""
+    n = sorted_values.size
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return sorted_values[:0], empty, empty
+    ends = np.flatnonzero(sorted_values[1:] != sorted_values[:-1])
+    ends = np.append(ends, n - 1)
+    ctp = np.cumsum(sorted_labels, dtype=np.int64)
+    tp = ctp[ends]
+    fp = (ends + 1).astype(np.int64) - tp
+    return sorted_values[ends], tp, fp
+
+
+def _with_zero_block(values, tp, fp, zero_pos: int, zero_neg: int, dtype) -> RankedCounts:
+    if zero_pos + zero_neg == 0:
+        return RankedCounts(values, tp, fp)
+    j = int(np.count_nonzero(values > 0))  # blocks above zero come first
+    tp0 = (int(tp[j - 1]) if j else 0) + zero_pos
+    fp0 = (int(fp[j - 1]) if j else 0) + zero_neg
+    return RankedCounts(
+        np.concatenate([values[:j], np.zeros(1, dtype=dtype), values[j:]]),
+        np.concatenate([tp[:j], [tp0], tp[j:] + zero_pos]).astype(np.int64),
+        np.concatenate([fp[:j], [fp0], fp[j:] + zero_neg]).astype(np.int64),
+    )
+
+
+class SortedScores:
+    """Non-zero scores of a volume sorted once, reusable for sub-regions (e.g. the brain).
+
+    ``scores``: any shape, no NaN. ``labels``: boolean of the same shape.
+    """
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        s = np.asarray(scores).ravel()
+        y = np.asarray(labels, dtype=bool).ravel()
+        if s.shape != y.shape:
+            raise UadbenchError(f"scores ({s.size} values) and labels ({y.size}) differ in size")
+        if not np.issubdtype(s.dtype, np.floating):
+            s = s.astype(np.float64)
+        nz = np.flatnonzero(s)
+        order = np.argsort(s[nz])[::-1]
+        self._index = nz[order]  # voxel indices, decreasing score
+        self._values = s[self._index]
+        self._labels = y[self._index]
+        self._dtype = s.dtype
+        self._zero_labels = y  # labels of all voxels; zeros counted from it
+        self._n_nonzero_pos = int(np.count_nonzero(self._labels))
+        self._n = s.size
+
+    def counts(self, region: np.ndarray | None = None) -> RankedCounts:
+        """Ranked counts over all voxels, or over the voxels where ``region`` is true."""
+        if region is None:
+            values, tp, fp = _blocks(self._values, self._labels)
+            total_pos = int(np.count_nonzero(self._zero_labels))
+            zero_pos = total_pos - self._n_nonzero_pos
+            zero_neg = (self._n - self._values.size) - zero_pos
+            return _with_zero_block(values, tp, fp, zero_pos, zero_neg, self._dtype)
+        r = np.asarray(region, dtype=bool).ravel()
+        if r.size != self._n:
+            raise UadbenchError(f"region has {r.size} voxels, scores have {self._n}")
+        keep = r[self._index]
+        values, tp, fp = _blocks(self._values[keep], self._labels[keep])
+        region_pos = int(np.count_nonzero(self._zero_labels & r))
+        nonzero_pos = int(np.count_nonzero(self._labels[keep]))
+        zero_pos = region_pos - nonzero_pos
+        zero_neg = (int(np.count_nonzero(r)) - int(np.count_nonzero(keep))) - zero_pos
+        return _with_zero_block(values, tp, fp, zero_pos, zero_neg, self._dtype)
+
+
+def ranked_counts(scores: np.ndarray, labels: np.ndarray) -> RankedCounts:
+    """Ranked counts of ``scores`` against boolean ``labels`` (any shape, same size)."""
+    return SortedScores(scores, labels).counts()
+
+
+def pooled_ranked_counts(parts) -> RankedCounts:
+    """Ranked counts of several ``(scores, labels)`` pairs pooled together.
+
+    Only the non-zero scores of each part are kept and sorted (once, all parts together); the
+    zero scores are counted. Used for thresholds over a whole validation split.
+    """
+    values, labels = [], []
+    zero_pos = zero_neg = 0
+    dtype = np.dtype(np.float32)
+    for scores, lab in parts:
+        s = np.asarray(scores).ravel()
+        y = np.asarray(lab, dtype=bool).ravel()
+        if s.shape != y.shape:
+            raise UadbenchError(f"scores ({s.size} values) and labels ({y.size}) differ in size")
+        dtype = s.dtype
+        nz = np.flatnonzero(s)
+        values.append(s[nz])
+        labels.append(y[nz])
+        n_pos = int(np.count_nonzero(y))
+        nz_pos = int(np.count_nonzero(labels[-1]))
+        zero_pos += n_pos - nz_pos
+        zero_neg += (s.size - nz.size) - (n_pos - nz_pos)
+    v = np.concatenate(values) if values else np.zeros(0, dtype=dtype)
+    y = np.concatenate(labels) if labels else np.zeros(0, dtype=bool)
+    order = np.argsort(v)[::-1]
+    return _with_zero_block(*_blocks(v[order], y[order]), zero_pos, zero_neg, v.dtype)
+
+
+# -- metrics from ranked counts ----------------------------------------------------------------
+
+
+def average_precision(counts: RankedCounts) -> float:
+    """Σ (R_n − R_{n−1}) P_n over distinct thresholds; NaN without positives."""
+    n_pos = counts.n_pos
+    if n_pos == 0:
+        return math.nan
+    tp = counts.tp.astype(np.float64)
+    precision = tp / (tp + counts.fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def roc_auc(counts: RankedCounts) -> float:
+    """Area under the ROC curve (ties as trapezoids); NaN with only one class."""
+    n_pos, n_neg = counts.n_pos, counts.n_neg
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    tp = counts.tp
+    dfp = np.diff(counts.fp, prepend=0)
+    tp_prev = np.concatenate([[0], tp[:-1]])
+    twice_area = int(np.sum(dfp * (tp + tp_prev)))
+    return twice_area / (2.0 * n_pos * n_neg)
+
+
+def best_dice(counts: RankedCounts) -> tuple[float, int]:
+    """Exact maximum over thresholds of Dice(score > t); returns (dice, block index).
+
+    The block index ``i`` means "predict every voxel with score ``>= values[i]``"; -1 means the
+    empty prediction. NaN (and -1) without positives.
+    """
+    n_pos = counts.n_pos
+    if n_pos == 0:
+        return math.nan, -1
+    if counts.tp.size == 0:
+        return 0.0, -1
+    dice = 2.0 * counts.tp / (counts.tp + counts.fp + n_pos)
+    i = int(np.argmax(dice))
+    if dice[i] <= 0.0:
+        return 0.0, -1
+    return float(dice[i]), i
+
+
+def compute_auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision of ``scores`` for boolean ``labels`` (= sklearn's; NaN without positives)."""
+    return average_precision(ranked_counts(scores, labels))
+
+
+def compute_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for boolean ``labels`` (= sklearn's; NaN with one class only)."""
+    return roc_auc(ranked_counts(scores, labels))
+
+
+def dice_counts(prediction: np.ndarray, target: np.ndarray) -> tuple[int, int, int]:
+    """(|P ∩ G|, |P|, |G|) of two boolean arrays."""
+    p = np.asarray(prediction, dtype=bool)
+    g = np.asarray(target, dtype=bool)
+    if p.shape != g.shape:
+        raise UadbenchError(f"prediction shape {p.shape} differs from target shape {g.shape}")
+    return int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g))
+
+
+def dice_from_counts(intersection: int, n_pred: int, n_target: int) -> float:
+    denominator = n_pred + n_target
+    return math.nan if denominator == 0 else 2.0 * intersection / denominator
+
+
+def compute_dice(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Dice = 2|P ∩ G| / (|P| + |G|); NaN when both are empty."""
+    return dice_from_counts(*dice_counts(prediction, target))
+
+
+# -- metric names ------------------------------------------------------------------------------
+
+#: Threshold protocols with a fair (not test-tuned) threshold, in display order.
+FAIR_PROTOCOLS = (
+    "val-bisection",
+    "val-exact",
+    "healthy-fpr@1%",
+    "healthy-fpr@5%",
+    "healthy-fpr@10%",
+)
+ORACLE = "oracle"
+ALL_PROTOCOLS = FAIR_PROTOCOLS + (ORACLE,)
+
+#: Lesion-size bins (ml) of connected lesions for the detection rate: [lower, upper).
+SIZE_BINS_ML: dict[str, tuple[float, float]] = {
+    "small": (0.0, 0.1),
+    "medium": (0.1, 1.0),
+    "large": (1.0, math.inf),
+}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric reported by the evaluation protocol."""
+
+    name: str
+    description: str
+    higher_is_better: bool = True
+    upper_bound: bool = False  # oracle values: never mixed into the fair columns
+
+    def __repr__(self) -> str:
+        return f"MetricInfo({self.name!r})"
+
+
+def _protocol_text(protocol: str) -> str:
+    if protocol == "val-bisection":
+        return "threshold from the labelled validation split (reference 10-step bisection)"
+    if protocol == "val-exact":
+        return "threshold from the labelled validation split (exact pooled-Dice optimum)"
+    if protocol.startswith("healthy-fpr@"):
+        pct = protocol.split("@", 1)[1]
+        return f"threshold giving {pct} voxel FPR on healthy validation brains"
+    return protocol
+
+
+def _metric_table() -> list[MetricInfo]:
+    table = [
+        MetricInfo("auprc", "AUPRC over all voxels of a volume, mean over volumes (paper's AUPRC)"),
+        MetricInfo("auroc", "AUROC over all voxels of a volume, mean over volumes"),
+        MetricInfo("auprc_brain", "AUPRC over brain-mask voxels of a volume, mean over volumes"),
+        MetricInfo("auroc_brain", "AUROC over brain-mask voxels of a volume, mean over volumes"),
+    ]
+    for p in FAIR_PROTOCOLS:
+        text = _protocol_text(p)
+        table.append(MetricInfo(f"dice@{p}", f"per-volume Dice, mean over volumes; {text}"))
+        table.append(MetricInfo(f"dice_pooled@{p}", f"Dice of all test voxels pooled; {text}"))
+        table.append(
+            MetricInfo(
+                f"fp_volume_ml@{p}",
+                f"predicted anomalous volume (ml) on healthy test scans; {text}",
+                higher_is_better=False,
+            )
+        )
+    table.append(
+        MetricInfo(
+            "dice@oracle",
+            "best Dice per test volume over all thresholds, no CC filter (upper bound, not fair)",
+            upper_bound=True,
+        )
+    )
+    table += [
+        MetricInfo(
+            "l1_lesion", "mean raw |x - x̂| (or raw map) over lesion voxels", higher_is_better=True
+        ),
+        MetricInfo(
+            "l1_healthy",
+            "mean raw |x - x̂| (or raw map) over non-lesion voxels, background included",
+            higher_is_better=False,
+        ),
+        MetricInfo(
+            "l1_ratio", "l1_lesion / l1_healthy (aggregate: ratio of the means), paper's l1-ratio"
+        ),
+    ]
+    for name, (lo, hi) in SIZE_BINS_ML.items():
+        span = f">= {lo:g} ml" if math.isinf(hi) else f"{lo:g}-{hi:g} ml"
+        table.append(
+            MetricInfo(
+                f"detection_rate_{name}@val-bisection",
+                f"fraction of connected lesions of {span} hit by the prediction (pooled); "
+                "threshold from val-bisection",
+            )
+        )
+    table += [
+        MetricInfo("ssim", "SSIM of reconstruction vs input on healthy test scans (data range 1)"),
+        MetricInfo("psnr", "PSNR (dB) of reconstruction vs input on healthy test scans"),
+        MetricInfo(
+            "l1_recon",
+            "mean |x - x̂| over all voxels of healthy test scans",
+            higher_is_better=False,
+        ),
+        MetricInfo(
+            "entropy_diff",
+            "histogram entropy of input minus that of reconstruction, brain voxels (paper's 'KLD')",
+            higher_is_better=False,
+        ),
+    ]
+    return table
+
+
+METRIC_INFO: dict[str, MetricInfo] = {}
+for _info in _metric_table():
+    METRIC_INFO[_info.name] = _info
+    register_metric(_info.name, description=_info.description)(_info)
+del _info
+
+
+__all__ = [
+    "ALL_PROTOCOLS",
+    "FAIR_PROTOCOLS",
+    "METRIC_INFO",
+    "MetricInfo",
+    "ORACLE",
+    "RankedCounts",
+    "SIZE_BINS_ML",
+    "SortedScores",
+    "average_precision",
+    "best_dice",
+    "compute_auprc",
+    "compute_auroc",
+    "compute_dice",
+    "dice_counts",
+    "dice_from_counts",
+    "pooled_ranked_counts",
+    "ranked_counts",
+    "roc_auc",
+]

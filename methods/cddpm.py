@@ -64,6 +64,7 @@ class CDDPMConfig(DiffusionConfig):
     pretrain_lr: float = 1e-4
     pretrain_weight_decay: float = 0.05
     pretrain_mask_ratio: float = 0.65
+    pretrain_decoder_width: int = 512
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,8 +81,10 @@ class ConditionedDDPM(ReconstructionMethod):
     Config: ClassVar[type] = CDDPMConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "cpu": {**CPU_PRESET, "encoder": "resnet18", "cond_dim": 64},
-        "smoke": {**SMOKE_PRESET, "encoder": "resnet10t", "cond_dim": 16},
+        "cpu": {**CPU_PRESET, "encoder": "resnet18", "cond_dim": 64, "pretrain_steps": 200,
+                "pretrain_lr": 1e-3, "pretrain_decoder_width": 64},
+        "smoke": {**SMOKE_PRESET, "encoder": "resnet10t", "cond_dim": 16, "pretrain_steps": 2,
+                  "pretrain_decoder_width": 16},
     }
 
     def __init__(self, config: CDDPMConfig, *, image_shape: tuple[int, int]) -> None:

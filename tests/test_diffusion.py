@@ -394,3 +394,45 @@ def test_ensemble_flag_selects_test_indices():
     assert uadbench.create_config("ddpm", "paper").test_indices == (499,)
     assert uadbench.create_config("ddpm", "paper", ensemble=True).test_indices == (249, 499, 749)
     assert uadbench.create_config("cddpm", "paper").test_indices == (249, 499, 749)
+
+
+# -- masked-image pretraining of the cDDPM encoder ------------------------------------------------
+
+
+def test_patch_mask_keeps_35_percent_of_a_3x3_grid():
+    from uadbench.diffusion.pretrain import random_patch_mask
+
+    mask = random_patch_mask(50, (3, 3), 0.65, torch.Generator().manual_seed(0))
+    assert mask.shape == (50, 3, 3)
+    assert torch.all((1 - mask).sum(dim=(1, 2)) == 3)  # round(9 * 0.35) patches kept
+    assert len({tuple(m.flatten().tolist()) for m in mask}) > 10  # uniformly random choices
+
+
+def test_masked_loss_ignores_visible_patches():
+    from uadbench.diffusion.pretrain import MaskedImageModel, random_patch_mask
+
+    enc = create_condition_encoder("resnet10t", cond_dim=8)
+    mim = MaskedImageModel(enc, (64, 64), decoder_width=16)
+    assert mim.stride == 32 and mim.grid == (2, 2)
+    x = torch.rand(2, 1, 64, 64)
+    loss = mim.loss(x, 0.65, torch.Generator().manual_seed(0))
+    mask = random_patch_mask(2, (2, 2), 0.65, torch.Generator().manual_seed(0))
+    mask = mask.repeat_interleave(32, 1).repeat_interleave(32, 2)[:, None]
+    pred = mim.decoder(enc.forward_features(x * (1 - mask)))
+    torch.testing.assert_close(loss, ((pred - x) ** 2 * mask).sum() / mask.sum())
+
+
+def test_cddpm_pretraining_updates_backbone_and_reinitialises_head():
+    torch.manual_seed(0)
+    method = uadbench.create_method("cddpm", "smoke", image_shape=(64, 64), pretrain=True)
+    enc = method.model.encoder
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    from uadbench.diffusion.pretrain import pretrain_encoder
+
+    vols, _, _ = brainlike_volumes(2, shape=(64, 64, 2), seed=0)
+    losses = pretrain_encoder(enc, method.config, SliceDataset(vols), FitContext(max_steps=2))
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    after = enc.state_dict()
+    assert not torch.equal(before["conv1.0.weight"], after["conv1.0.weight"])
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])  # fresh head, not trained
+    assert after["fc.weight"].shape == (16, enc.num_features)

@@ -1,9 +1,10 @@
 """Voxel-level metrics: AUPRC, AUROC, Dice, best Dice, and the metric-name registry.
 
 All ranking metrics come from one :class:`RankedCounts`: the distinct scores in decreasing order
-with the cumulative numbers of positives and negatives at or above each one. It is built with one
-sort of the non-zero scores; the zero scores (the background outside the eroded brain mask, most
-of a volume) form a single tie block that is counted, not sorted. From it:
+with the cumulative numbers of positives and negatives at or above each one. It is built from a
+value sort of the non-zero scores (and one of the positives' scores, a small set), not an argsort;
+the zero scores (the background outside the eroded brain mask, most of a volume) form a single
+tie block that is counted, not sorted. From it:
 
 - ``average_precision`` equals ``sklearn.metrics.average_precision_score``
   (Σ (R_n − R_{n−1}) P_n over distinct thresholds, the paper's AUPRC formula, METHOD_SPEC §4.4);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -39,7 +41,7 @@ class RankedCounts:
     number of negatives.
     """
 
-    values: np.ndarray  # (K,) distinct scores, decreasing
+    values: np.ndarray  # (K,) distinct scores, decreasing (may be a reversed view)
     tp: np.ndarray  # (K,) int64
     fp: np.ndarray  # (K,) int64
 
@@ -51,86 +53,101 @@ class RankedCounts:
     def n_neg(self) -> int:
         return int(self.fp[-1]) if self.fp.size else 0
 
+    @cached_property
+    def _ascending(self) -> np.ndarray:
+        return np.ascontiguousarray(self.values[::-1])
+
     def counts_above(self, threshold: float) -> tuple[int, int]:
         """(positives, negatives) with score ``> threshold`` (float64 comparison semantics)."""
         if self.values.size == 0:
             return 0, 0
         f = threshold_float32(threshold) if self.values.dtype == np.float32 else float(threshold)
-        # values are decreasing: the number of distinct values strictly above f
-        k = int(np.searchsorted(-self.values, -f, side="left"))
+        # the number of distinct values strictly above f
+        k = self.values.size - int(np.searchsorted(self._ascending, f, side="right"))
         if k == 0:
             return 0, 0
         return int(self.tp[k - 1]), int(self.fp[k - 1])
 
 
-def _blocks(sorted_values: np.ndarray, sorted_labels: np.ndarray):
-    """Block ends of a decreasing array: distinct values, cumulative tp and fp at each end."""
-    n = sorted_values.size
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return sorted_values[:0], empty, empty
-    ends = np.flatnonzero(sorted_values[1:] != sorted_values[:-1])
-    ends = np.append(ends, n - 1)
-    ctp = np.cumsum(sorted_labels, dtype=np.int64)
-    tp = ctp[ends]
-    fp = (ends + 1).astype(np.int64) - tp
-    return sorted_values[ends], tp, fp
+def _ranked_from_nonzero(
+    values: np.ndarray, positive_values: np.ndarray, zero_pos: int, zero_neg: int
+) -> RankedCounts:
+    """Ranked counts from the non-zero scores, the non-zero scores of positives, zero counts.
 
-
-def _with_zero_block(values, tp, fp, zero_pos: int, zero_neg: int, dtype) -> RankedCounts:
+    A value sort of the non-zero scores replaces an argsort and a gather: for each distinct score
+    ``u``, ``#{score >= u}`` is read off the sorted array; each positive's score is located among
+    the distinct scores by binary search and the positives are counted per block.
+    """
+    if values.size and np.isnan(values).any():
+        raise UadbenchError("scores contain NaN; ranking metrics need finite scores")
+    ordered = np.sort(values)
+    n = ordered.size
+    if n:
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        distinct = ordered[starts][::-1]  # decreasing
+        at_or_above = n - starts[::-1]
+        # each positive's block (its score is one of the distinct values), then cumulative counts
+        block = distinct.size - 1 - np.searchsorted(distinct[::-1], positive_values, side="left")
+        tp = np.cumsum(np.bincount(block, minlength=distinct.size), dtype=np.int64)
+        fp = at_or_above - tp
+    else:
+        distinct = ordered
+        tp = fp = np.zeros(0, dtype=np.int64)
     if zero_pos + zero_neg == 0:
-        return RankedCounts(values, tp, fp)
-    j = int(np.count_nonzero(values > 0))  # blocks above zero come first
+        return RankedCounts(distinct, tp, fp)
+    j = int(np.count_nonzero(distinct > 0))  # blocks above zero come first
     tp0 = (int(tp[j - 1]) if j else 0) + zero_pos
     fp0 = (int(fp[j - 1]) if j else 0) + zero_neg
     return RankedCounts(
-        np.concatenate([values[:j], np.zeros(1, dtype=dtype), values[j:]]),
-        np.concatenate([tp[:j], [tp0], tp[j:] + zero_pos]).astype(np.int64),
-        np.concatenate([fp[:j], [fp0], fp[j:] + zero_neg]).astype(np.int64),
+        np.concatenate([distinct[:j], np.zeros(1, dtype=distinct.dtype), distinct[j:]]),
+        np.concatenate([tp[:j], np.array([tp0], np.int64), tp[j:] + zero_pos]),
+        np.concatenate([fp[:j], np.array([fp0], np.int64), fp[j:] + zero_neg]),
     )
 
 
-class SortedScores:
-    """Non-zero scores of a volume sorted once, reusable for sub-regions (e.g. the brain).
+def _as_scores(scores: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores).ravel()
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    return s
 
-    ``scores``: any shape, no NaN. ``labels``: boolean of the same shape.
+
+class SortedScores:
+    """The non-zero scores of a volume, split once, for ranked counts of the volume or a region.
+
+    ``scores``: any shape, finite. ``labels``: boolean of the same shape.
     """
 
     def __init__(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        s = np.asarray(scores).ravel()
+        s = _as_scores(scores)
         y = np.asarray(labels, dtype=bool).ravel()
         if s.shape != y.shape:
             raise UadbenchError(f"scores ({s.size} values) and labels ({y.size}) differ in size")
-        if not np.issubdtype(s.dtype, np.floating):
-            s = s.astype(np.float64)
-        nz = np.flatnonzero(s)
-        order = np.argsort(s[nz])[::-1]
-        self._index = nz[order]  # voxel indices, decreasing score
-        self._values = s[self._index]
-        self._labels = y[self._index]
-        self._dtype = s.dtype
-        self._zero_labels = y  # labels of all voxels; zeros counted from it
-        self._n_nonzero_pos = int(np.count_nonzero(self._labels))
         self._n = s.size
+        self._labels = y
+        self._index = np.flatnonzero(s)
+        self._values = s[self._index]
+        self._value_labels = y[self._index]
 
     def counts(self, region: np.ndarray | None = None) -> RankedCounts:
         """Ranked counts over all voxels, or over the voxels where ``region`` is true."""
         if region is None:
-            values, tp, fp = _blocks(self._values, self._labels)
-            total_pos = int(np.count_nonzero(self._zero_labels))
-            zero_pos = total_pos - self._n_nonzero_pos
-            zero_neg = (self._n - self._values.size) - zero_pos
-            return _with_zero_block(values, tp, fp, zero_pos, zero_neg, self._dtype)
-        r = np.asarray(region, dtype=bool).ravel()
-        if r.size != self._n:
-            raise UadbenchError(f"region has {r.size} voxels, scores have {self._n}")
-        keep = r[self._index]
-        values, tp, fp = _blocks(self._values[keep], self._labels[keep])
-        region_pos = int(np.count_nonzero(self._zero_labels & r))
-        nonzero_pos = int(np.count_nonzero(self._labels[keep]))
-        zero_pos = region_pos - nonzero_pos
-        zero_neg = (int(np.count_nonzero(r)) - int(np.count_nonzero(keep))) - zero_pos
-        return _with_zero_block(values, tp, fp, zero_pos, zero_neg, self._dtype)
+            values, labels = self._values, self._value_labels
+            n_total, n_pos = self._n, int(np.count_nonzero(self._labels))
+        else:
+            r = np.asarray(region, dtype=bool).ravel()
+            if r.size != self._n:
+                raise UadbenchError(f"region has {r.size} voxels, scores have {self._n}")
+            keep = r[self._index]
+            values, labels = self._values[keep], self._value_labels[keep]
+            n_total, n_pos = int(np.count_nonzero(r)), int(np.count_nonzero(self._labels & r))
+        positive_values = values[labels]
+        zero_pos = n_pos - positive_values.size
+        zero_neg = (n_total - values.size) - zero_pos
+        return _ranked_from_nonzero(values, positive_values, zero_pos, zero_neg)
 
 
 def ranked_counts(scores: np.ndarray, labels: np.ndarray) -> RankedCounts:
@@ -144,26 +161,25 @@ def pooled_ranked_counts(parts) -> RankedCounts:
     Only the non-zero scores of each part are kept and sorted (once, all parts together); the
     zero scores are counted. Used for thresholds over a whole validation split.
     """
-    values, labels = [], []
+    values, positive_values = [], []
     zero_pos = zero_neg = 0
-    dtype = np.dtype(np.float32)
     for scores, lab in parts:
-        s = np.asarray(scores).ravel()
+        s = _as_scores(scores)
         y = np.asarray(lab, dtype=bool).ravel()
         if s.shape != y.shape:
             raise UadbenchError(f"scores ({s.size} values) and labels ({y.size}) differ in size")
-        dtype = s.dtype
         nz = np.flatnonzero(s)
-        values.append(s[nz])
-        labels.append(y[nz])
+        v = s[nz]
+        values.append(v)
+        positive_values.append(v[y[nz]])
         n_pos = int(np.count_nonzero(y))
-        nz_pos = int(np.count_nonzero(labels[-1]))
-        zero_pos += n_pos - nz_pos
-        zero_neg += (s.size - nz.size) - (n_pos - nz_pos)
-    v = np.concatenate(values) if values else np.zeros(0, dtype=dtype)
-    y = np.concatenate(labels) if labels else np.zeros(0, dtype=bool)
-    order = np.argsort(v)[::-1]
-    return _with_zero_block(*_blocks(v[order], y[order]), zero_pos, zero_neg, v.dtype)
+        zero_pos += n_pos - positive_values[-1].size
+        zero_neg += (s.size - nz.size) - (n_pos - positive_values[-1].size)
+    if not values:
+        return _ranked_from_nonzero(np.zeros(0, np.float32), np.zeros(0, np.float32), 0, 0)
+    return _ranked_from_nonzero(
+        np.concatenate(values), np.concatenate(positive_values), zero_pos, zero_neg
+    )
 
 
 # -- metrics from ranked counts ----------------------------------------------------------------

@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from uadbench.errors import UadbenchError
@@ -129,28 +128,38 @@ def erode_brain_mask(brain_mask: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def _box_count(indicator: np.ndarray, radius: int) -> np.ndarray:
-    """Number of true voxels in each cubic window of side 2r+1, with scipy's 'reflect' border."""
-    padded = np.pad(indicator.astype(np.int32), radius, mode="symmetric")
+    """Number of true voxels in each cubic window of side 2r+1, with scipy's 'reflect' border.
+
+    Three 1D integer correlations with a ones kernel: exact (small integers).
+    """
+    counts = indicator.astype(np.int32)
+    ones = np.ones(2 * radius + 1, dtype=np.int32)
     for axis in range(3):
-        csum = np.cumsum(padded, axis=axis)
-        n = padded.shape[axis] - 2 * radius
-        upper = np.take(csum, np.arange(2 * radius, 2 * radius + n), axis=axis)
-        lower = np.take(csum, np.arange(-1, n - 1), axis=axis)
-        # index -1 stands for "before the start": zero the first slab
-        lower = lower.copy()
-        index = [slice(None)] * 3
-        index[axis] = 0
-        lower[tuple(index)] = 0
-        padded = upper - lower
-    return padded
+        counts = ndimage.correlate1d(counts, ones, axis=axis, mode="reflect")
+    return counts
+
+
+def _nonzero_box(x: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of the non-zero voxels grown by ``margin`` (clamped); None if all zero."""
+    box = []
+    for axis in range(x.ndim):
+        other = tuple(a for a in range(x.ndim) if a != axis)
+        idx = np.flatnonzero(np.any(x != 0, axis=other))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(0, idx[0] - margin), min(x.shape[axis], idx[-1] + margin + 1)))
+    return tuple(box)
 
 
 def median_filter_3d(volume: np.ndarray, size: int, *, chunk: int = 1 << 14) -> np.ndarray:
     """Cubic median filter with the values of ``scipy.ndimage.median_filter(volume, size)``.
 
-    Only windows whose median can be non-zero are evaluated (see the module docstring); the rest
-    are zero. Falls back to scipy when most windows need evaluating or the volume is smaller than
-    the window (where repeated reflection would be needed).
+    Exactness: (1) outside the bounding box of the non-zero voxels grown by ``2 * (size // 2)``
+    every window is all zero; inside it, reflecting at a box face that is not a volume face only
+    reflects zeros, so filtering the box alone is exact. (2) Inside the box, a window's median is
+    zero unless more than half of it is positive or more than half is negative (exact integer
+    box counts); only the other windows are gathered and partially sorted. Falls back to scipy
+    when most windows need evaluating or the box is smaller than the window.
     """
     x = np.asarray(volume)
     if x.ndim != 3:
@@ -158,22 +167,39 @@ def median_filter_3d(volume: np.ndarray, size: int, *, chunk: int = 1 << 14) -> 
     if size <= 1:
         return x.copy()
     radius = size // 2
-    if min(x.shape) <= radius:
+    box = _nonzero_box(x, 2 * radius)
+    if box is None:
+        return np.zeros_like(x)
+    sub = x[box]
+    if min(sub.shape) <= radius:
         return ndimage.median_filter(x, size=size, mode="reflect")
     half = size**3 // 2
-    candidates = (_box_count(x > 0, radius) > half) | (_box_count(x < 0, radius) > half)
+    candidates = _box_count(sub > 0, radius) > half
+    negative = sub < 0
+    if negative.any():
+        candidates |= _box_count(negative, radius) > half
     flat = np.flatnonzero(candidates.ravel())
     if flat.size > 0.6 * x.size:
         return ndimage.median_filter(x, size=size, mode="reflect")
-    out = np.zeros(x.size, dtype=x.dtype)
+    sub_out = np.zeros(sub.size, dtype=x.dtype)
     if flat.size:
-        windows = sliding_window_view(np.pad(x, radius, mode="symmetric"), (size, size, size))
-        ix, iy, iz = np.unravel_index(flat, x.shape)
-        for start in range(0, flat.size, chunk):
-            part = slice(start, start + chunk)
-            block = windows[ix[part], iy[part], iz[part]].reshape(-1, size**3)
-            out[flat[part]] = np.partition(block, half, axis=1)[:, half]
-    return out.reshape(x.shape)
+        padded = np.pad(sub, radius, mode="symmetric")
+        shape = padded.shape
+        # linear offsets of a window's voxels from its first voxel in the padded box
+        offsets = (
+            np.arange(size)[:, None, None] * (shape[1] * shape[2])
+            + np.arange(size)[None, :, None] * shape[2]
+            + np.arange(size)[None, None, :]
+        ).ravel()
+        starts = np.ravel_multi_index(np.unravel_index(flat, sub.shape), shape)
+        values = padded.ravel()
+        for begin in range(0, flat.size, chunk):
+            part = slice(begin, begin + chunk)
+            windows = values[starts[part, None] + offsets[None, :]]
+            sub_out[flat[part]] = np.partition(windows, half, axis=1)[:, half]
+    out = np.zeros_like(x)
+    out[box] = sub_out.reshape(sub.shape)
+    return out
 
 
 # -- steps 2+3 ---------------------------------------------------------------------------------
@@ -240,8 +266,17 @@ def remove_small_components(binary: np.ndarray, max_voxels: int) -> np.ndarray:
     on finer grids a hollow component of ``26 <= size <= max_voxels`` is filled before comparing.
     """
     mask = np.asarray(binary, dtype=bool)
-    if max_voxels <= 0 or not mask.any():
+    if max_voxels <= 0:
         return mask.copy()
+    box = _nonzero_box(mask, 0)
+    if box is None:
+        return mask.copy()
+    out = np.zeros_like(mask)
+    out[box] = _remove_small_components(mask[box], max_voxels)
+    return out
+
+
+def _remove_small_components(mask: np.ndarray, max_voxels: int) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=_FULL_26)
     if n == 0:
         return mask.copy()

@@ -85,15 +85,17 @@ def exact_threshold(counts: RankedCounts) -> ThresholdResult:
     """The threshold that maximises pooled Dice exactly (half-way between distinct scores)."""
     _require_positives(counts, "val-exact")
     dice, i = best_dice(counts)
-    values = counts.values.astype(np.float64)
+    values = counts.values
     if i < 0:  # nothing beats the empty prediction
         return ThresholdResult(value=float(values[0]), score=0.0)
+    included = float(values[i])
     if i + 1 < values.size:
-        t = 0.5 * (values[i] + values[i + 1])
-        if not values[i + 1] <= t < values[i]:
-            t = float(values[i + 1])
+        below = float(values[i + 1])
+        t = 0.5 * (included + below)
+        if not below <= t < included:
+            t = below
     else:
-        t = float(np.nextafter(values[i], -np.inf))
+        t = float(np.nextafter(included, -np.inf))
     return ThresholdResult(value=float(t), score=float(dice))
 
 
@@ -111,9 +113,9 @@ def fpr_threshold(counts: RankedCounts, rate: float) -> ThresholdResult:
     above = counts.tp + counts.fp  # voxels with score >= values[i]
     # largest i whose count of voxels >= values[i] is still allowed; threshold = next lower value
     i = int(np.searchsorted(above, allowed, side="right")) - 1
-    values = counts.values.astype(np.float64)
+    values = counts.values
     if i + 1 >= values.size:  # everything may exceed: threshold below the minimum
-        t = float(np.nextafter(values[-1], -np.inf))
+        t = float(np.nextafter(float(values[-1]), -np.inf))
         achieved = 1.0
     else:
         t = float(values[i + 1])

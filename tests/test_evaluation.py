@@ -545,3 +545,63 @@ def test_metrics_are_registered():
               "l1_ratio", "fp_volume_ml@val-exact", "detection_rate_small@val-bisection"]:
         assert n in names
         assert uadbench.registry.METRICS.describe(n)
+
+
+def test_compare_per_subject_uses_shared_subjects():
+    from uadbench.evaluation.stats import compare_per_subject
+
+    a = {"s1": {"auprc": 0.5}, "s2": {"auprc": 0.6}, "s3": {"auprc": 0.9}, "s4": {}}
+    b = {"s1": {"auprc": 0.4}, "s2": {"auprc": 0.3}, "s4": {"auprc": 0.1}}
+    res = compare_per_subject(a, b, "auprc")
+    assert res["n"] == 2 and res["mean_diff"] == pytest.approx(0.2)
+    assert res["p_value"] == pytest.approx(paired_permutation_test([0.5, 0.6], [0.4, 0.3]))
+    with pytest.raises(UadbenchError, match="dice"):
+        compare_per_subject(a, b, "dice@val-exact")
+
+
+def test_healthy_fpr_thresholds_hold_on_healthy_validation_maps(splits):
+    from uadbench.evaluation.protocol import compute_thresholds
+
+    thresholds = compute_thresholds(healthy_val=splits["healthy_val"])
+    scores = np.concatenate(
+        [
+            postprocess_map(v.anomaly_map, v.brain_mask, PostprocessSettings())[v.brain_mask]
+            for v in splits["healthy_val"]
+        ]
+    )
+    nonzero = np.mean(scores > 0)
+    for name, rate in [("healthy-fpr@1%", 0.01), ("healthy-fpr@5%", 0.05), ("healthy-fpr@10%", 0.10)]:
+        info = thresholds[name]
+        achieved = np.mean(scores > threshold_float32(info.value))
+        assert achieved <= rate
+        assert achieved >= min(rate, nonzero) - 1e-3  # continuous scores: as close as possible
+        assert info.details["healthy_val_fpr"] == pytest.approx(achieved)
+
+
+def test_tiny_and_degenerate_volumes_evaluate():
+    rng = np.random.default_rng(30)
+    tiny = EvalVolume("tiny", rng.random((4, 4, 3)).astype(np.float32), np.ones((4, 4, 3), bool),
+                      np.eye(4, dtype=bool)[:, :, None].repeat(3, axis=2), 2.0)
+    all_lesion = EvalVolume("all", rng.random((8, 8, 4)).astype(np.float32),
+                            np.ones((8, 8, 4), bool), np.ones((8, 8, 4), bool), 2.0)
+    constant = EvalVolume("const", np.zeros((10, 10, 5), np.float32), np.ones((10, 10, 5), bool),
+                          rng.random((10, 10, 5)) < 0.2, 2.0)
+    ev = evaluate_dataset([tiny, all_lesion, constant], lesion_val=[make_volume("lv", rng)],
+                          n_bootstrap=20)
+    assert "auroc" not in ev.per_volume["all"]  # one class only
+    assert ev.per_volume["all"]["auprc"] == 1.0
+    c = constant.lesion_mask
+    assert ev.per_volume["const"]["auprc"] == pytest.approx(c.mean())
+    assert ev.per_volume["const"]["auroc"] == pytest.approx(0.5)
+    json.dumps(ev.to_dict())
+
+
+def test_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(31)
+    vol = make_volume("np", rng)
+    tvol = EvalVolume("np", torch.from_numpy(vol.anomaly_map), torch.from_numpy(vol.brain_mask),
+                      torch.from_numpy(vol.lesion_mask), 2.0)
+    a = evaluate_dataset([vol], n_bootstrap=0)
+    b = evaluate_dataset([tvol], n_bootstrap=0)
+    assert a.per_volume == b.per_volume

@@ -19,6 +19,15 @@ empty target) are left out of that volume's entry and out of the mean. Aggregate
 the volumes that define the metric, except ``dice_pooled@*`` (2 Σ|P∩G| / Σ(|P| + |G|) over all
 annotated volumes), ``l1_ratio`` (Σ l1_lesion / Σ l1_healthy over volumes with lesions, i.e.
 the ratio of the means) and ``detection_rate_*`` (detected lesions / lesions, pooled).
+
+Lesion-wise detection: lesions are the 26-connected components of the lesion mask; one counts as
+detected when at least one of its voxels is predicted (after the component filter) at the
+``val-bisection`` threshold. Size bins by lesion volume: small < 0.1 ml (12 voxels at 2 mm),
+medium 0.1-1 ml, large >= 1 ml (125 voxels at 2 mm); see ``metrics.SIZE_BINS_ML``. Note that at
+2 mm predicted components of <= 7 voxels (0.056 ml) are removed, which bounds small-lesion
+detection by design.
+
+Maps and masks may be numpy arrays or torch tensors (moved to host memory).
 """
 
 from __future__ import annotations
@@ -134,16 +143,28 @@ def _json_safe(obj: Any) -> Any:
 # -- validation ----------------------------------------------------------------------------------
 
 
-def _check_volume(vol: EvalVolume, role: str) -> None:
+def _to_numpy(x: Any) -> np.ndarray:
+    """numpy view of an array-like; torch tensors (CPU or GPU) are detached and copied to host."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_volume(vol: EvalVolume, role: str) -> EvalVolume:
+    """Validate one volume; return it with numpy arrays (float32 map, bool masks)."""
+    if not isinstance(vol, EvalVolume):
+        raise UadbenchError(f"{role} must hold EvalVolume objects, got {type(vol).__name__}")
     sid = vol.subject_id
     if not isinstance(sid, str) or not sid:
         raise UadbenchError(f"{role} volume has an invalid subject_id {sid!r}; use a non-empty str")
-    amap = np.asarray(vol.anomaly_map)
+    amap = _to_numpy(vol.anomaly_map)
     if amap.ndim != 3:
         raise UadbenchError(
             f"{role} volume {sid!r}: anomaly map must be 3D (X, Y, Z), got shape {amap.shape}"
         )
-    if not np.issubdtype(amap.dtype, np.number) or np.issubdtype(amap.dtype, np.complexfloating):
+    if amap.dtype == bool or not (
+        np.issubdtype(amap.dtype, np.floating) or np.issubdtype(amap.dtype, np.integer)
+    ):
         raise UadbenchError(f"{role} volume {sid!r}: anomaly map must be real, got {amap.dtype}")
     if not np.all(np.isfinite(amap)):
         n_nan = int(np.count_nonzero(np.isnan(amap)))
@@ -152,30 +173,43 @@ def _check_volume(vol: EvalVolume, role: str) -> None:
             f"{role} volume {sid!r}: anomaly map contains {n_nan} NaN and {n_inf} infinite "
             "values; a method must return finite scores for every voxel"
         )
-    for name in ("brain_mask", "lesion_mask", "image", "reconstruction"):
-        arr = getattr(vol, name)
-        if arr is not None and np.shape(arr) != amap.shape:
-            raise UadbenchError(
-                f"{role} volume {sid!r}: {name} shape {np.shape(arr)} differs from anomaly map "
-                f"shape {amap.shape}"
-            )
     if vol.brain_mask is None:
         raise UadbenchError(f"{role} volume {sid!r}: brain_mask is required")
-    PostprocessSettings.for_spacing(vol.spacing)  # validates spacing
+    arrays: dict[str, np.ndarray | None] = {}
+    for name in ("brain_mask", "lesion_mask", "image", "reconstruction"):
+        arr = getattr(vol, name)
+        if arr is None:
+            arrays[name] = None
+            continue
+        arr = _to_numpy(arr)
+        if arr.shape != amap.shape:
+            raise UadbenchError(
+                f"{role} volume {sid!r}: {name} shape {arr.shape} differs from anomaly map "
+                f"shape {amap.shape}"
+            )
+        arrays[name] = arr > 0 if name.endswith("_mask") else arr.astype(np.float32, copy=False)
+    spacing = PostprocessSettings.for_spacing(vol.spacing)  # validates spacing
+    del spacing
+    return EvalVolume(
+        subject_id=sid,
+        anomaly_map=amap.astype(np.float32, copy=False),
+        brain_mask=arrays["brain_mask"],  # type: ignore[arg-type]
+        lesion_mask=arrays["lesion_mask"],
+        spacing=float(vol.spacing),
+        image=arrays["image"],
+        reconstruction=arrays["reconstruction"],
+    )
 
 
-def _check_split(volumes: Sequence[EvalVolume], role: str) -> list[str]:
-    ids = []
-    for vol in volumes:
-        if not isinstance(vol, EvalVolume):
-            raise UadbenchError(f"{role} must hold EvalVolume objects, got {type(vol).__name__}")
-        _check_volume(vol, role)
-        ids.append(vol.subject_id)
+def _check_split(volumes: Sequence[EvalVolume], role: str) -> list[EvalVolume]:
+    checked = [_check_volume(vol, role) for vol in volumes]
     seen: set[str] = set()
-    dupes = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+    dupes: set[str] = set()
+    for vol in checked:
+        (dupes if vol.subject_id in seen else seen).add(vol.subject_id)
     if dupes:
-        raise UadbenchError(f"{role} lists subject(s) more than once: {', '.join(dupes)}")
-    return ids
+        raise UadbenchError(f"{role} lists subject(s) more than once: {', '.join(sorted(dupes))}")
+    return checked
 
 
 def _check_disjoint(test_ids: Iterable[str], other_ids: Iterable[str], role: str) -> None:
@@ -225,7 +259,7 @@ def compute_thresholds(
     settings = _SettingsCache(order)
     out: dict[str, ThresholdInfo] = {}
     if lesion_val:
-        _check_split(lesion_val, "lesion_val")
+        lesion_val = _check_split(lesion_val, "lesion_val")
         for vol in lesion_val:
             if vol.lesion_mask is None:
                 raise UadbenchError(
@@ -249,7 +283,7 @@ def compute_thresholds(
             "val-exact", ex.value, source, len(lesion_val), {"val_pooled_dice": ex.score}
         )
     if healthy_val:
-        _check_split(healthy_val, "healthy_val")
+        healthy_val = _check_split(healthy_val, "healthy_val")
         counts = pooled_ranked_counts(
             (
                 _processed(v, settings(v.spacing))[np.asarray(v.brain_mask, dtype=bool)],
@@ -313,8 +347,14 @@ def evaluate_volume(
     settings: PostprocessSettings | None = None,
 ) -> VolumeResult:
     """Every per-volume metric of one test volume at the given fair thresholds."""
-    _check_volume(vol, "test")
+    vol = _check_volume(vol, "test")
     settings = settings or PostprocessSettings.for_spacing(vol.spacing, order=order)
+    return _evaluate_checked(vol, thresholds, settings)
+
+
+def _evaluate_checked(
+    vol: EvalVolume, thresholds: Mapping[str, ThresholdInfo | float], settings: PostprocessSettings
+) -> VolumeResult:
     processed = _processed(vol, settings)
     brain = np.asarray(vol.brain_mask, dtype=bool)
     voxel_ml = float(vol.spacing) ** 3 / 1000.0
@@ -404,10 +444,13 @@ def evaluate_dataset(
     test = list(test)
     if not test:
         raise UadbenchError("the test split is empty; nothing to evaluate")
-    test_ids = _check_split(test, "test")
+    test = _check_split(test, "test")
+    test_ids = [v.subject_id for v in test]
     if lesion_val:
+        lesion_val = _check_split(lesion_val, "lesion_val")
         _check_disjoint(test_ids, [v.subject_id for v in lesion_val], "lesion_val")
     if healthy_val:
+        healthy_val = _check_split(healthy_val, "healthy_val")
         _check_disjoint(test_ids, [v.subject_id for v in healthy_val], "healthy_val")
     if n_bootstrap < 0:
         raise UadbenchError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
@@ -416,9 +459,7 @@ def evaluate_dataset(
         lesion_val=lesion_val, healthy_val=healthy_val, source_names=source_names, order=order
     )
     settings = _SettingsCache(order)
-    results = [
-        evaluate_volume(v, thresholds, settings=settings(v.spacing)) for v in test
-    ]
+    results = [_evaluate_checked(v, thresholds, settings(v.spacing)) for v in test]
     n_lesion = sum(1 for r in results if f"dice@{ORACLE}" in r.metrics)
     if n_lesion:
         thresholds[ORACLE] = ThresholdInfo(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -127,7 +127,38 @@ def bootstrap_mean_ci(
     )
 
 
+def compare_per_subject(
+    a: Mapping[str, Mapping[str, float]],
+    b: Mapping[str, Mapping[str, float]],
+    metric: str,
+    *,
+    rounds: int = 10_000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired comparison of two methods on ``metric`` over the subjects both have a value for.
+
+    ``a`` and ``b`` are ``DatasetEvaluation.per_volume`` mappings (subject -> metric -> value).
+    Returns ``{"n": subjects, "mean_a", "mean_b", "mean_diff": mean(a - b), "p_value"}``.
+    """
+    subjects = sorted(s for s in a if s in b and metric in a[s] and metric in b[s])
+    if not subjects:
+        raise UadbenchError(
+            f"no subject has {metric!r} in both evaluations; compare evaluations of the same "
+            "dataset and a metric both report"
+        )
+    x = np.array([a[s][metric] for s in subjects], dtype=np.float64)
+    y = np.array([b[s][metric] for s in subjects], dtype=np.float64)
+    return {
+        "n": float(len(subjects)),
+        "mean_a": float(x.mean()),
+        "mean_b": float(y.mean()),
+        "mean_diff": float((x - y).mean()),
+        "p_value": paired_permutation_test(x, y, rounds=rounds, seed=seed),
+    }
+
+
 __all__ = [
+    "compare_per_subject",
     "bootstrap_mean_ci",
     "bootstrap_ratio_ci",
     "bootstrap_resamples",

@@ -605,3 +605,25 @@ def test_torch_tensors_are_accepted():
     a = evaluate_dataset([vol], n_bootstrap=0)
     b = evaluate_dataset([tvol], n_bootstrap=0)
     assert a.per_volume == b.per_volume
+
+
+def test_streaming_evaluator_equals_evaluate_dataset(splits, evaluation):
+    from uadbench.evaluation.protocol import DatasetEvaluator
+
+    ev = DatasetEvaluator(
+        lesion_val=splits["lesion_val"],
+        healthy_val=splits["healthy_val"],
+        source_names={"lesion_val": "synthetic/val", "healthy_val": "synthetic-healthy/val"},
+        n_bootstrap=200,
+    )
+    for vol in splits["test"]:
+        ev.update(vol)
+    streamed = ev.aggregate()
+    assert streamed.to_dict() == evaluation.to_dict()
+    with pytest.raises(UadbenchError, match="more than once"):
+        ev.update(splits["test"][0])
+    with pytest.raises(UadbenchError, match="lv01"):
+        ev.update(splits["lesion_val"][1])
+    ev.reset()
+    with pytest.raises(UadbenchError, match="update"):
+        ev.aggregate()

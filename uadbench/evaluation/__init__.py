@@ -21,6 +21,7 @@ from uadbench.evaluation.metrics import (
 from uadbench.evaluation.postprocess import PostprocessSettings, binarize, postprocess_map
 from uadbench.evaluation.protocol import (
     DatasetEvaluation,
+    DatasetEvaluator,
     EvalVolume,
     ThresholdInfo,
     compute_thresholds,
@@ -33,6 +34,7 @@ from uadbench.evaluation.stats import bootstrap_mean_ci, paired_permutation_test
 __all__ = [
     "ALL_PROTOCOLS",
     "DatasetEvaluation",
+    "DatasetEvaluator",
     "EvalVolume",
     "FAIR_PROTOCOLS",
     "METRIC_INFO",

@@ -418,6 +418,106 @@ def _evaluate_checked(
 # -- the dataset -------------------------------------------------------------------------------
 
 
+class DatasetEvaluator:
+    """Cumulative form of :func:`evaluate_dataset`: ``update`` per test volume, then ``aggregate``.
+
+    Thresholds are fixed at construction (from the validation splits, as in
+    :func:`evaluate_dataset`); test volumes can then be streamed one at a time, so a runner never
+    holds a whole test split's maps in memory. ``reset`` forgets the test volumes, keeping the
+    thresholds.
+    """
+
+    def __init__(
+        self,
+        *,
+        lesion_val: Sequence[EvalVolume] | None = None,
+        healthy_val: Sequence[EvalVolume] | None = None,
+        source_names: Mapping[str, str] | None = None,
+        order: str = "code",
+        n_bootstrap: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        if order not in ("code", "paper"):
+            raise UadbenchError(
+                f"unknown post-processing order {order!r}; valid: 'code' (erode then median, the "
+                "reference implementation) or 'paper' (median then erode)"
+            )
+        if n_bootstrap < 0:
+            raise UadbenchError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+        self.order = order
+        self.n_bootstrap = int(n_bootstrap)
+        self.seed = int(seed)
+        self.thresholds = compute_thresholds(
+            lesion_val=lesion_val, healthy_val=healthy_val, source_names=source_names, order=order
+        )  # validates both splits
+        self._lesion_val_ids = {v.subject_id for v in lesion_val or ()}
+        self._healthy_val_ids = {v.subject_id for v in healthy_val or ()}
+        self._settings = _SettingsCache(order)
+        self._results: list[VolumeResult] = []
+        self._spacings: set[float] = set()
+
+    def update(self, volume: EvalVolume) -> VolumeResult:
+        """Evaluate one test volume and keep its metrics; returns them."""
+        vol = _check_volume(volume, "test")
+        _check_disjoint([vol.subject_id], self._lesion_val_ids, "lesion_val")
+        _check_disjoint([vol.subject_id], self._healthy_val_ids, "healthy_val")
+        if any(r.subject_id == vol.subject_id for r in self._results):
+            raise UadbenchError(f"test lists subject(s) more than once: {vol.subject_id}")
+        result = _evaluate_checked(vol, self.thresholds, self._settings(vol.spacing))
+        self._results.append(result)
+        self._spacings.add(vol.spacing)
+        return result
+
+    def reset(self) -> None:
+        self._results = []
+        self._spacings = set()
+
+    def aggregate(self) -> DatasetEvaluation:
+        """Aggregates, bootstrap CIs and provenance over the volumes seen so far."""
+        results = self._results
+        if not results:
+            raise UadbenchError("no test volume was evaluated; call update() first")
+        thresholds = dict(self.thresholds)
+        n_lesion = sum(1 for r in results if f"dice@{ORACLE}" in r.metrics)
+        if n_lesion:
+            thresholds[ORACLE] = ThresholdInfo(
+                ORACLE, None, "per test volume (upper bound)", n_lesion, {}
+            )
+        per_volume = {r.subject_id: dict(r.metrics) for r in results}
+        num_den = _numerators_denominators(results)
+        aggregates: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for name, (num, den) in num_den.items():
+            if den.sum() > 0:
+                aggregates[name] = float(num.sum() / den.sum())
+                counts[name] = int(np.count_nonzero(den))
+        cis: dict[str, tuple[float, float]] = {}
+        if self.n_bootstrap:
+            resamples = bootstrap_resamples(
+                len(results), n_bootstrap=self.n_bootstrap, seed=self.seed
+            )
+            for name in aggregates:
+                num, den = num_den[name]
+                cis[name] = bootstrap_ratio_ci(num, den, resamples=resamples)
+        info = {
+            "order": self.order,
+            "postprocess": {
+                f"{s:g}mm": asdict(self._settings(s)) for s in sorted(self._spacings)
+            },
+            "n_bootstrap": self.n_bootstrap,
+            "seed": self.seed,
+            "ci_level": 0.95,
+        }
+        return DatasetEvaluation(
+            per_volume=per_volume,
+            aggregates=_ordered(aggregates),
+            confidence_intervals=_ordered(cis),
+            thresholds=thresholds,
+            counts=_ordered(counts),
+            settings=info,
+        )
+
+
 def evaluate_dataset(
     test: Sequence[EvalVolume],
     *,
@@ -435,6 +535,8 @@ def evaluate_dataset(
     (enables ``healthy-fpr@1%/5%/10%``). Validation subjects must not appear in ``test``.
     ``source_names`` names the two validation sources in the provenance text. ``order``:
     ``"code"`` (erode, then median; the reference) or ``"paper"`` (median, then erode).
+    ``n_bootstrap`` resamples of the test subjects give the 95 % CIs (0: none), drawn with
+    ``seed``.
     """
     if order not in ("code", "paper"):
         raise UadbenchError(
@@ -452,53 +554,17 @@ def evaluate_dataset(
     if healthy_val:
         healthy_val = _check_split(healthy_val, "healthy_val")
         _check_disjoint(test_ids, [v.subject_id for v in healthy_val], "healthy_val")
-    if n_bootstrap < 0:
-        raise UadbenchError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
-
-    thresholds = compute_thresholds(
-        lesion_val=lesion_val, healthy_val=healthy_val, source_names=source_names, order=order
+    evaluator = DatasetEvaluator(
+        lesion_val=lesion_val,
+        healthy_val=healthy_val,
+        source_names=source_names,
+        order=order,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
     )
-    settings = _SettingsCache(order)
-    results = [_evaluate_checked(v, thresholds, settings(v.spacing)) for v in test]
-    n_lesion = sum(1 for r in results if f"dice@{ORACLE}" in r.metrics)
-    if n_lesion:
-        thresholds[ORACLE] = ThresholdInfo(
-            ORACLE, None, "per test volume (upper bound)", n_lesion, {}
-        )
-
-    per_volume = {r.subject_id: dict(r.metrics) for r in results}
-    num_den = _numerators_denominators(results)
-    aggregates: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for name, (num, den) in num_den.items():
-        if den.sum() > 0:
-            aggregates[name] = float(num.sum() / den.sum())
-            counts[name] = int(np.count_nonzero(den))
-    cis: dict[str, tuple[float, float]] = {}
-    if n_bootstrap:
-        resamples = bootstrap_resamples(len(results), n_bootstrap=n_bootstrap, seed=seed)
-        for name in aggregates:
-            num, den = num_den[name]
-            cis[name] = bootstrap_ratio_ci(num, den, resamples=resamples)
-
-    used = {float(v.spacing) for v in test}
-    info = {
-        "order": order,
-        "postprocess": {
-            f"{s:g}mm": asdict(PostprocessSettings.for_spacing(s, order=order)) for s in sorted(used)
-        },
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-        "ci_level": 0.95,
-    }
-    return DatasetEvaluation(
-        per_volume=per_volume,
-        aggregates=_ordered(aggregates),
-        confidence_intervals=_ordered(cis),
-        thresholds=thresholds,
-        counts=_ordered(counts),
-        settings=info,
-    )
+    for vol in test:
+        evaluator.update(vol)
+    return evaluator.aggregate()
 
 
 def _numerators_denominators(
@@ -537,6 +603,7 @@ def _ordered(d: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DatasetEvaluation",
+    "DatasetEvaluator",
     "EvalVolume",
     "HEALTHY_FPRS",
     "ThresholdInfo",

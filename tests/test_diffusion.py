@@ -436,3 +436,16 @@ def test_cddpm_pretraining_updates_backbone_and_reinitialises_head():
     assert not torch.equal(before["conv1.0.weight"], after["conv1.0.weight"])
     assert not torch.equal(before["fc.weight"], after["fc.weight"])  # fresh head, not trained
     assert after["fc.weight"].shape == (16, enc.num_features)
+
+
+def test_validation_tracking_logs_and_keeps_the_best_weights():
+    logged = []
+    method = uadbench.create_method("ddpm", "smoke", image_shape=SHAPE, val_every=1, lr=0.05)
+    ctx = FitContext(generator=torch.Generator().manual_seed(0), max_steps=4, log_metrics=lambda m, s: logged.append((s, m)))
+    method.fit(_data(), _data(2), ctx)
+    val = {s: m["ddpm/val_loss"] for s, m in logged if "ddpm/val_loss" in m}
+    assert sorted(val) == [1, 2, 3, 4]
+    from uadbench.diffusion.model import validation_loss
+
+    final = validation_loss(method.model, _data(2), seed=ctx.seed + 1, batch_size=method.config.batch_size)
+    assert final == pytest.approx(min(val.values()), rel=1e-5)

@@ -627,3 +627,14 @@ def test_streaming_evaluator_equals_evaluate_dataset(splits, evaluation):
     ev.reset()
     with pytest.raises(UadbenchError, match="update"):
         ev.aggregate()
+
+
+def test_evaluation_round_trips_through_json(evaluation):
+    from uadbench.evaluation.protocol import DatasetEvaluation
+
+    text = json.dumps(evaluation.to_dict())
+    back = DatasetEvaluation.from_dict(json.loads(text))
+    assert back.to_dict() == evaluation.to_dict()
+    assert back.thresholds["oracle"].value is None
+    with pytest.raises(UadbenchError, match="DatasetEvaluation"):
+        DatasetEvaluation.from_dict({"aggregates": {}})

@@ -124,6 +124,44 @@ class DatasetEvaluation:
             }
         )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetEvaluation":
+        """Inverse of :meth:`to_dict` (None read back as NaN)."""
+        try:
+            return cls(
+                per_volume={
+                    sid: {k: _from_json_number(v) for k, v in m.items()}
+                    for sid, m in data["per_volume"].items()
+                },
+                aggregates={k: _from_json_number(v) for k, v in data["aggregates"].items()},
+                confidence_intervals={
+                    k: (_from_json_number(v[0]), _from_json_number(v[1]))
+                    for k, v in data.get("confidence_intervals", {}).items()
+                },
+                thresholds={k: _threshold_from_dict(v) for k, v in data["thresholds"].items()},
+                counts={k: int(v) for k, v in data.get("counts", {}).items()},
+                settings=dict(data.get("settings", {})),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise UadbenchError(
+                f"not a serialised DatasetEvaluation ({type(exc).__name__}: {exc}); expected the "
+                "output of DatasetEvaluation.to_dict()"
+            ) from None
+
+
+def _threshold_from_dict(d: Mapping[str, Any]) -> ThresholdInfo:
+    return ThresholdInfo(
+        protocol=str(d["protocol"]),
+        value=None if d.get("value") is None else float(d["value"]),
+        source=str(d["source"]),
+        n_volumes=int(d["n_volumes"]),
+        details={k: (math.nan if v is None else float(v)) for k, v in d.get("details", {}).items()},
+    )
+
+
+def _from_json_number(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
 
 def _json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -638,3 +638,67 @@ def test_evaluation_round_trips_through_json(evaluation):
     assert back.thresholds["oracle"].value is None
     with pytest.raises(UadbenchError, match="DatasetEvaluation"):
         DatasetEvaluation.from_dict({"aggregates": {}})
+
+
+# -- torch post-processing (the path used for CUDA maps; tested on CPU tensors) -----------------
+
+
+@pytest.mark.parametrize(
+    "shape,size,signed", [((40, 36, 20), 5, False), ((30, 25, 12), 5, True), ((6, 5, 4), 5, True),
+                          ((3, 3, 3), 5, False), ((12, 12, 12), 3, False)]
+)
+def test_torch_median_identical_to_scipy(shape, size, signed):
+    torch = pytest.importorskip("torch")
+    from uadbench.evaluation.torch_postprocess import median_filter_3d_torch
+
+    rng = np.random.default_rng(40)
+    x = (rng.random(shape) * (rng.random(shape) < 0.6)).astype(np.float32)
+    if signed:
+        x *= rng.choice(np.array([-1, 1], np.float32), size=shape)
+    ours = median_filter_3d_torch(torch.from_numpy(x), size).numpy()
+    np.testing.assert_array_equal(ours, ndimage.median_filter(x, size=size))
+
+
+def test_device_maps_use_torch_path_with_same_results(monkeypatch, splits):
+    torch = pytest.importorskip("torch")
+    import uadbench.evaluation.protocol as protocol
+
+    plain = evaluate_dataset(splits["test"][:2], lesion_val=splits["lesion_val"], n_bootstrap=0)
+    calls = []
+    from uadbench.evaluation import torch_postprocess
+
+    original = torch_postprocess.postprocess_map_torch
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch_postprocess, "postprocess_map_torch", spy)
+    monkeypatch.setattr(protocol, "_is_device_tensor", lambda x: isinstance(x, torch.Tensor))
+    as_tensors = [
+        EvalVolume(v.subject_id, torch.from_numpy(v.anomaly_map), v.brain_mask, v.lesion_mask, 2.0)
+        for v in splits["test"][:2] + splits["lesion_val"]
+    ]
+    via_torch = evaluate_dataset(as_tensors[:2], lesion_val=as_tensors[2:], n_bootstrap=0)
+    assert len(calls) == 2 + len(splits["lesion_val"])
+    assert via_torch.to_dict() == plain.to_dict()
+    bad = torch.from_numpy(splits["test"][0].anomaly_map.copy())
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(UadbenchError, match="t00.*NaN"):
+        evaluate_dataset([EvalVolume("t00", bad, splits["test"][0].brain_mask, None, 2.0)])
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA device (checks the GPU path)"
+)
+def test_cuda_maps_match_host(splits):
+    import torch
+
+    vols = splits["test"][:2]
+    plain = evaluate_dataset(vols, n_bootstrap=0)
+    cuda = [
+        EvalVolume(v.subject_id, torch.from_numpy(v.anomaly_map).cuda(), v.brain_mask,
+                   v.lesion_mask, 2.0)
+        for v in vols
+    ]
+    assert evaluate_dataset(cuda, n_bootstrap=0).to_dict() == plain.to_dict()

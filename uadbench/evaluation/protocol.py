@@ -27,7 +27,9 @@ medium 0.1-1 ml, large >= 1 ml (125 voxels at 2 mm); see ``metrics.SIZE_BINS_ML`
 2 mm predicted components of <= 7 voxels (0.056 ml) are removed, which bounds small-lesion
 detection by design.
 
-Maps and masks may be numpy arrays or torch tensors (moved to host memory).
+Maps and masks may be numpy arrays or torch tensors. A map that is a CUDA tensor is post-processed
+on its device (:mod:`uadbench.evaluation.torch_postprocess`, same values); everything else runs on
+the host.
 """
 
 from __future__ import annotations
@@ -181,6 +183,18 @@ def _json_safe(obj: Any) -> Any:
 # -- validation ----------------------------------------------------------------------------------
 
 
+def _torch():
+    import torch
+
+    return torch
+
+
+def _is_device_tensor(x: Any) -> bool:
+    """A torch tensor on a GPU (or other non-CPU device)."""
+    device = getattr(x, "device", None)
+    return hasattr(x, "detach") and getattr(device, "type", "cpu") != "cpu"
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     """numpy view of an array-like; torch tensors (CPU or GPU) are detached and copied to host."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
@@ -195,18 +209,31 @@ def _check_volume(vol: EvalVolume, role: str) -> EvalVolume:
     sid = vol.subject_id
     if not isinstance(sid, str) or not sid:
         raise UadbenchError(f"{role} volume has an invalid subject_id {sid!r}; use a non-empty str")
-    amap = _to_numpy(vol.anomaly_map)
-    if amap.ndim != 3:
-        raise UadbenchError(
-            f"{role} volume {sid!r}: anomaly map must be 3D (X, Y, Z), got shape {amap.shape}"
+    on_device = _is_device_tensor(vol.anomaly_map)
+    if on_device:  # keep it there: post-processing runs on the device
+        amap = vol.anomaly_map.detach()
+        amap = amap if amap.is_floating_point() else amap.to(dtype=_torch().float32)
+        shape = tuple(amap.shape)
+        finite = bool(_torch().isfinite(amap).all())
+        n_nan = int(_torch().isnan(amap).sum()) if not finite else 0
+        n_inf = int(_torch().isinf(amap).sum()) if not finite else 0
+        kind_ok = True
+    else:
+        amap = _to_numpy(vol.anomaly_map)
+        shape = amap.shape
+        kind_ok = amap.dtype != bool and (
+            np.issubdtype(amap.dtype, np.floating) or np.issubdtype(amap.dtype, np.integer)
         )
-    if amap.dtype == bool or not (
-        np.issubdtype(amap.dtype, np.floating) or np.issubdtype(amap.dtype, np.integer)
-    ):
+        finite = kind_ok and bool(np.all(np.isfinite(amap)))
+        n_nan = int(np.count_nonzero(np.isnan(amap))) if kind_ok and not finite else 0
+        n_inf = int(np.count_nonzero(np.isinf(amap))) if kind_ok and not finite else 0
+    if len(shape) != 3:
+        raise UadbenchError(
+            f"{role} volume {sid!r}: anomaly map must be 3D (X, Y, Z), got shape {shape}"
+        )
+    if not kind_ok:
         raise UadbenchError(f"{role} volume {sid!r}: anomaly map must be real, got {amap.dtype}")
-    if not np.all(np.isfinite(amap)):
-        n_nan = int(np.count_nonzero(np.isnan(amap)))
-        n_inf = int(np.count_nonzero(np.isinf(amap)))
+    if not finite:
         raise UadbenchError(
             f"{role} volume {sid!r}: anomaly map contains {n_nan} NaN and {n_inf} infinite "
             "values; a method must return finite scores for every voxel"
@@ -220,17 +247,17 @@ def _check_volume(vol: EvalVolume, role: str) -> EvalVolume:
             arrays[name] = None
             continue
         arr = _to_numpy(arr)
-        if arr.shape != amap.shape:
+        if arr.shape != shape:
             raise UadbenchError(
                 f"{role} volume {sid!r}: {name} shape {arr.shape} differs from anomaly map "
-                f"shape {amap.shape}"
+                f"shape {shape}"
             )
         arrays[name] = arr > 0 if name.endswith("_mask") else arr.astype(np.float32, copy=False)
     spacing = PostprocessSettings.for_spacing(vol.spacing)  # validates spacing
     del spacing
     return EvalVolume(
         subject_id=sid,
-        anomaly_map=amap.astype(np.float32, copy=False),
+        anomaly_map=amap if on_device else amap.astype(np.float32, copy=False),
         brain_mask=arrays["brain_mask"],  # type: ignore[arg-type]
         lesion_mask=arrays["lesion_mask"],
         spacing=float(vol.spacing),
@@ -276,6 +303,10 @@ class _SettingsCache:
 
 
 def _processed(vol: EvalVolume, settings: PostprocessSettings) -> np.ndarray:
+    if _is_device_tensor(vol.anomaly_map):
+        from uadbench.evaluation.torch_postprocess import postprocess_map_torch
+
+        return postprocess_map_torch(vol.anomaly_map, vol.brain_mask, settings)
     return postprocess_map(vol.anomaly_map, vol.brain_mask, settings)
 
 
@@ -359,7 +390,7 @@ def _raw_residual(vol: EvalVolume) -> np.ndarray:
         return np.abs(
             np.asarray(vol.image, dtype=np.float32) - np.asarray(vol.reconstruction, np.float32)
         )
-    return np.asarray(vol.anomaly_map, dtype=np.float32)
+    return _to_numpy(vol.anomaly_map).astype(np.float32, copy=False)
 
 
 def _detection(

@@ -1,10 +1,10 @@
 """Voxel-level metrics: AUPRC, AUROC, Dice, best Dice, and the metric-name registry.
 
 All ranking metrics come from one :class:`RankedCounts`: the distinct scores in decreasing order
-with the cumulative numbers of positives and negatives at or above each one. It is built from a
-value sort of the non-zero scores (and one of the positives' scores, a small set), not an argsort;
-the zero scores (the background outside the eroded brain mask, most of a volume) form a single
-tie block that is counted, not sorted. From it:
+with the cumulative numbers of positives and negatives at or above each one. It is built from one
+value sort of the non-zero scores (no argsort, no gather); the zero scores (the background outside
+the eroded brain mask, most of a volume) form a single tie block that is counted, not sorted.
+From it:
 
 - ``average_precision`` equals ``sklearn.metrics.average_precision_score``
   (Σ (R_n − R_{n−1}) P_n over distinct thresholds, the paper's AUPRC formula, METHOD_SPEC §4.4);

@@ -4,13 +4,15 @@ The reference implementation of Behrendt et al. (arXiv 2312.04215; ``src/utils/u
 FinnBehrendt/Conditioned-Diffusion-Models-UAD, see METHOD_SPEC §4.2) post-processes the residual
 of each 96×96×50 volume at 2 mm like this:
 
-1. multiply by the brain mask eroded per axial slice with a 2D cross, 3 iterations;
+1. multiply by the brain mask eroded per axial slice with a 2D cross, 3 iterations (the code
+   computes ``width // 25`` = 96 // 25);
 2. 3D median filter, 5×5×5 voxels, ``mode="reflect"``;
 3. threshold (strict ``>``), then drop 26-connected components whose *filled* size (cavities
    closed, skimage ``area_filled``) is at most 7 voxels.
 
 The paper lists the median filter before the erosion; ``order="paper"`` selects that order, the
-default ``order="code"`` is the one the published numbers came from.
+default ``order="code"`` is the one the published numbers came from. The paper also says
+components "< 7 voxels" are removed; the code (followed here) removes ``<= 7``.
 
 Sizes are expressed in millimetres so that other grids behave the same (:class:`PostprocessSettings`):
 

@@ -20,7 +20,7 @@ from uadbench.errors import ConfigError, DataError, UadbenchError
 from uadbench.registry import DATASETS, list_datasets
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-SMALL = {"train": 2, "val": 1, "test": 2}
+SMALL = {"healthy.train": 2, "healthy.val": 1, "healthy.test": 1, "tumour.val": 1, "tumour.test": 2}
 CORE_NAMES = [f"phantom-{c}-{m}" for c in ("healthy", "tumour") for m in ("t1w", "t2w", "flair")]
 LESION_COHORTS = ("tumour", "ms", "stroke")
 
@@ -39,9 +39,16 @@ def root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ratios() -> dict[str, dict[str, list[float]]]:
+def ratios(subjects) -> dict[str, dict[str, list[float]]]:
     """Lesion-to-surrounding-brain ratios of two phantom subjects per lesion cohort."""
-    return {c: ph.phantom_lesion_ratios(c, count=2, seed=0) for c in LESION_COHORTS}
+    out = {}
+    for cohort in LESION_COHORTS:
+        pair = [subjects[cohort], ph.generate_subject(0, cohort, "test", 1)]
+        out[cohort] = {
+            m: [ph.lesion_contrast_ratio(ph.render(s, m), s.lesion_mask, s.brain_mask) for s in pair]
+            for m in ph.MODALITIES
+        }
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +120,11 @@ def test_same_seed_same_bytes_different_seed_different_images(subjects):
     assert not np.array_equal(other.lesion_mask, first.lesion_mask)
 
 
-def test_files_are_the_generated_subjects(root):
+def test_files_are_the_generated_subjects(root, subjects):
     ds = create_dataset("phantom-tumour-t2w", root=root, seed=0)
     ds = type(ds)(root=root, seed=0, sizes=SMALL)
-    vol = ds.load("test")[1]
-    subject = ph.generate_subject(0, "tumour", "test", 1)
+    vol = ds.load("test")[0]
+    subject = subjects["tumour"]  # test subject 0, generated in memory
     assert vol.image.tobytes() == ph.render(subject, "t2w").tobytes()
     assert np.array_equal(vol.lesion_mask, subject.lesion_mask)
     assert np.array_equal(vol.brain_mask, subject.brain_mask)
@@ -156,18 +163,21 @@ def test_tumour_has_its_compartments(subjects):
     assert counts[1] > 0 and counts[2] > 0 and counts[3] > counts[1]
 
 
-def test_contrast_ordering_per_sequence(subjects):
-    s = subjects["healthy"]
-    t1 = {t: _pure_mean(ph.render(s, "t1w"), s, t) for t in ("wm", "gm", "csf")}
-    t2 = {t: _pure_mean(ph.render(s, "t2w"), s, t) for t in ("wm", "gm", "csf")}
-    fl = {t: _pure_mean(ph.render(s, "flair"), s, t) for t in ("wm", "gm", "csf")}
+@pytest.mark.parametrize("scanner", sorted(ph.SCANNERS))
+def test_contrast_ordering_per_sequence(subjects, scanner):
+    field = ph.SCANNERS[scanner].field_strength
+    s = subjects["healthy"] if field == 3.0 else ph.generate_subject(0, "healthy", "test", 0, field_strength=field)
+    mean = {m: {t: _pure_mean(ph.render(s, m, scanner), s, t) for t in ("wm", "gm", "csf")} for m in ph.ALL_MODALITIES}
+    t1, t2, pd, fl = mean["t1w"], mean["t2w"], mean["pd"], mean["flair"]
     assert t1["wm"] > t1["gm"] > t1["csf"]
     assert t2["csf"] > t2["gm"] > t2["wm"]
+    assert pd["gm"] > pd["wm"] and pd["csf"] > 0.8 * pd["wm"]
     assert fl["csf"] < 0.5 * min(fl["wm"], fl["gm"])
-    for cohort in LESION_COHORTS:
-        subject = subjects[cohort]
-        image = ph.render(subject, "flair")
-        assert image[subject.lesion_mask].mean() > _pure_mean(image, subject, "wm")
+    if field == 3.0:
+        for cohort in LESION_COHORTS:
+            subject = subjects[cohort]
+            image = ph.render(subject, "flair", scanner)
+            assert image[subject.lesion_mask].mean() > _pure_mean(image, subject, "wm")
 
 
 def test_signal_equations_match_closed_form():
@@ -210,6 +220,10 @@ def test_lesion_ratios_within_calibrated_ranges(ratios, cohort):
         lo, hi = ph.CALIBRATION_TARGETS[cohort][modality]
         mean = float(np.mean(values))
         assert lo <= mean <= hi, f"{cohort} {modality}: mean ratio {mean:.2f} outside [{lo}, {hi}]"
+    if cohort == "tumour":  # the public helper measures the same thing
+        assert ph.phantom_lesion_ratios("tumour", count=1, modalities=("flair",))["flair"][0] == ratios["flair"][0]
+        with pytest.raises(ConfigError, match="no lesions"):
+            ph.phantom_lesion_ratios("healthy")
     if cohort != "stroke":  # stroke cores are fluid-like and dark on FLAIR; the rim is bright
         assert min(ratios["flair"]) > 1.2 and min(ratios["t2w"]) > 1.1
 
@@ -299,3 +313,14 @@ def test_modalities_of_a_cohort_share_subjects(root):
     assert np.array_equal(t1.brain_mask, fl.brain_mask)
     assert np.array_equal(t1.lesion_mask, fl.lesion_mask)
     assert not np.array_equal(t1.image, fl.image)
+
+
+def test_render_preview_and_write_cohorts_for_viewing(tmp_path):
+    png = ph.render_preview(tmp_path / "preview.png", seed=0, cohorts=("tumour",), modalities=("t2w", "pd"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = ph.write_cohorts(tmp_path / "view", seed=2, sizes={"val": 1, "test": 1}, modalities=("pd",), cohorts=("ms",))
+    folder = out / "ms-pd-val1-test1"
+    ph.verify_manifest(folder)
+    assert sorted(p.name for p in (folder / "val").iterdir()) == [
+        "ms-val-000_brainmask.nii.gz", "ms-val-000_image.nii.gz", "ms-val-000_lesion.nii.gz"
+    ]

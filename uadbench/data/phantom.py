@@ -46,9 +46,10 @@ Relaxation parameters (ms; PD relative to pure water), rounded from the literatu
     - Lesion tissues (:mod:`uadbench.data.phantom_lesions`) are set from the same sources'
       qualitative descriptions (oedema and necrosis: long T1 and T2, high water content) and
       then calibrated so that the lesion-to-surrounding-brain ratio measured by
-      :func:`lesion_contrast_ratio` falls in the ranges reported for real scans (BraTS whole
-      tumour 1.2-2.3x on FLAIR, 1.1-2.1x on T2; MS lesions 1.3-1.6x on FLAIR and T2, about
-      1.0x on T1, as measured on the MSLUB scans).
+      :func:`lesion_contrast_ratio` falls in the ranges of real scans (BraTS whole tumour
+      1.2-2.3x on FLAIR and 1.1-2.1x on T2; MS lesions 1.3-1.6x on FLAIR and T2 and slightly
+      darker than the surrounding brain on T1: 0.79-0.88x on the three MSLUB scans of
+      ``../shared/realdata`` measured with the same function, see :func:`mslub_lesion_ratios`).
 
 On disk
     Cohorts are written once as NIfTI under
@@ -180,7 +181,7 @@ SCANNERS: dict[str, Scanner] = {
         {
             "t1w": PulseSequence("se", tr=500.0, te=10.0),
             "t2w": PulseSequence("se", tr=4000.0, te=100.0),
-            "pd": PulseSequence("se", tr=3000.0, te=12.0),
+            "pd": PulseSequence("se", tr=4000.0, te=12.0),
             "flair": PulseSequence("ir", tr=9000.0, te=120.0, ti=2480.0),
         },
         noise=0.03,
@@ -192,7 +193,7 @@ SCANNERS: dict[str, Scanner] = {
         {
             "t1w": PulseSequence("se", tr=450.0, te=12.0),
             "t2w": PulseSequence("se", tr=3500.0, te=90.0),
-            "pd": PulseSequence("se", tr=2500.0, te=12.0),
+            "pd": PulseSequence("se", tr=3500.0, te=12.0),
             "flair": PulseSequence("ir", tr=8000.0, te=110.0, ti=2360.0),
         },
         noise=0.04,
@@ -259,11 +260,15 @@ def load_anatomy() -> Anatomy:
     ell = sum(((idx[i] - centre[i]) / radii_vox[i]) ** 2 for i in range(3)) <= 1.0
     ventricles = (csf > 0.5) & ell
     dist = ndimage.distance_transform_edt(~ventricles, sampling=SPACING_MM).astype(np.float32)
+    arrays = [gm.astype(np.float32), wm.astype(np.float32), csf, brain.astype(np.float32), dist]
+    for a in arrays:  # shared by every subject of the process: never modified
+        a.setflags(write=False)
+    gm, wm, csf, brain, dist = arrays
     return Anatomy(
-        gm=gm.astype(np.float32),
-        wm=wm.astype(np.float32),
+        gm=gm,
+        wm=wm,
         csf=csf,
-        brain=brain.astype(np.float32),
+        brain=brain,
         affine=affine,
         ventricle_centre=centre,
         ventricle_distance=dist,
@@ -782,11 +787,18 @@ def write_cohorts(
     return phantom_root(out_dir, seed)
 
 
-def render_preview(out_png: str | os.PathLike, *, seed: int = 0, scanner: str = DEFAULT_SCANNER) -> Path:
+def render_preview(
+    out_png: str | os.PathLike,
+    *,
+    seed: int = 0,
+    scanner: str = DEFAULT_SCANNER,
+    cohorts: Sequence[str] = ("healthy", "tumour", "ms", "stroke"),
+    modalities: Sequence[str] = ALL_MODALITIES,
+) -> Path:
     """Draw a healthy subject and one subject per lesion type, in every modality, as a PNG.
 
-    Rows are subjects (healthy, tumour, MS, stroke); columns are T1w, T2w, PD and FLAIR at the
-    axial slice through the lesion's centre, with the lesion outline in red.
+    Rows are subjects (the first subject of each cohort); columns are modalities (T1w, T2w, PD,
+    FLAIR) at the axial slice with the most lesion, outlined in red. Returns ``out_png``.
     """
     import matplotlib
 
@@ -795,8 +807,14 @@ def render_preview(out_png: str | os.PathLike, *, seed: int = 0, scanner: str = 
 
     out_png = Path(out_png)
     scanner_obj = get_scanner(scanner)
-    rows = ["healthy", "tumour", "ms", "stroke"]
-    fig, axes = plt.subplots(len(rows), len(ALL_MODALITIES), figsize=(2.6 * len(ALL_MODALITIES), 2.9 * len(rows)))
+    rows = list(cohorts)
+    for c in rows:
+        get_cohort(c)
+    for m in modalities:
+        scanner_obj.sequence(m)
+    fig, axes = plt.subplots(
+        len(rows), len(modalities), figsize=(2.6 * len(modalities), 2.9 * len(rows)), squeeze=False
+    )
     for r, cohort in enumerate(rows):
         split = "train" if cohort == "healthy" else "test"
         subject = generate_subject(seed, cohort, split, 0, field_strength=scanner_obj.field_strength)
@@ -805,7 +823,7 @@ def render_preview(out_png: str | os.PathLike, *, seed: int = 0, scanner: str = 
             z = int(np.argmax(mask.sum(axis=(0, 1))))
         else:
             z = subject.gm.shape[2] // 2 + 5
-        for c, modality in enumerate(ALL_MODALITIES):
+        for c, modality in enumerate(modalities):
             image = render(subject, modality, scanner_obj)
             ax = axes[r, c]
             sl = image[:, :, z].T

@@ -65,7 +65,7 @@ class Tracker:
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(k)[:250], str(v)[:6000]) for k, v in params.items()]
+        items = [Param(metric_key(str(k))[:250], str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 90):
             self.client.log_batch(run_id, params=items[i : i + 90])
 

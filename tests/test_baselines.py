@@ -14,7 +14,7 @@ from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import AnomalyOutput, FitContext, create_config, create_method
 from uadbench.registry import METHODS
 
-BASELINES = ["ae", "vae"]
+BASELINES = ["ae", "vae", "fanogan"]
 H = W = 32
 
 
@@ -210,3 +210,116 @@ def test_vae_reconstructs_from_posterior_mean(fitted, images):
     expected = method.model.decode(mu)
     recon = method.predict(images, generator=torch.Generator().manual_seed(0)).reconstruction
     torch.testing.assert_close(recon, expected)
+
+
+# -- f-AnoGAN ---------------------------------------------------------------------------------------
+
+
+class _LinearCritic(torch.nn.Module):
+    """D(x) = <w, x>: its input gradient is w everywhere, so the penalty is (||w|| - 1)^2."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return (x * self.w).flatten(1).sum(1), x
+
+
+def test_gradient_penalty_closed_form():
+    from uadbench.nn.gan import gradient_penalty
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(1, 1, 6, 6, generator=g, dtype=torch.float64)
+    critic = _LinearCritic(w)
+    real = torch.rand(4, 1, 6, 6, generator=g, dtype=torch.float64)
+    fake = torch.rand(4, 1, 6, 6, generator=g, dtype=torch.float64)
+    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(gp, (w.norm() - 1) ** 2)
+    # the penalty is differentiable w.r.t. the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    gp.backward()
+    torch.testing.assert_close(critic.w.grad, 2 * (w.norm() - 1) * w / w.norm())
+    unit = _LinearCritic(w / w.norm())
+    assert gradient_penalty(unit, real, fake).abs() < 1e-12
+
+
+def test_gradient_penalty_uses_interpolates():
+    """A quadratic critic's gradient depends on where it is evaluated: check against a hand count."""
+    from uadbench.nn.gan import gradient_penalty
+
+    class Quadratic(torch.nn.Module):
+        def forward(self, x):
+            return 0.5 * x.pow(2).flatten(1).sum(1)  # grad = x
+
+    real = torch.full((3, 1, 2, 2), 1.0, dtype=torch.float64)
+    fake = torch.full((3, 1, 2, 2), 3.0, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(5)
+    alpha = torch.rand(3, 1, 1, 1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    interp = real + alpha * (fake - real)
+    expected = (interp.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    torch.testing.assert_close(gradient_penalty(Quadratic(), real, fake, gen), expected)
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_fanogan_two_stage_training(train_data):
+    torch.manual_seed(0)
+    logged: dict[str, list[float]] = {}
+
+    def log(metrics, step):
+        for k, v in metrics.items():
+            logged.setdefault(k, []).append(v)
+
+    method = create_method("fanogan", "smoke", image_shape=(H, W), gan_steps=3, encoder_steps=4)
+    g0, d0 = _params(method.generator), _params(method.critic)
+    ctx = _ctx(log_metrics=log)
+    method.fit_gan(train_data, ctx)
+    g1, d1, e1 = _params(method.generator), _params(method.critic), _params(method.encoder)
+    assert any(not torch.equal(g0[k], g1[k]) for k in g0), "stage 1 must train the generator"
+    assert any(not torch.equal(d0[k], d1[k]) for k in d0), "stage 1 must train the critic"
+    gp = logged["fanogan/gradient_penalty"]
+    assert gp and all(v > 0 and torch.isfinite(torch.tensor(v)) for v in gp)
+    assert "fanogan/wasserstein" in logged
+
+    method.fit_encoder(train_data, train_data, ctx)
+    g2, d2, e2 = _params(method.generator), _params(method.critic), _params(method.encoder)
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), f"generator {k} changed while the encoder trained"
+    for k in d1:
+        assert torch.equal(d1[k], d2[k]), f"critic {k} changed while the encoder trained"
+    assert any(not torch.equal(e1[k], e2[k]) for k in e1), "stage 2 must train the encoder"
+    assert all(not p.requires_grad for p in method.generator.parameters())
+    assert "fanogan_encoder/loss" in logged and "fanogan_encoder/val_loss" in logged
+
+
+def test_fanogan_score_adds_feature_residual(fitted, images):
+    method = fitted["fanogan"]
+    out = method.predict(images, generator=torch.Generator().manual_seed(0))
+    x = images * 2 - 1
+    x_rec = out.reconstruction * 2 - 1
+    image_term = (x - x_rec).pow(2).flatten(1).mean(1)
+    feature_term = (method.critic(x)[1] - method.critic(x_rec)[1]).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(out.score, image_term + method.config.kappa * feature_term)
+    assert (feature_term > 0).all()
+    torch.testing.assert_close(out.reconstruction, (method.generator(method.encoder(x)) + 1) / 2)
+    assert (out.reconstruction >= 0).all() and (out.reconstruction <= 1).all()
+
+
+def test_fanogan_paper_config():
+    cfg = create_config("fanogan", "paper")
+    assert (cfg.latent_dim, cfg.lr, cfg.architecture, cfg.n_critic, cfg.gp_weight) == (128, 1e-4, "resnet", 5, 10.0)
+    with pytest.raises(ConfigError, match="architecture"):
+        create_method("fanogan", "smoke", image_shape=(H, W), architecture="mlp")
+
+
+def test_fanogan_resnet_architecture_runs(train_data):
+    method = create_method("fanogan", "smoke", image_shape=(40, 56), architecture="resnet", width=2)
+    x = torch.rand(2, 1, 40, 56)
+    out = method.predict(x, generator=torch.Generator())
+    assert out.anomaly_map.shape == x.shape and torch.isfinite(out.score).all()
+    _, feats = method.critic(x * 2 - 1)
+    assert feats.shape == (2, 16, 5, 7)  # 8 * width channels at 1/8 of the padded (40, 56)
+    small = create_method("fanogan", "smoke", image_shape=(H, W), architecture="resnet", width=2, gan_steps=1)
+    small.fit(train_data, None, _ctx())

@@ -37,6 +37,7 @@ def train_loop(
     opt = optimizer or torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
     batches = train.batches(batch_size, ctx.generator)
     losses: list[float] = []
+    report_every = max(1, steps // 10)  # progress lines: about ten per fit
     start = time.perf_counter()
     for step in range(1, steps + 1):
         batch = next(batches).to(ctx.device)
@@ -52,7 +53,10 @@ def train_loop(
             mean = sum(window) / len(window)
             elapsed = time.perf_counter() - start
             ctx.log_metrics({f"{name}/loss": mean, f"{name}/samples_per_s": step * batch_size / max(elapsed, 1e-9)}, step)
-            ctx.progress(f"{name} step {step}/{steps} loss {mean:.4f}")
+        if step % report_every == 0 or step == steps:
+            window = losses[-report_every:]
+            elapsed = time.perf_counter() - start
+            ctx.progress(f"{name} step {step}/{steps} loss {sum(window) / len(window):.4f} ({elapsed:.0f} s)")
     if steps and not math.isfinite(losses[-1]):
         raise FloatingPointError(f"{name}: final loss is not finite")
     return losses

@@ -87,3 +87,15 @@ def test_unknown_subcommand_and_kind():
 def test_report_missing_file(tmp_path):
     proc = run_cli("report", str(tmp_path / "results.jsonl"))
     assert proc.returncode == 2 and "results file not found" in proc.stderr
+
+
+def test_phantom_preview_writes_a_png(tmp_path):
+    out = tmp_path / "preview.png"
+    proc = run_cli("phantom", "--preview", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_phantom_needs_an_output(tmp_path):
+    proc = run_cli("phantom", cwd=tmp_path)
+    assert proc.returncode == 2 and "needs --out DIR and/or --preview" in proc.stderr

@@ -288,17 +288,40 @@ def subject_rng(seed: int, cohort: str, split: str, index: int, purpose: str = "
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
+@functools.lru_cache(maxsize=128)
+def _upsampling_matrix(n_out: int, n_in: int, kind: str) -> np.ndarray:
+    """The (n_out, n_in) matrix of a 1D upsampling (spline zooms are separable and linear).
+
+    ``kind="smooth"``: cubic B-spline up to about every 4th output sample, then linear;
+    ``kind="linear"``: linear with the end points aligned (``grid_mode=False``).
+    """
+
+    def columns(n_from: int, n_to: int, order: int, grid_mode: bool) -> np.ndarray:
+        cols = [
+            ndimage.zoom(np.eye(n_from)[k], n_to / n_from, order=order, mode="nearest", grid_mode=grid_mode)[:n_to]
+            for k in range(n_from)
+        ]
+        return np.stack(cols, axis=1)
+
+    if kind == "linear":
+        return columns(n_in, n_out, 1, False)
+    mid = max(n_in, int(np.ceil(n_out / 4)))
+    matrix = columns(n_in, mid, 3, True)
+    if mid != n_out:
+        matrix = columns(mid, n_out, 1, True) @ matrix
+    return matrix
+
+
+def upsample(coarse: np.ndarray, shape: Sequence[int], kind: str) -> np.ndarray:
+    """Separable upsampling of a 3D array to ``shape`` (see :func:`_upsampling_matrix`)."""
+    mx, my, mz = (_upsampling_matrix(int(n), int(c), kind) for n, c in zip(shape, coarse.shape))
+    return np.einsum("ai,bj,ck,ijk->abc", mx, my, mz, coarse, optimize=True)
+
+
 def smooth_field(rng: np.random.Generator, shape: Sequence[int], control: Sequence[int]) -> np.ndarray:
-    """A smooth zero-mean, unit-std random field: random control points, cubic upsampling."""
-    shape = tuple(int(s) for s in shape)
-    coarse = rng.standard_normal(tuple(control))
-    # cubic up to a grid of every ~4th voxel, then linear to full size (fast, visually smooth)
-    mid = tuple(max(c, int(np.ceil(s / 4))) for s, c in zip(shape, control))
-    field_ = ndimage.zoom(coarse, [m / c for m, c in zip(mid, control)], order=3, mode="nearest", grid_mode=True)
-    field_ = field_[tuple(slice(0, m) for m in mid)]
-    if mid != shape:
-        field_ = ndimage.zoom(field_, [s / m for s, m in zip(shape, field_.shape)], order=1, mode="nearest", grid_mode=True)
-        field_ = field_[tuple(slice(0, s) for s in shape)]
+    """A smooth zero-mean, unit-std random field: random control points, spline upsampling."""
+    coarse = rng.standard_normal(tuple(int(c) for c in control))
+    field_ = upsample(coarse, shape, "smooth")
     field_ = field_ - field_.mean()
     std = field_.std()
     return (field_ / std if std > 0 else field_).astype(np.float32)
@@ -366,16 +389,21 @@ def sample_warp(
         g = np.exp(-0.5 * sum((d[i] / exp.sigma[i]) ** 2 for i in range(3)))
         src -= exp.strength * d * g
     full = np.empty((3, *shape), dtype=np.float32)
-    zoom = [n / c for n, c in zip(shape, grid.shape[1:])]
     for i in range(3):
-        full[i] = ndimage.zoom(src[i], zoom, order=1, mode="nearest", grid_mode=False)[
-            : shape[0], : shape[1], : shape[2]
-        ]
+        full[i] = upsample(src[i], shape, "linear")
     return full
 
 
-def warp(volume: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray:
-    return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0.0).astype(np.float32)
+def warp(volume: np.ndarray, coords: np.ndarray, order: int = 1, where: np.ndarray | None = None) -> np.ndarray:
+    """``volume`` pulled through ``coords`` (linear interpolation, zero outside).
+
+    With a boolean ``where`` only those output voxels are computed; the rest are 0.
+    """
+    if where is None:
+        return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=0.0).astype(np.float32)
+    out = np.zeros(where.shape, dtype=np.float32)
+    out[where] = ndimage.map_coordinates(volume, coords[:, where], order=order, mode="constant", cval=0.0)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,9 +530,9 @@ def generate_subject(
     coords = sample_warp(rng, shape, expansions=expansions)
     brain_frac = warp(anatomy.brain, coords)
     brain = brain_frac >= 0.5
-    gm = warp(anatomy.gm, coords) * brain
-    wm = warp(anatomy.wm, coords) * brain
-    csf = warp(anatomy.csf, coords) * brain
+    gm = warp(anatomy.gm, coords, where=brain)
+    wm = warp(anatomy.wm, coords, where=brain)
+    csf = warp(anatomy.csf, coords, where=brain)
     if field_strength not in HEALTHY_TISSUES:
         raise ConfigError(
             f"no tissue parameters at {field_strength} T; available: {sorted(HEALTHY_TISSUES)}"
@@ -527,7 +555,7 @@ def generate_subject(
     if plan is not None:
         ventricle_distance = None
         if plan.needs_ventricle_distance:
-            ventricle_distance = warp(anatomy.ventricle_distance, coords) + 1000.0 * (~brain)
+            ventricle_distance = warp(anatomy.ventricle_distance, coords, where=brain) + 1000.0 * (~brain)
         phantom_lesions.insert_lesions(
             subject, plan, lesion_rng, field_strength=field_strength, ventricle_distance=ventricle_distance
         )
@@ -556,9 +584,9 @@ def render(subject: PhantomSubject, modality: str, scanner: str | Scanner = DEFA
     brain = subject.brain_mask
     rng = subject_rng(subject.seed, subject.cohort, subject.split, subject.index, f"render-{modality}")
     control = [max(3, int(round(n * SPACING_MM / 60.0))) for n in clean.shape]
-    bias = np.exp(scanner.bias * smooth_field(rng, clean.shape, control))
+    bias = np.exp(scanner.bias * smooth_field(rng, clean.shape, control)[brain])
     sigma = scanner.noise * float(clean[brain].mean())
-    values = clean[brain] * bias[brain]
+    values = clean[brain] * bias
     real = values + sigma * rng.standard_normal(values.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(values.shape, dtype=np.float32)
     image = np.zeros(clean.shape, dtype=np.float32)
@@ -748,6 +776,9 @@ def ensure_cohort(
                         }
                     },
                 )
+                # temporary folders and files are private (0700/0600); a data cache may be shared
+                tmp[m].chmod(0o755)
+                (tmp[m] / "manifest.json").chmod(0o644)
     return dirs
 
 

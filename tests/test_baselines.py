@@ -14,7 +14,7 @@ from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import AnomalyOutput, FitContext, create_config, create_method
 from uadbench.registry import METHODS
 
-BASELINES = ["ae", "vae", "fanogan"]
+BASELINES = ["ae", "vae", "fanogan", "dae"]
 H = W = 32
 
 
@@ -323,3 +323,138 @@ def test_fanogan_resnet_architecture_runs(train_data):
     assert feats.shape == (2, 16, 5, 7)  # 8 * width channels at 1/8 of the padded (40, 56)
     small = create_method("fanogan", "smoke", image_shape=(H, W), architecture="resnet", width=2, gan_steps=1)
     small.fit(train_data, None, _ctx())
+
+
+# -- DAE --------------------------------------------------------------------------------------------
+
+
+def _dae():
+    return importlib.import_module("uadbench.methods.dae")
+
+
+def test_coarse_noise_grid_values_have_std_0_2():
+    """With corners aligned, a 31-pixel side puts the 16 grid values on every second pixel."""
+    dae = _dae()
+    field = dae.coarse_noise_field((200, 1, 31, 31), generator=torch.Generator().manual_seed(0), roll=False)
+    nodes = field[..., ::2, ::2]
+    assert nodes.shape[-2:] == (16, 16)
+    n = nodes.numel()  # 51,200 i.i.d. N(0, 0.2^2) draws: std within ~1 %
+    assert abs(nodes.std().item() - 0.2) < 0.2 * 4 / (2 * n) ** 0.5 * 2
+    assert abs(nodes.mean().item()) < 4 * 0.2 / n**0.5
+    scaled = dae.coarse_noise_field((50, 1, 31, 31), generator=torch.Generator().manual_seed(0), std=0.5, roll=False)
+    assert abs(scaled[..., ::2, ::2].std().item() - 0.5) < 0.02
+
+
+def test_coarse_noise_pixel_std_matches_bilinear_closed_form():
+    """Between grid nodes the std is 0.2 * sqrt(sum of squared interpolation weights)."""
+    import torch.nn.functional as F
+
+    dae = _dae()
+    size = 96
+    basis = torch.eye(16 * 16).view(256, 1, 16, 16)
+    weights = F.interpolate(basis, size=(size, size), mode="bilinear", align_corners=True)
+    expected_var = (0.2**2 * weights.pow(2).sum(dim=0)).mean()  # pooled over pixels
+    field = dae.coarse_noise_field((64, 1, size, size), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(field.var(), expected_var, rtol=0.05, atol=0)
+    assert 0.12 < field.std() < 0.2
+
+
+def test_coarse_noise_is_spatially_coarse():
+    dae = _dae()
+    field = dae.coarse_noise_field((16, 1, 96, 96), generator=torch.Generator().manual_seed(2))
+    a, b = field[..., :, :-1].flatten(), field[..., :, 1:].flatten()
+    neighbour_corr = torch.corrcoef(torch.stack([a, b]))[0, 1]
+    assert neighbour_corr > 0.9  # white noise would give ~0
+    # almost no energy above twice the 16x16 grid's Nyquist frequency (8 cycles per image)
+    spectrum = torch.fft.rfft2(field).abs().pow(2).mean(dim=(0, 1))
+    fy = torch.fft.fftfreq(96).abs().view(-1, 1) * 96
+    fx = torch.fft.rfftfreq(96).view(1, -1) * 96
+    high = (fy > 16) | (fx > 16)
+    assert spectrum[high].sum() / spectrum.sum() < 0.05  # (the roll's wrap-around seam adds a little)
+    white = torch.fft.rfft2(torch.randn(16, 1, 96, 96) * 0.2).abs().pow(2).mean(dim=(0, 1))
+    assert white[high].sum() / white.sum() > 0.8
+
+
+def test_coarse_noise_is_zero_outside_foreground_and_seeded():
+    dae = _dae()
+    images = _volumes(n=1, z=4, seed=3).permute(0, 3, 1, 2).reshape(-1, 1, H, W)
+    noise = dae.coarse_noise(images, generator=torch.Generator().manual_seed(0))
+    background = images <= 0
+    assert background.any() and (~background).any()
+    assert (noise[background] == 0).all()
+    assert (noise[~background] != 0).float().mean() > 0.99
+    again = dae.coarse_noise(images, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noise, again, rtol=0, atol=0)
+    other = dae.coarse_noise(images, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(noise, other)
+
+
+def test_coarse_noise_roll_translates_the_field():
+    dae = _dae()
+    shape = (2, 1, 40, 40)
+    rolled = dae.coarse_noise_field(shape, generator=torch.Generator().manual_seed(4), roll=True)
+    plain = dae.coarse_noise_field(shape, generator=torch.Generator().manual_seed(4), roll=False)
+    matches = [
+        (dy, dx)
+        for dy in range(40)
+        for dx in range(40)
+        if torch.equal(torch.roll(plain, shifts=(dy, dx), dims=(-2, -1)), rolled)
+    ]
+    assert len(matches) == 1  # the same field, translated by one (dy, dx) for the whole batch
+
+
+def test_dae_loss_is_foreground_l2(images):
+    dae = _dae()
+    method = create_method("dae", "smoke", image_shape=(H, W))
+    model = method.model.eval()
+    noise = dae.coarse_noise(images, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(images + noise)
+        expected = ((out - images) ** 2 * (images > 0)).mean()
+        torch.testing.assert_close(dae.dae_loss(model, images, noise), expected)
+
+
+def test_dae_background_residual_is_zero(fitted, images):
+    out = fitted["dae"].predict(images, generator=torch.Generator())
+    assert (out.anomaly_map[images <= 0] == 0).all()
+
+
+def test_dae_unet_layout():
+    from uadbench.nn.dae_unet import DenoisingUNet, WSConv2d, group_count
+
+    assert [group_count(c) for c in (64, 128, 256, 512, 16)] == [8, 16, 16, 32, 4]
+    net = DenoisingUNet(depth=4, base_channels=64)
+    convs = [m for m in net.modules() if isinstance(m, WSConv2d)]
+    assert sorted({c.out_channels for c in convs}) == [64, 128, 256, 512]
+    assert any(isinstance(m, torch.nn.SiLU) for m in net.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    conv = convs[0]
+    w = conv.weight
+    standardised = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / torch.sqrt(w.var(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-5)
+    x = torch.randn(1, 1, 8, 8)
+    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, standardised, conv.bias))
+
+
+def test_cosine_lr_matches_torch_scheduler():
+    dae = _dae()
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    for step in range(1, 31):
+        assert dae.cosine_lr(step, 0.1, 10) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_dae_learns_to_remove_noise(train_data):
+    dae = _dae()
+    torch.manual_seed(0)
+    method = create_method("dae", "smoke", image_shape=(H, W), steps=40, lr=3e-3)
+    x = train_data.all_slices()
+    noise = dae.coarse_noise(x, generator=torch.Generator().manual_seed(9))
+    before = dae.dae_loss(method.model.eval(), x, noise).item()
+    method.fit(train_data, None, _ctx())
+    with torch.no_grad():
+        after = dae.dae_loss(method.model.eval(), x, noise).item()
+    noisy = (noise**2).mean().item()  # the loss of the identity map
+    assert after < before and after < noisy

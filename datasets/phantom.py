@@ -112,7 +112,7 @@ def _make(cohort: str, modality: str) -> type[PhantomDataset]:
     doc = (
         f"Digital brain phantom, {spec.description}, {_MODALITY_NAMES[modality]} "
         f"(MNI152 anatomy, simulated MR physics).\n\n"
-        f"Splits: {', '.join(spec.splits)}"
+        f"{ph.COHORT_DETAILS[cohort]} Splits: {', '.join(spec.splits)}"
         + (" (all with lesion masks)." if lesion else " (no lesions; lesion_mask is None).")
         + " See :mod:`uadbench.datasets.phantom`."
     )

@@ -104,7 +104,7 @@ def plan_lesions(kind: str, rng: np.random.Generator, anatomy: ph.Anatomy) -> Le
     shape = anatomy.shape
     slab = _slab(shape)[None, None, :]
     if kind == "tumour":
-        radius = float(rng.uniform(14.0, 26.0))
+        radius = float(rng.uniform(18.0, 32.0))
         depth = _brain_depth()
         candidates = (anatomy.wm >= 0.6) & (depth >= 0.7 * radius) & slab
         centre = _pick(rng, candidates)

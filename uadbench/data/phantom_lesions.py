@@ -51,7 +51,7 @@ LESION_TISSUES: dict[float, dict[str, ph.TissueParams]] = {
         "tumour_necrosis": ph.TissueParams(2400.0, 400.0, 0.92),
         "tumour_enhancing": ph.TissueParams(1700.0, 120.0, 0.82),
         "tumour_oedema": ph.TissueParams(2000.0, 185.0, 0.80),
-        "ms_lesion": ph.TissueParams(1900.0, 130.0, 0.81),
+        "ms_lesion": ph.TissueParams(1900.0, 125.0, 0.81),
         "stroke_core": ph.TissueParams(3600.0, 1000.0, 0.97),
         "stroke_gliosis": ph.TissueParams(1700.0, 150.0, 0.84),
     },
@@ -219,7 +219,7 @@ def _tumour(subject, plan, rng, fraction, labels, allowed) -> None:
 def _ms(subject, rng, fraction, labels, allowed, ventricle_distance) -> None:
     shape = fraction.shape
     slab = _slab(shape)[None, None, :]
-    peri = (subject.wm >= 0.5) & (ventricle_distance >= 2.0) & (ventricle_distance <= 8.0) & slab & allowed
+    peri = (subject.wm >= 0.5) & (ventricle_distance >= 3.0) & (ventricle_distance <= 10.0) & slab & allowed
     deep = (subject.wm >= 0.8) & (ventricle_distance > 12.0) & slab & allowed
     count = int(rng.integers(5, 15))
     vent_c = ph.load_anatomy().ventricle_centre

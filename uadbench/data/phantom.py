@@ -425,7 +425,8 @@ class PhantomSubject:
     """One subject's anatomy: tissue fractions, lesion tissue, and per-subject tissue parameters.
 
     ``lesion_fraction`` is the fraction of each voxel taken by lesion tissue (0 outside lesions,
-    in [0.5, 1] inside); ``lesion_labels`` says which lesion tissue (see :data:`LESION_LABELS`).
+    in [0.5, 1] inside); ``lesion_labels`` says which lesion tissue (see :data:`LESION_LABELS`);
+    ``lesion_texture`` is a smooth multiplicative heterogeneity of the lesion tissue's signal.
     The lesion mask is exactly ``lesion_fraction > 0``.
     """
 
@@ -443,6 +444,7 @@ class PhantomSubject:
     lesion_fraction: np.ndarray | None = None
     lesion_labels: np.ndarray | None = None
     lesion_type: str | None = None
+    lesion_texture: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     @property
@@ -571,7 +573,10 @@ def tissue_signals(subject: PhantomSubject, sequence: PulseSequence) -> np.ndarr
             if name in sig:
                 lut[label] = sig[name]
         f = subject.lesion_fraction
-        out = out * (1.0 - f) + f * lut[subject.lesion_labels]
+        lesion_signal = lut[subject.lesion_labels]
+        if subject.lesion_texture is not None:
+            lesion_signal = lesion_signal * subject.lesion_texture
+        out = out * (1.0 - f) + f * lesion_signal
     return out.astype(np.float32)
 
 

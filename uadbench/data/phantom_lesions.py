@@ -179,6 +179,9 @@ def insert_lesions(
     subject.lesion_fraction = fraction
     subject.lesion_labels = labels
     subject.lesion_type = plan.kind
+    # lesion tissue is not uniform: a smooth +-8 % heterogeneity (features of about 6 mm)
+    control = [max(3, int(round(n * ph.SPACING_MM / 6.0))) for n in shape]
+    subject.lesion_texture = np.clip(1.0 + 0.08 * ph.smooth_field(rng, shape, control), 0.7, 1.3).astype(np.float32)
     if field_strength not in LESION_TISSUES:
         raise ConfigError(f"no lesion tissue parameters at {field_strength} T; available: {sorted(LESION_TISSUES)}")
     subject.tissues.update(ph._jitter_tissues(rng, LESION_TISSUES[field_strength], 0.06))

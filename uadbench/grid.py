@@ -120,27 +120,11 @@ class GridSpec:
 
     # -- expansion -------------------------------------------------------------------------------
     def fit_jobs(self) -> list[FitJob]:
-        from uadbench.config import build_config
-
-        jobs = []
-        for m in self.methods:
-            cls = METHODS.get(m.name)
-            config = build_config(cls.Config, cls.presets, m.preset, m.overrides_dict, owner=f"method {m.name!r}")
-            chash = config_hash(m.name, config)
-            for seed in self.seeds:
-                key = stable_hash(
-                    {
-                        "method": m.name,
-                        "config": config_to_dict(config),
-                        "train": self.train_dataset,
-                        "data_seed": self.data_seed,
-                        "grid": self.image_grid.to_dict(),
-                        "seed": seed,
-                    },
-                    length=16,
-                )
-                jobs.append(FitJob(m, config, chash, self.train_dataset, self.data_seed, seed, self.image_grid, key))
-        return jobs
+        return [
+            make_fit_job(m, self.train_dataset, self.data_seed, seed, self.image_grid)
+            for m in self.methods
+            for seed in self.seeds
+        ]
 
     def eval_jobs(self, fits: list[FitJob] | None = None) -> list[EvalJob]:
         jobs = []
@@ -154,6 +138,36 @@ class GridSpec:
                     )
                     jobs.append(EvalJob(fit, ds, shift, key))
         return jobs
+
+
+def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid) -> FitJob:
+    """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights."""
+    from uadbench.config import build_config
+
+    cls = METHODS.get(method.name)
+    config = build_config(cls.Config, cls.presets, method.preset, method.overrides_dict, owner=f"method {method.name!r}")
+    key = stable_hash(
+        {
+            "method": method.name,
+            "config": config_to_dict(config),
+            "train": train_dataset,
+            "data_seed": data_seed,
+            "grid": image_grid.to_dict(),
+            "seed": seed,
+        },
+        length=16,
+    )
+    return FitJob(method, config, config_hash(method.name, config), train_dataset, data_seed, seed, image_grid, key)
+
+
+def dependency_jobs(job: FitJob) -> list[FitJob]:
+    """The fits ``job``'s method reuses (Method.dependencies), on the same data, seed and grid."""
+    cls = METHODS.get(job.method.name)
+    out = []
+    for name, (preset, overrides) in cls.dependencies(job.config).items():
+        spec = MethodSpec(name, preset, tuple(sorted(dict(overrides).items())))
+        out.append(make_fit_job(spec, job.train_dataset, job.data_seed, job.seed, job.image_grid))
+    return out
 
 
 def _require_table_list(raw: dict, key: str, source: str) -> list[dict]:

@@ -46,6 +46,8 @@ class FitContext:
     work_dir: Path = field(default_factory=lambda: Path("."))
     log_metrics: Callable[[dict[str, float], int], None] = _no_log
     progress: Callable[[str], None] = _no_progress
+    # fitted methods this one builds on (see Method.dependencies), by registered name
+    dependencies: dict[str, "Method"] = field(default_factory=dict)
 
 
 class Method(ABC):
@@ -65,6 +67,16 @@ class Method(ABC):
     def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:
         self.config = config
         self.image_shape = tuple(int(s) for s in image_shape)
+
+    @classmethod
+    def dependencies(cls, config: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Other registered methods this one reuses, as {name: (preset, overrides)}.
+
+        The runner fits (or loads from its cache) each of them on the same training data, seed and
+        grid, and hands the fitted instances to ``fit`` as ``ctx.dependencies[name]``. A method
+        that trains on its own returns {} (the default).
+        """
+        return {}
 
     @abstractmethod
     def fit(self, train: Any, val: Any, ctx: FitContext) -> None:

@@ -34,7 +34,7 @@ from uadbench.config import config_to_dict, flatten, stable_hash
 from uadbench.data.pipeline import PIPELINE_VERSION, ImageGrid
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
-from uadbench.grid import EvalJob, FitJob, GridSpec, load_grid
+from uadbench.grid import EvalJob, FitJob, GridSpec, dependency_jobs, load_grid
 from uadbench.io_utils import atomic_path, write_json_atomic, write_text_atomic
 
 RECORD_SCHEMA = 1
@@ -143,6 +143,11 @@ def run_fit(
     cls = method_class(job.method.name)
     method = cls(job.config, image_shape=job.image_grid.slice_shape)
     method.to(dev)
+    dependencies = {}
+    for dep in dependency_jobs(job):
+        progress(f"{tag} reuses {dep.method.name} ({dep.method.preset}, fit {dep.key})")
+        run_fit(dep, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress)
+        dependencies[dep.method.name] = load_fitted(dep, cache_dir, device)
     history: list[tuple[int, dict[str, float]]] = []
     work = cache_dir / "work" / job.key
     work.mkdir(parents=True, exist_ok=True)
@@ -153,6 +158,7 @@ def run_fit(
         work_dir=work,
         log_metrics=lambda metrics, step: history.append((int(step), {k: float(v) for k, v in metrics.items()})),
         progress=lambda msg: progress(f"{tag} {msg}"),
+        dependencies=dependencies,
     )
     progress(f"{tag} training on {len(train)} healthy volumes ({job.train_dataset}/train)")
     start = time.perf_counter()
@@ -178,6 +184,7 @@ def run_fit(
         "train_dataset": job.train_dataset,
         "image_grid": job.image_grid.to_dict(),
         "train_seconds": seconds,
+        "dependencies": {d.method.name: d.key for d in dependency_jobs(job)},
         "num_parameters": method.num_parameters(),
         "history": history,
         "device": str(dev),
@@ -468,9 +475,12 @@ def run_grid(
                 for job in fits:
                     fit_metas[job.key] = run_fit(job, cache_dir=cache, data_root=droot, device=dev, progress=progress)
             else:
-                futures = {pool.submit(_fit_task, job, cache, droot, dev): job for job in fits}
-                for fut in cf.as_completed(futures):
-                    fit_metas[futures[fut].key] = fut.result()
+                # methods that reuse another fit go in a second wave, after the fits they reuse
+                waves = [[j for j in fits if not dependency_jobs(j)], [j for j in fits if dependency_jobs(j)]]
+                for wave in waves:
+                    futures = {pool.submit(_fit_task, job, cache, droot, dev): job for job in wave}
+                    for fut in cf.as_completed(futures):
+                        fit_metas[futures[fut].key] = fut.result()
             for job in fits:
                 meta = fit_metas[job.key]
                 if tracker is not None:

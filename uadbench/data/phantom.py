@@ -538,7 +538,7 @@ def generate_subject(
         raise ConfigError(
             f"no tissue parameters at {field_strength} T; available: {sorted(HEALTHY_TISSUES)}"
         )
-    tissues = _jitter_tissues(rng, HEALTHY_TISSUES[field_strength], 0.04)
+    tissues = _jitter_tissues(rng, HEALTHY_TISSUES[field_strength], 0.03)
     subject = PhantomSubject(
         subject_id=subject_id(cohort, split, index),
         cohort=cohort,

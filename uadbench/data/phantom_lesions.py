@@ -51,7 +51,7 @@ LESION_TISSUES: dict[float, dict[str, ph.TissueParams]] = {
         "tumour_necrosis": ph.TissueParams(2400.0, 400.0, 0.92),
         "tumour_enhancing": ph.TissueParams(1700.0, 120.0, 0.82),
         "tumour_oedema": ph.TissueParams(2000.0, 185.0, 0.80),
-        "ms_lesion": ph.TissueParams(1900.0, 125.0, 0.81),
+        "ms_lesion": ph.TissueParams(1800.0, 125.0, 0.81),
         "stroke_core": ph.TissueParams(3600.0, 1000.0, 0.97),
         "stroke_gliosis": ph.TissueParams(1700.0, 150.0, 0.84),
     },
@@ -184,7 +184,7 @@ def insert_lesions(
     subject.lesion_texture = np.clip(1.0 + 0.08 * ph.smooth_field(rng, shape, control), 0.7, 1.3).astype(np.float32)
     if field_strength not in LESION_TISSUES:
         raise ConfigError(f"no lesion tissue parameters at {field_strength} T; available: {sorted(LESION_TISSUES)}")
-    subject.tissues.update(ph._jitter_tissues(rng, LESION_TISSUES[field_strength], 0.06))
+    subject.tissues.update(ph._jitter_tissues(rng, LESION_TISSUES[field_strength], 0.03))
     subject.meta["lesion_voxels"] = int((fraction > 0).sum())
 
 

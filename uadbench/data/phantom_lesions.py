@@ -45,7 +45,7 @@ LESION_TISSUES: dict[float, dict[str, ph.TissueParams]] = {
         "tumour_oedema": ph.TissueParams(1675.0, 255.0, 0.86),
         "ms_lesion": ph.TissueParams(1500.0, 150.0, 0.80),
         "stroke_core": ph.TissueParams(3600.0, 1100.0, 0.97),
-        "stroke_gliosis": ph.TissueParams(1350.0, 220.0, 0.84),
+        "stroke_gliosis": ph.TissueParams(1600.0, 250.0, 0.84),
     },
     3.0: {
         "tumour_necrosis": ph.TissueParams(2400.0, 400.0, 0.92),
@@ -53,7 +53,7 @@ LESION_TISSUES: dict[float, dict[str, ph.TissueParams]] = {
         "tumour_oedema": ph.TissueParams(2000.0, 185.0, 0.80),
         "ms_lesion": ph.TissueParams(1800.0, 125.0, 0.81),
         "stroke_core": ph.TissueParams(3600.0, 1000.0, 0.97),
-        "stroke_gliosis": ph.TissueParams(1700.0, 150.0, 0.84),
+        "stroke_gliosis": ph.TissueParams(2000.0, 170.0, 0.84),
     },
 }
 # The 3 T values were calibrated first (measured ratios against CALIBRATION_TARGETS in

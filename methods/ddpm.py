@@ -44,7 +44,9 @@ from uadbench.diffusion.model import (
 from uadbench.method import FitContext, ReconstructionMethod
 from uadbench.registry import register_method
 
-# Shared by the three diffusion methods (the cpu grid is 64x64; about 2-3 min on one thread).
+# Shared by the three diffusion methods. On the 64x64 cpu grid, one idle thread: a step takes about
+# 0.46 s (ddpm), 0.48 s (pddpm), 0.62 s (cddpm), so 300 steps take 2.3-3.1 min
+# (benchmarks/test_bench_diffusion.py).
 CPU_PRESET: dict[str, Any] = {
     "base_channels": 16,
     "num_res_blocks": 1,

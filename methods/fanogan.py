@@ -83,7 +83,7 @@ class FAnoGAN(Method):
         # and 2 critic steps per generator step buy more generator updates within the budget.
         "cpu": {
             "architecture": "dcgan", "width": 16, "encoder_channels": (16, 32, 64), "lr": 5e-4,
-            "n_critic": 2, "batch_size": 16, "gan_steps": 300, "encoder_steps": 200,
+            "n_critic": 2, "batch_size": 16, "gan_steps": 500, "encoder_steps": 300,
         },
         "smoke": {
             "latent_dim": 8, "architecture": "dcgan", "width": 2, "encoder_channels": (4, 4, 4), "n_critic": 2, "batch_size": 4,

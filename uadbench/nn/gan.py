@@ -6,8 +6,9 @@ Gulrajani et al. (NeurIPS 2017) that f-AnoGAN builds on: ``width`` is the base n
 doubles the resolution three times (8w -> 4w -> 2w -> w); the critic mirrors it and its last
 residual block's output is the feature map ``f(x)`` used by the izi_f encoder loss. Normalisation
 is per-sample (GroupNorm with one group, i.e. layer norm over C, H, W), as a gradient penalty
-needs. Images live in [-1, 1] inside these networks. A light DCGAN-style pair (strided 4x4
-convolutions, 1/16 start resolution) is available for CPU budgets.
+needs. Images live in [-1, 1] inside these networks. A light DCGAN-style pair (1/16 start
+resolution; upsampling + 3x3 convolutions with BatchNorm in the generator, strided 4x4 convolutions
+in the critic) is available for CPU budgets.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ class ResNetCritic(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """Light DCGAN-style generator: z -> 8w x (H/16) -> four stride-2 4x4 transposed convs -> tanh."""
+    """Light generator: z -> 8w x (H/16) -> four (nearest x2 upsampling, 3x3 conv, BatchNorm, ReLU)
+    stages (4w, 2w, w, w) -> 3x3 conv -> tanh. Upsampling plus convolution avoids the checkerboard
+    artefacts of transposed convolutions, which matters for the short CPU budgets."""
 
     def __init__(self, image_shape: tuple[int, int], latent_dim: int = 128, width: int = 64) -> None:
         super().__init__()
@@ -128,11 +131,16 @@ class DCGANGenerator(nn.Module):
         self.grid = (padded[0] >> DCGAN_LEVELS, padded[1] >> DCGAN_LEVELS)
         self.c0 = 8 * width
         self.fc = nn.Linear(latent_dim, self.c0 * self.grid[0] * self.grid[1])
-        widths = [8 * width, 4 * width, 2 * width, width]
-        layers: list[nn.Module] = []
+        widths = [8 * width, 4 * width, 2 * width, width, width]
+        layers: list[nn.Module] = [nn.BatchNorm2d(self.c0), nn.ReLU()]
         for cin, cout in zip(widths, widths[1:]):
-            layers += [_norm(cin), nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]
-        layers += [_norm(width), nn.ReLU(), nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
+        layers.append(nn.Conv2d(width, 1, 3, padding=1))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

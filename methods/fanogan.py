@@ -19,12 +19,14 @@ score (``AnomalyOutput.score``) is f-AnoGAN's ``A(x) = mean((x - G(E(x)))^2) + k
 mean((f(x) - f(G(E(x))))^2)``, computed in the networks' [-1, 1] intensity space as in training.
 
 Deviations from the paper:
-- The generator and critic follow the original's ResNet design (base width 64, 8w channels at 1/8
-  resolution) but start from the grid's own 1/8 size (12x12 at 96x96) instead of a fixed 64x64
-  input, and normalise with GroupNorm(1, C) (layer norm over C, H, W).
+- The generator and critic follow the original's residual design as Baur et al. reimplement it
+  (base width 64, 8w channels at 1/8 resolution) but start from the grid's own 1/8 size (12x12 at
+  96x96) instead of a fixed 64x64 input, and normalise with GroupNorm(1, C) (layer norm over
+  C, H, W) where Baur et al. normalise each channel over H, W.
 - The critic reads the score out as a linear map of the spatially averaged last feature map.
 - The encoder is Baur et al.'s strided-convolution encoder (5x5, 32/64/128 filters) with a dense
-  tanh output; the original uses the critic's architecture for the encoder.
+  tanh output, as in their reimplementation; it was not checked against the original TensorFlow
+  encoder.
 - Adam betas (0.5, 0.9) follow Baur et al.'s reimplementation; the paper states only the lr.
 - Step budgets: ``gan_steps`` generator updates, then ``encoder_steps`` encoder updates (the paper
   trains in epochs). ``FitContext.max_steps`` caps each stage separately.
@@ -79,7 +81,7 @@ class FAnoGAN(Method):
     Config: ClassVar[type] = FAnoGANConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # 64x64 grid: about 100 s on one CPU thread (GAN stage about 75 s); light DCGAN networks
+        # 64x64 grid: about 95 s on one idle CPU thread (GAN stage about 75 s); light DCGAN networks
         # and 2 critic steps per generator step buy more generator updates within the budget.
         "cpu": {
             "architecture": "dcgan", "width": 16, "encoder_channels": (16, 32, 64), "lr": 5e-4,

@@ -73,7 +73,7 @@ class VariationalAutoencoder(ReconstructionMethod):
     Config: ClassVar[type] = VAEConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        # 64x64 grid: about 75 s on one CPU thread.
+        # 64x64 grid: about 65 s on one idle CPU thread.
         "cpu": {"channels": (16, 32, 64, 64), "lr": 1e-3, "batch_size": 16, "steps": 1500},
         "smoke": {"channels": (4, 8), "latent_dim": 8, "kernel_size": 3, "lr": 1e-3, "batch_size": 4, "steps": 3},
     }

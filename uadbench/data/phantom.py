@@ -304,18 +304,21 @@ def _upsampling_matrix(n_out: int, n_in: int, kind: str) -> np.ndarray:
         return np.stack(cols, axis=1)
 
     if kind == "linear":
-        return columns(n_in, n_out, 1, False)
+        return columns(n_in, n_out, 1, False).astype(np.float32)
     mid = max(n_in, int(np.ceil(n_out / 4)))
     matrix = columns(n_in, mid, 3, True)
     if mid != n_out:
         matrix = columns(mid, n_out, 1, True) @ matrix
-    return matrix
+    return matrix.astype(np.float32)
 
 
 def upsample(coarse: np.ndarray, shape: Sequence[int], kind: str) -> np.ndarray:
     """Separable upsampling of a 3D array to ``shape`` (see :func:`_upsampling_matrix`)."""
     mx, my, mz = (_upsampling_matrix(int(n), int(c), kind) for n, c in zip(shape, coarse.shape))
-    return np.einsum("ai,bj,ck,ijk->abc", mx, my, mz, coarse, optimize=True)
+    out = np.tensordot(np.asarray(coarse, dtype=np.float32), mz, axes=(2, 1))  # (i, j, Z)
+    out = np.tensordot(out, my, axes=(1, 1))  # (i, Z, Y)
+    out = np.tensordot(out, mx, axes=(0, 1))  # (Z, Y, X)
+    return np.ascontiguousarray(out.transpose(2, 1, 0))
 
 
 def smooth_field(rng: np.random.Generator, shape: Sequence[int], control: Sequence[int]) -> np.ndarray:
@@ -392,6 +395,22 @@ def sample_warp(
     for i in range(3):
         full[i] = upsample(src[i], shape, "linear")
     return full
+
+
+@functools.lru_cache(maxsize=1)
+def _dilated_template_brain() -> np.ndarray:
+    return ndimage.binary_dilation(load_anatomy().brain > 0, structure=np.ones((3, 3, 3), bool))
+
+
+def _near_template_brain(coords: np.ndarray) -> np.ndarray:
+    """Output voxels whose source point's nearest voxel touches the template brain.
+
+    Linear interpolation only reads the voxels within one voxel (per axis) of the nearest one,
+    so the interpolated brain mask is exactly zero everywhere else.
+    """
+    dilated = _dilated_template_brain()
+    idx = [np.clip(np.rint(coords[i]), 0, n - 1).astype(np.intp) for i, n in enumerate(dilated.shape)]
+    return dilated[idx[0], idx[1], idx[2]]
 
 
 def warp(volume: np.ndarray, coords: np.ndarray, order: int = 1, where: np.ndarray | None = None) -> np.ndarray:
@@ -529,7 +548,7 @@ def generate_subject(
         plan = phantom_lesions.plan_lesions(spec.lesion, lesion_rng, anatomy)
         expansions.extend(plan.expansions)
     coords = sample_warp(rng, shape, expansions=expansions)
-    brain_frac = warp(anatomy.brain, coords)
+    brain_frac = warp(anatomy.brain, coords, where=_near_template_brain(coords))
     brain = brain_frac >= 0.5
     gm = warp(anatomy.gm, coords, where=brain)
     wm = warp(anatomy.wm, coords, where=brain)
@@ -565,19 +584,22 @@ def generate_subject(
 
 def tissue_signals(subject: PhantomSubject, sequence: PulseSequence) -> np.ndarray:
     """Noise-free, bias-free signal of every voxel (fraction-weighted tissue signals)."""
-    sig = {n: float(sequence.signal(p.t1, p.t2, p.pd)) for n, p in subject.tissues.items()}
-    out = subject.gm * sig["gm"] + subject.wm * sig["wm"] + subject.csf * sig["csf"]
+    sig = {n: np.float32(sequence.signal(p.t1, p.t2, p.pd)) for n, p in subject.tissues.items()}
+    brain = subject.brain_mask  # tissue fractions are zero outside the brain
+    inside = subject.gm[brain] * sig["gm"] + subject.wm[brain] * sig["wm"] + subject.csf[brain] * sig["csf"]
     if subject.lesion_fraction is not None and subject.lesion_labels is not None:
         lut = np.zeros(max(LESION_LABELS) + 1, dtype=np.float32)
         for label, name in LESION_LABELS.items():
             if name in sig:
                 lut[label] = sig[name]
-        f = subject.lesion_fraction
-        lesion_signal = lut[subject.lesion_labels]
+        f = subject.lesion_fraction[brain]
+        lesion_signal = lut[subject.lesion_labels[brain]]
         if subject.lesion_texture is not None:
-            lesion_signal = lesion_signal * subject.lesion_texture
-        out = out * (1.0 - f) + f * lesion_signal
-    return out.astype(np.float32)
+            lesion_signal = lesion_signal * subject.lesion_texture[brain]
+        inside = inside * (1.0 - f) + f * lesion_signal
+    out = np.zeros(brain.shape, dtype=np.float32)
+    out[brain] = inside
+    return out
 
 
 def render(subject: PhantomSubject, modality: str, scanner: str | Scanner = DEFAULT_SCANNER) -> np.ndarray:
@@ -594,7 +616,8 @@ def render(subject: PhantomSubject, modality: str, scanner: str | Scanner = DEFA
     real = values + sigma * rng.standard_normal(values.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(values.shape, dtype=np.float32)
     image = np.zeros(clean.shape, dtype=np.float32)
-    image[brain] = scanner.gain * np.sqrt(real * real + imag * imag)
+    # scanners store integer magnitudes; the rounding is far below the noise (sigma ~ 5 units)
+    image[brain] = np.rint(scanner.gain * np.sqrt(real * real + imag * imag))
     return image
 
 

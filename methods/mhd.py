@@ -1,0 +1,352 @@
+"""MHD: pixel-wise Mahalanobis distance of the input under stochastic cDDPM reconstructions.
+
+Paper: Behrendt et al., "Leveraging the Mahalanobis Distance to Enhance Unsupervised Brain MRI
+Anomaly Detection" (MICCAI 2024). Original code:
+https://github.com/FinnBehrendt/Mahalanobis-Unsupervised-Anomaly-Detection
+(``configs/experiment/MHD/cDDPM_MHD.yaml``, ``src/models/DDPM_2D.py``, ``src/utils/mh_dist.py``,
+``src/utils/utils_eval.py``). METHOD_SPEC.md §2.4.
+
+MHD trains nothing: it reuses a fitted cDDPM (``Method.dependencies`` names it, the runner fits or
+loads it and hands it over). At test time, per batch of slices:
+
+1. Encode the clean slices once, then draw ``num_samples`` (10) reconstructions, each the
+   single-step x0 estimate from t = 500 with fresh simplex noise.
+2. Mahalanobis map (:func:`mahalanobis_map`). Reading of the reference's ``mh_dist.py``: the
+   covariance is **not** per pixel and not a local patch or channel covariance. For each slice it
+   takes the P foreground pixels as one P-dimensional vector and forms the full P x P pixel-by-pixel
+   covariance over the N samples, ``S = C^T C / (N - 1)`` with ``C`` the N x P centred samples
+   (rank at most N - 1), adds ``1e-2 I``, inverts it, and with ``d = x - mean`` stores per pixel the
+   i-th term of the quadratic form, ``m_i = d_i (S^-1 d)_i`` (so ``sum_i m_i`` is the squared
+   Mahalanobis distance of the whole slice). The map is ``sqrt(m_i)``; where ``m_i < 0`` (possible,
+   the terms are not squares) the square root is NaN and the reference sets it to 0, as it does with
+   inf. Slices are independent (window size 1, as in the paper).
+3. Min-max normalise the map, Gaussian-smooth it (sigma 1; the reference smooths the whole
+   H x W x D volume with ``scipy.ndimage.gaussian_filter``).
+4. Multiply by ``(1 - SSIM)`` between the mean reconstruction and the input (torchmetrics SSIM,
+   Gaussian window of 11 with sigma 1, full-resolution map, ``residualmode: ssim``) and by the
+   foreground; the reference skips the usual post-processing (``no_postproc: True``), which is the
+   harness's business here.
+
+Deviations from the reference:
+- The foreground is ``input > 0`` (methods never see brain masks); the reference uses the
+  preprocessing brain mask for both the Mahalanobis pixels and the final product.
+- ``S + lambda I`` is never formed or inverted: ``(S + lambda I)^-1 d`` is computed exactly
+  (up to rounding) with the Woodbury identity through an N x N system, in float32 (the reference
+  inverts the P x P matrix and casts the inverse to float16). Negative terms are clamped to 0
+  before the square root, which equals the reference's NaN -> 0.
+- The t = 500 reconstructions use schedule index 499; the reference passes ``t - 1`` twice
+  (index 498). The reconstructions are the cDDPM's own single-step estimates (its ensemble
+  setting is ignored), one simplex field per sample shared by the slices of the batch.
+- Min-max normalisation, the SSIM window and the smoothing act on the batch handed to ``predict``,
+  its slices taken as consecutive slices of one volume (``across_slices=True``, as the runner passes
+  them). This equals the reference's per-volume processing when a whole volume is one batch (the
+  runner's default ``eval_batch_size`` of 64 holds a 50-slice volume); with smaller batches the
+  normalisation is per batch and the 3D filters see reflected batch edges. ``across_slices=False``
+  smooths and computes SSIM in-plane only. The SSIM data range is torchmetrics' default (the larger
+  of the two images' value ranges over the batch).
+- Standalone use: when ``fit`` gets no fitted cDDPM in ``ctx.dependencies`` it fits one itself
+  (``base_preset`` / ``base_overrides``, same context), so the method also works without the runner.
+- The ``cpu`` / ``smoke`` presets draw fewer samples (4 / 3) and build on the matching cDDPM preset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from uadbench.errors import ConfigError, UadbenchError
+from uadbench.method import AnomalyOutput, FitContext, Method
+from uadbench.registry import register_method
+
+BASE_METHOD = "cddpm"
+
+
+# -- the Mahalanobis map ------------------------------------------------------------------------
+def mahalanobis_terms(
+    images: Tensor, samples: Tensor, mask: Tensor | None = None, *, regulariser: float = 1e-2
+) -> Tensor:
+    """Per-pixel terms ``d_i ((S + lambda I)^-1 d)_i`` of each slice's squared Mahalanobis distance.
+
+    ``images``: (B, ...) slices; ``samples``: (N, B, ...) reconstructions of them; ``mask``: bool
+    (B, ...), True where a pixel takes part (None: every pixel). For each slice the pixels inside the
+    mask form one vector; ``S`` is their sample covariance over the N samples (divisor N - 1) and
+    ``d`` the image minus the sample mean. Pixels outside the mask get 0 and do not influence the
+    others. The terms of a slice sum to its squared Mahalanobis distance; single terms may be
+    negative. With more pixels than samples this uses the Woodbury identity (an N x N solve per
+    slice) and never forms S; otherwise it solves with S directly.
+    """
+    if regulariser <= 0 or not math.isfinite(regulariser):
+        raise UadbenchError(f"the covariance regulariser must be a positive number, got {regulariser}")
+    if samples.dim() < 2 or tuple(samples.shape[1:]) != tuple(images.shape):
+        raise UadbenchError(
+            f"samples must have shape (N, *images.shape) = (N, {', '.join(map(str, images.shape))}), "
+            f"got {tuple(samples.shape)}"
+        )
+    n = samples.shape[0]
+    if n < 2:
+        raise UadbenchError(f"a sample covariance needs at least 2 samples, got {n}")
+    b = images.shape[0]
+    x = images.reshape(b, -1).double()
+    r = samples.reshape(n, b, -1).transpose(0, 1).double()  # (B, N, P)
+    mean = r.mean(dim=1)
+    c = r - mean[:, None]
+    d = x - mean
+    if mask is not None:
+        if tuple(mask.shape) != tuple(images.shape):
+            raise UadbenchError(f"mask shape {tuple(mask.shape)} differs from the images' {tuple(images.shape)}")
+        keep = mask.reshape(b, -1).to(device=x.device, dtype=x.dtype)
+        # zero columns make S block-diagonal: the masked-out block is lambda * I, decoupled
+        c = c * keep[:, None]
+        d = d * keep
+    p = c.shape[2]
+    if p <= n:  # few pixels: solve with the P x P covariance itself
+        cov = c.transpose(1, 2) @ c / (n - 1) + regulariser * torch.eye(p, dtype=c.dtype, device=c.device)
+        inv_d = torch.linalg.solve(cov, d[:, :, None])[:, :, 0]
+    else:  # (C^T C / (N-1) + lam I)^-1 = (I - C^T (lam (N-1) I + C C^T)^-1 C) / lam
+        gram = c @ c.transpose(1, 2) + regulariser * (n - 1) * torch.eye(n, dtype=c.dtype, device=c.device)
+        z = torch.linalg.solve(gram, (c @ d[:, :, None]))  # (B, N, 1)
+        inv_d = (d - (c.transpose(1, 2) @ z)[:, :, 0]) / regulariser
+    terms = d * inv_d
+    if mask is not None:
+        terms = terms * keep
+    return terms.to(images.dtype).reshape(images.shape)
+
+
+def mahalanobis_map(
+    images: Tensor, samples: Tensor, mask: Tensor | None = None, *, regulariser: float = 1e-2
+) -> Tensor:
+    """``sqrt`` of :func:`mahalanobis_terms`, negative terms set to 0 (the reference's NaN -> 0)."""
+    return mahalanobis_terms(images, samples, mask, regulariser=regulariser).clamp(min=0).sqrt()
+
+
+# -- filters ------------------------------------------------------------------------------------
+def _pad_index(n: int, pad: int, mode: str, device) -> Tensor:
+    i = torch.arange(-pad, n + pad, device=device)
+    if n == 1:
+        return torch.zeros_like(i)
+    if mode == "reflect":  # scipy's 'reflect' (edge sample repeated): d c b a | a b c d
+        i = i % (2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+    if mode == "mirror":  # torch's 'reflect' / scipy's 'mirror': d c b | a b c d
+        i = i % (2 * n - 2)
+        return torch.where(i >= n, 2 * n - 2 - i, i)
+    raise ValueError(f"unknown padding mode {mode!r}")
+
+
+def gaussian_kernel1d(sigma: float, radius: int, dtype=torch.float64, device=None) -> Tensor:
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_filter(
+    x: Tensor, sigma: float, *, dims: tuple[int, ...], radius: int | None = None, mode: str = "reflect"
+) -> Tensor:
+    """Separable Gaussian filter of ``x`` along ``dims``.
+
+    Defaults match ``scipy.ndimage.gaussian_filter`` (radius ``int(4 sigma + 0.5)``, mode
+    'reflect'); ``mode='mirror'`` with ``radius=5`` is torchmetrics' SSIM window of 11.
+    """
+    if sigma <= 0:
+        return x
+    radius = int(4.0 * sigma + 0.5) if radius is None else radius
+    kernel = gaussian_kernel1d(sigma, radius, dtype=x.dtype, device=x.device)
+    out = x
+    for dim in dims:
+        dim = dim % out.dim()
+        idx = _pad_index(out.shape[dim], radius, mode, out.device)
+        padded = out.index_select(dim, idx).movedim(dim, -1)
+        shape = padded.shape
+        flat = padded.reshape(-1, 1, shape[-1])
+        filtered = F.conv1d(flat, kernel.view(1, 1, -1))
+        out = filtered.reshape(*shape[:-1], filtered.shape[-1]).movedim(-1, dim)
+    return out
+
+
+def ssim_map(
+    x: Tensor, y: Tensor, *, sigma: float = 1.0, kernel_size: int = 11, dims: tuple[int, ...] = (-2, -1),
+    data_range: float | None = None,
+) -> Tensor:
+    """Full-resolution SSIM map as torchmetrics computes it (Gaussian window, 'reflect' padding).
+
+    ``data_range`` None: the larger of the two value ranges, torchmetrics' default.
+    """
+    x, y = x.double(), y.double()
+    if data_range is None:
+        data_range = float(torch.maximum(x.max() - x.min(), y.max() - y.min()))
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    radius = (kernel_size - 1) // 2
+
+    def blur(v: Tensor) -> Tensor:
+        return gaussian_filter(v, sigma, dims=dims, radius=radius, mode="mirror")
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+# -- the method ---------------------------------------------------------------------------------
+def _normalise_overrides(value: Any) -> tuple[tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        items = [tuple(p) for p in value]
+    else:
+        raise ConfigError(
+            f"base_overrides must be a table of cDDPM config keys (e.g. {{steps = 100}}) or (key, value) pairs, got {value!r}"
+        )
+    out = []
+    for key, val in items:
+        if not isinstance(key, str):
+            raise ConfigError(f"base_overrides keys must be strings, got {key!r}")
+        out.append((key, tuple(val) if isinstance(val, list) else val))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class MHDConfig:
+    """MHD test-time settings (reference values) and the cDDPM it builds on."""
+
+    base_preset: str = "paper"
+    base_overrides: Any = ()  # cDDPM overrides: a table or (key, value) pairs, kept as sorted pairs
+    num_samples: int = 10
+    t_test: int = 500
+    regulariser: float = 1e-2
+    smooth_sigma: float = 1.0
+    ssim_weighting: bool = True
+    ssim_sigma: float = 1.0
+    ssim_kernel: int = 11
+    across_slices: bool = True  # treat a predict batch as consecutive slices of one volume
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_overrides", _normalise_overrides(self.base_overrides))
+        if self.num_samples < 2:
+            raise ConfigError(f"num_samples must be at least 2 (a covariance needs two samples), got {self.num_samples}")
+        if not (self.regulariser > 0 and math.isfinite(self.regulariser)):
+            raise ConfigError(f"regulariser must be a positive number, got {self.regulariser}")
+        if self.smooth_sigma < 0 or self.ssim_sigma <= 0:
+            raise ConfigError("smooth_sigma must be >= 0 (0: no smoothing) and ssim_sigma > 0")
+        if self.ssim_kernel < 1 or self.ssim_kernel % 2 == 0:
+            raise ConfigError(f"ssim_kernel must be a positive odd integer, got {self.ssim_kernel}")
+        base = self.base_config()  # validates the preset and the overrides
+        if not 1 <= self.t_test <= base.timesteps:
+            raise ConfigError(f"t_test must lie in [1, {base.timesteps}] (the cDDPM's timesteps), got {self.t_test}")
+
+    def base_config(self):
+        from uadbench.method import create_config
+
+        return create_config(BASE_METHOD, self.base_preset, **dict(self.base_overrides))
+
+
+@register_method("mhd")
+class MHD(Method):
+    """Mahalanobis distance of the input under an ensemble of stochastic cDDPM reconstructions."""
+
+    Config: ClassVar[type] = MHDConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {"base_preset": "cpu", "num_samples": 4},
+        "smoke": {"base_preset": "smoke", "num_samples": 3},
+    }
+
+    def __init__(self, config: MHDConfig, *, image_shape: tuple[int, int]) -> None:
+        super().__init__(config, image_shape=image_shape)
+        self.cddpm: Method | None = None
+
+    @classmethod
+    def dependencies(cls, config: MHDConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {BASE_METHOD: (config.base_preset, dict(config.base_overrides))}
+
+    def _new_base(self) -> Method:
+        from uadbench.method import create_method
+
+        return create_method(
+            BASE_METHOD, self.config.base_preset, image_shape=self.image_shape, **dict(self.config.base_overrides)
+        )
+
+    def fit(self, train, val, ctx: FitContext) -> None:
+        base = ctx.dependencies.get(BASE_METHOD)
+        if base is None:  # standalone: fit the cDDPM here
+            ctx.progress("mhd: no fitted cddpm handed over; fitting one")
+            base = self._new_base()
+            base.fit(train, val, ctx)
+        if tuple(base.image_shape) != tuple(self.image_shape):
+            raise UadbenchError(f"the cddpm was fitted on {base.image_shape} slices, mhd expects {self.image_shape}")
+        self.cddpm = base
+
+    def _require_base(self) -> Method:
+        if self.cddpm is None:
+            raise UadbenchError("mhd has no cDDPM yet: call fit or load_state_dict first")
+        return self.cddpm
+
+    @torch.no_grad()
+    def sample_reconstructions(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
+        """``num_samples`` single-step cDDPM reconstructions from ``t_test``: (N, B, 1, H, W) in [0, 1] space."""
+        model = self._require_base().model
+        t_index = self.config.t_test - 1
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(model.parameters()).device
+            clean = images.to(device=device, dtype=torch.float32)
+            x = clean * 2 - 1
+            denoise = model.denoiser(model.condition(clean))  # encoder once, on the clean slices
+            out = [
+                model.process.reconstruct(denoise, x, generator, t_indices=(t_index,))
+                for _ in range(self.config.num_samples)
+            ]
+        finally:
+            model.train(was_training)
+        return ((torch.stack(out) + 1) / 2).to(images.device)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
+        cfg = self.config
+        x = images.float()
+        samples = self.sample_reconstructions(x, generator=generator)
+        foreground = x > 0
+        md = mahalanobis_map(x, samples.to(x.device), foreground, regulariser=cfg.regulariser)
+        md = torch.nan_to_num(md, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = md.min(), md.max()
+        md = (md - lo) / (hi - lo) if hi > lo else torch.zeros_like(md)
+        # (B, 1, H, W): axis 0 is the slice axis when the batch is a volume
+        dims = (0, 2, 3) if cfg.across_slices else (2, 3)
+        md = gaussian_filter(md.double(), cfg.smooth_sigma, dims=dims)
+        recon = samples.mean(dim=0)
+        amap = md
+        if cfg.ssim_weighting:
+            ssim = ssim_map(recon, x, sigma=cfg.ssim_sigma, kernel_size=cfg.ssim_kernel, dims=dims)
+            amap = amap * (1 - ssim)
+        amap = (amap * foreground).to(x.dtype)
+        return AnomalyOutput(anomaly_map=amap, reconstruction=recon)
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"cddpm": self._require_base().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "cddpm" not in state:
+            raise UadbenchError("an mhd checkpoint must hold the 'cddpm' state it builds on")
+        base = self._new_base()
+        base.load_state_dict(state["cddpm"])
+        self.cddpm = base
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        if self.cddpm is None:
+            return {}
+        return {f"cddpm.{k}": v for k, v in self.cddpm.modules().items()}
+
+    def to(self, device: torch.device | str) -> "MHD":
+        if self.cddpm is not None:
+            self.cddpm.to(device)
+        return self

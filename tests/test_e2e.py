@@ -51,7 +51,14 @@ def test_smoke_grid_writes_results_leaderboard_and_prints_table(smoke_run):
         assert 0.0 <= r["metrics"]["auprc"] <= 1.0 and 0.0 <= r["metrics"]["auroc"] <= 1.0
         assert "val-bisection" in r["thresholds"] and "/val" in r["thresholds"]["val-bisection"]["source"]
         assert r["metrics"]["dice@oracle"] >= r["metrics"]["dice@val-bisection"] - 1e-9
-        assert set(r["per_volume"]) and all(math.isfinite(v["auprc"]) for v in r["per_volume"].values())
+        lesion_volumes = [v for k, v in r["per_volume"].items() if k.startswith("tumour-")]
+        healthy_volumes = [v for k, v in r["per_volume"].items() if k.startswith("healthy-")]
+        assert len(lesion_volumes) == 4 and len(healthy_volumes) == 4
+        assert all(math.isfinite(v["auprc"]) for v in lesion_volumes)
+        assert all("auprc" not in v and v["fp_volume_ml@val-bisection"] >= 0 for v in healthy_volumes)
+        assert r["metrics"]["fp_volume_ml@val-bisection"] >= 0
+        if r["method"] == "ae":
+            assert 0 < r["metrics"]["ssim"] <= 1 and r["metrics"]["psnr"] > 0
     board = (out / "leaderboard.md").read_text()
     assert "Dice@val-bisection" in board and "Dice@oracle (upper bound)" in board
     assert "phantom-tumour-t2w, shift: gamma@1.5" in board

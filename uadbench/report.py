@@ -13,16 +13,18 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-# (metric key, column title, higher is better)
-FAIR_COLUMNS: list[tuple[str, str, bool]] = [
-    ("auprc", "AUPRC", True),
-    ("auroc", "AUROC", True),
-    ("dice@val-bisection", "Dice@val-bisection", True),
-    ("dice@val-exact", "Dice@val-exact", True),
-    ("dice@healthy-fpr@5%", "Dice@healthy-fpr@5%", True),
+# (metric key, column title, higher is better, shown in %)
+FAIR_COLUMNS: list[tuple[str, str, bool, bool]] = [
+    ("auprc", "AUPRC", True, True),
+    ("auroc", "AUROC", True, True),
+    ("dice@val-bisection", "Dice@val-bisection", True, True),
+    ("dice@val-exact", "Dice@val-exact", True, True),
+    ("dice@healthy-fpr@5%", "Dice@healthy-fpr@5%", True, True),
+    ("fp_volume_ml@val-bisection", "FP ml on healthy@val-bisection", False, False),
+    ("l1_ratio", "l1-ratio", True, False),
 ]
-UPPER_BOUND_COLUMNS: list[tuple[str, str, bool]] = [
-    ("dice@oracle", "Dice@oracle (upper bound)", True),
+UPPER_BOUND_COLUMNS: list[tuple[str, str, bool, bool]] = [
+    ("dice@oracle", "Dice@oracle (upper bound)", True, True),
 ]
 
 
@@ -102,7 +104,8 @@ def leaderboard_markdown(records: Sequence[dict], title: str = "uadbench leaderb
     rows = summarise(records)
     lines = [f"# {title}", ""]
     lines.append(
-        "Metrics in %, mean ± std over seeds; ↑ higher is better; best fair value in **bold**. "
+        "Metrics in % (FP ml in ml, l1-ratio as a ratio), mean ± std over seeds; ↑/↓ higher/lower "
+        "is better; best fair value in **bold**. FP ml: false-positive volume on the healthy test scans. "
         "Dice columns name their threshold protocol: `val-bisection` (the paper's 10-step search on the "
         "labelled validation split), `val-exact` (exact optimum on the same split), `healthy-fpr@5%` "
         "(5 % voxel FPR on healthy validation scans, no labels). The oracle column picks the best "
@@ -117,23 +120,23 @@ def leaderboard_markdown(records: Sequence[dict], title: str = "uadbench leaderb
         extra = f"; lesion prevalence {prevalence * 100:.2f} % (AUPRC of a random score)" if prevalence else ""
         lines.append(f"## {dataset}, shift: {shift}{extra}")
         lines.append("")
-        header = ["Method", "Preset"] + [f"{t} ↑" for _, t, _ in FAIR_COLUMNS] + ["Params", "Train s", "s / volume"] + [f"{t}" for _, t, _ in UPPER_BOUND_COLUMNS]
+        header = ["Method", "Preset"] + [f"{t} {'↑' if hi else '↓'}" for _, t, hi, _ in FAIR_COLUMNS] + ["Params", "Train s", "s / volume"] + [t for _, t, _, _ in UPPER_BOUND_COLUMNS]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|")
         for r in grows:
             cells = [r["label"], r["preset"]]
-            for key, _, higher in FAIR_COLUMNS:
+            for key, _, higher, percent in FAIR_COLUMNS:
                 if key not in r:
                     cells.append("–")
                     continue
                 mean, std = r[key]
-                text = _fmt(mean, std, r["n_seeds"])
+                text = _fmt(mean, std, r["n_seeds"], percent)
                 best = _best(grows, key, higher)
                 if best is not None and len(grows) > 1 and not math.isnan(mean) and abs(mean - best) < 1e-12:
                     text = f"**{text}**"
                 cells.append(text)
             cells += [_params(r["num_parameters"]), f"{r['train_seconds']:.1f}", f"{r['seconds_per_volume']:.3f}"]
-            for key, _, _ in UPPER_BOUND_COLUMNS:
+            for key, _, _, _ in UPPER_BOUND_COLUMNS:
                 cells.append(_fmt(*r[key], r["n_seeds"]) if key in r else "–")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

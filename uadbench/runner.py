@@ -295,6 +295,7 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
     none = ShiftSpec(NO_SHIFT, None)
     healthy_val_vols = prepare_split(spec.train_dataset, "val", grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
     healthy_val, _ = _eval_volumes(method, healthy_val_vols, shift=none, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)
+    healthy_test_vols = prepare_split(spec.train_dataset, "test", grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
     val_cache: dict[str, list] = {}
     for job in todo:
         ds = job.dataset
@@ -304,9 +305,11 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
         test_vols = prepare_split(ds.name, ds.test_split, grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
         progress(f"{tag} {ds.name}/{ds.test_split} shift {job.shift.label}: {len(test_vols)} volumes")
         test, seconds = _eval_volumes(method, test_vols, shift=job.shift, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)
+        # healthy test scans (same shift) give false-positive volumes and reconstruction quality
+        healthy_test, _ = _eval_volumes(method, healthy_test_vols, shift=job.shift, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)
         lesion_val = val_cache[ds.name] if any(v.lesion_mask is not None and v.lesion_mask.any() for v in val_cache[ds.name]) else None
         result = evaluate_dataset(
-            test,
+            test + healthy_test,
             lesion_val=lesion_val,
             healthy_val=healthy_val,
             source_names={
@@ -339,6 +342,7 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
             "confidence_intervals": res.get("confidence_intervals", {}),
             "per_volume": res["per_volume"],
             "thresholds": res["thresholds"],
+            "healthy_test": f"{spec.train_dataset}/test ({len(healthy_test)} volumes: fp_volume_ml, ssim, psnr, l1_recon)",
             "dataset_stats": {
                 "n_volumes": len(test),
                 "lesion_prevalence": float(np.mean([v.lesion_mask.mean() for v in test if v.lesion_mask is not None] or [0.0])),
@@ -441,7 +445,7 @@ def run_grid(
 
     # 2. data, prepared once in this process so workers only read the cache
     progress(f"uadbench: preparing data on the {spec.image_grid.name} grid {spec.image_grid.shape} at {spec.image_grid.spacing:g} mm")
-    needed = {(spec.train_dataset, "train"), (spec.train_dataset, "val")}
+    needed = {(spec.train_dataset, "train"), (spec.train_dataset, "val"), (spec.train_dataset, "test")}
     for ds in spec.datasets:
         needed |= {(ds.name, ds.val_split), (ds.name, ds.test_split)}
     for name, split in sorted(needed):

@@ -88,6 +88,22 @@ def test_smoke_grid_mlflow_store(smoke_run):
         assert row["metrics.auprc"] == pytest.approx(by_cell[(row["tags.method"], row["tags.shift"])])
 
 
+def test_compare_two_methods_with_a_paired_permutation_test(smoke_run, data_root):
+    from uadbench.evaluation.stats import paired_permutation_test
+
+    work, out, _ = smoke_run
+    proc = _run(["compare", str(out / "results.jsonl"), "ae", "thresh", "--shift", "none"], cwd=work, env=_env(data_root))
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    records = {json.loads(l)["method"]: json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if '"shift": "none"' in l}
+    subjects = sorted(s for s in records["ae"]["per_volume"] if "auprc" in records["ae"]["per_volume"][s])
+    a = [records["ae"]["per_volume"][s]["auprc"] for s in subjects]
+    b = [records["thresh"]["per_volume"][s]["auprc"] for s in subjects]
+    assert f"n={len(subjects)}" in line and f"p={paired_permutation_test(a, b):.4g}" in line
+    bad = _run(["compare", str(out / "results.jsonl"), "ae", "cdpm"], cwd=work, env=_env(data_root))
+    assert bad.returncode == 2 and "no method 'cdpm'" in bad.stderr
+
+
 def test_rerun_resumes_from_cache_with_identical_results(smoke_run, data_root):
     work, out, _ = smoke_run
     before = (out / "results.jsonl").read_text()

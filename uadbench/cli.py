@@ -3,6 +3,7 @@
     uadbench run leaderboard/quickstart.toml      train and evaluate a grid, print the leaderboard
     uadbench list methods '*ddpm*'                what is registered (methods, datasets, shifts, metrics)
     uadbench report runs/quickstart/results.jsonl render a leaderboard from result records
+    uadbench compare results.jsonl cddpm ae       paired permutation test on per-subject values
     uadbench phantom --out DIR [--preview]        write the phantom cohorts as NIfTI for a viewer
     uadbench ui --run-dir runs/quickstart         serve the MLflow store on 127.0.0.1
 
@@ -75,6 +76,42 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from uadbench import report
+    from uadbench.evaluation.stats import compare_per_subject
+
+    path = Path(args.results)
+    if not path.is_file():
+        raise UadbenchError(f"results file not found: {path} (a run writes <run dir>/results.jsonl)")
+    records = report.read_records(path)
+    labels = sorted({r["label"] for r in records})
+    for label in (args.a, args.b):
+        if label not in labels:
+            raise UadbenchError(f"no method {label!r} in {path}; methods there: {', '.join(labels)}")
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        if args.dataset and r["dataset"] != args.dataset:
+            continue
+        shift = "none" if r["shift"] == "none" else f"{r['shift']}@{r['severity']:g}"
+        if args.shift and shift != args.shift:
+            continue
+        cells.setdefault((r["dataset"], shift, r["seed"]), {})[r["label"]] = r
+    print(f"paired permutation test ({args.rounds} rounds), {args.metric}: {args.a} vs {args.b}")
+    found = 0
+    for (dataset, shift, seed), by_label in cells.items():
+        if args.a not in by_label or args.b not in by_label:
+            continue
+        res = compare_per_subject(by_label[args.a]["per_volume"], by_label[args.b]["per_volume"], args.metric, rounds=args.rounds)
+        found += 1
+        print(
+            f"{dataset}  shift {shift}  seed {seed}: n={int(res['n'])}  {args.a} {res['mean_a']:.4f}  "
+            f"{args.b} {res['mean_b']:.4f}  diff {res['mean_diff']:+.4f}  p={res['p_value']:.4g}"
+        )
+    if not found:
+        raise UadbenchError("no evaluation cell has both methods for the chosen dataset and shift")
+    return 0
+
+
 def _cmd_phantom(args: argparse.Namespace) -> int:
     try:
         from uadbench.data import phantom
@@ -140,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results")
     rep.add_argument("--format", choices=["md", "text"], default="md")
     rep.set_defaults(func=_cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="paired permutation test between two methods of a results.jsonl")
+    cmp_.add_argument("results")
+    cmp_.add_argument("a", help="method label")
+    cmp_.add_argument("b", help="method label")
+    cmp_.add_argument("--metric", default="auprc", help="per-volume metric (default auprc)")
+    cmp_.add_argument("--dataset", help="only this dataset")
+    cmp_.add_argument("--shift", help="only this shift, e.g. none or gamma@1.5")
+    cmp_.add_argument("--rounds", type=int, default=10_000)
+    cmp_.set_defaults(func=_cmd_compare)
 
     ph = sub.add_parser("phantom", help="write phantom cohorts as NIfTI and/or a preview PNG")
     ph.add_argument("--out", help="directory to write the cohorts to")

@@ -55,6 +55,10 @@ def test_fit_that_reuses_another_fit(tmp_path, data_root):
         assert dep.method.name == "ae" and dep.seed == job.seed and dep.image_grid == grid
         meta = run_fit(job, cache_dir=tmp_path, data_root=None, progress=lambda m: None)
         assert meta["dependencies"] == {"ae": dep.key}
+        import json
+
+        dep_meta = json.loads((fit_dir(tmp_path, dep) / "meta.json").read_text())
+        assert meta["train_seconds"] == meta["own_train_seconds"] + dep_meta["train_seconds"]
         assert (fit_dir(tmp_path, dep) / "model.pt").is_file()  # the reused fit is cached on its own
         base = load_fitted(dep, tmp_path)
         reuser = load_fitted(job, tmp_path)

@@ -144,9 +144,10 @@ def run_fit(
     method = cls(job.config, image_shape=job.image_grid.slice_shape)
     method.to(dev)
     dependencies = {}
+    reused_seconds = 0.0
     for dep in dependency_jobs(job):
         progress(f"{tag} reuses {dep.method.name} ({dep.method.preset}, fit {dep.key})")
-        run_fit(dep, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress)
+        reused_seconds += run_fit(dep, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress)["train_seconds"]
         dependencies[dep.method.name] = load_fitted(dep, cache_dir, device)
     history: list[tuple[int, dict[str, float]]] = []
     work = cache_dir / "work" / job.key
@@ -183,7 +184,8 @@ def run_fit(
         "seed": job.seed,
         "train_dataset": job.train_dataset,
         "image_grid": job.image_grid.to_dict(),
-        "train_seconds": seconds,
+        "train_seconds": seconds + reused_seconds,  # a reused fit's training counts in the cost
+        "own_train_seconds": seconds,
         "dependencies": {d.method.name: d.key for d in dependency_jobs(job)},
         "num_parameters": method.num_parameters(),
         "history": history,

@@ -33,16 +33,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor
-
 from uadbench.diffusion.model import (
+    DiffusionReconstruction,
     DiffusionConfig,
     DiffusionModel,
     build_process,
     build_unet,
     check_image_shape,
-    fit_diffusion,
 )
 from uadbench.errors import ConfigError
 from uadbench.method import FitContext, ReconstructionMethod
@@ -75,7 +72,7 @@ class CDDPMConfig(DiffusionConfig):
 
 
 @register_method("cddpm")
-class ConditionedDDPM(ReconstructionMethod):
+class ConditionedDDPM(DiffusionReconstruction, ReconstructionMethod):
     """DDPM whose UNet is conditioned on an encoding of the clean input slice (cDDPM)."""
 
     Config: ClassVar[type] = CDDPMConfig
@@ -102,16 +99,4 @@ class ConditionedDDPM(ReconstructionMethod):
             from uadbench.diffusion.pretrain import pretrain_encoder
 
             pretrain_encoder(self.model.encoder, self.config, train, ctx)
-        fit_diffusion(self.model, self.config, train, val, ctx, name="cddpm")
-
-    def reconstruct(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
-        cfg = self.config
-        return self.model.reconstruct(
-            images, generator, t_indices=cfg.test_indices, ddim_steps=cfg.ddim_steps or None
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        super().fit(train, val, ctx)

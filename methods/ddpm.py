@@ -30,18 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor
-
 from uadbench.diffusion.model import (
+    DiffusionReconstruction,
     DiffusionConfig,
     DiffusionModel,
     build_process,
     build_unet,
     check_image_shape,
-    fit_diffusion,
 )
-from uadbench.method import FitContext, ReconstructionMethod
+from uadbench.method import ReconstructionMethod
 from uadbench.registry import register_method
 
 # Shared by the three diffusion methods. On the 64x64 cpu grid, one idle thread: a step takes about
@@ -72,7 +69,7 @@ class DDPMConfig(DiffusionConfig):
 
 
 @register_method("ddpm")
-class DDPM(ReconstructionMethod):
+class DDPM(DiffusionReconstruction, ReconstructionMethod):
     """Unconditioned DDPM with simplex noise and single-step x0 reconstruction (AnoDDPM-style)."""
 
     Config: ClassVar[type] = DDPMConfig
@@ -82,18 +79,3 @@ class DDPM(ReconstructionMethod):
         super().__init__(config, image_shape=image_shape)
         check_image_shape(self.image_shape, config)
         self.model = DiffusionModel(build_unet(config), build_process(config))
-
-    def fit(self, train, val, ctx: FitContext) -> None:
-        fit_diffusion(self.model, self.config, train, val, ctx, name="ddpm")
-
-    def reconstruct(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
-        cfg = self.config
-        return self.model.reconstruct(
-            images, generator, t_indices=cfg.test_indices, ddim_steps=cfg.ddim_steps or None
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])

@@ -30,20 +30,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor
-
 from uadbench.diffusion.model import (
+    DiffusionReconstruction,
     DiffusionConfig,
     DiffusionModel,
     build_process,
     build_unet,
     check_image_shape,
-    fit_diffusion,
 )
 from uadbench.diffusion.noising import GridPatches
 from uadbench.errors import ConfigError
-from uadbench.method import FitContext, ReconstructionMethod
+from uadbench.method import ReconstructionMethod
 from uadbench.methods.ddpm import CPU_PRESET, SMOKE_PRESET
 from uadbench.registry import register_method
 
@@ -59,7 +56,7 @@ class PDDPMConfig(DiffusionConfig):
 
 
 @register_method("pddpm")
-class PatchedDDPM(ReconstructionMethod):
+class PatchedDDPM(DiffusionReconstruction, ReconstructionMethod):
     """DDPM that noises and reconstructs one box of a 2x2 grid at a time (pDDPM)."""
 
     Config: ClassVar[type] = PDDPMConfig
@@ -71,18 +68,3 @@ class PatchedDDPM(ReconstructionMethod):
         strategy = GridPatches(config.patch_grid)
         strategy.boxes(*self.image_shape)  # validates the grid against the image size
         self.model = DiffusionModel(build_unet(config), build_process(config, strategy))
-
-    def fit(self, train, val, ctx: FitContext) -> None:
-        fit_diffusion(self.model, self.config, train, val, ctx, name="pddpm")
-
-    def reconstruct(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
-        cfg = self.config
-        return self.model.reconstruct(
-            images, generator, t_indices=cfg.test_indices, ddim_steps=cfg.ddim_steps or None
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])

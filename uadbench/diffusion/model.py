@@ -217,3 +217,31 @@ def fit_diffusion(
             ctx.progress(f"{name}: restored the weights of step {best['step']} (val loss {best['loss']:.4f})")
     model.eval()
     return losses
+
+
+class DiffusionReconstruction:
+    """What the diffusion methods share on top of ``ReconstructionMethod``: training with
+    :func:`fit_diffusion`, reconstruction at the config's test timestep(s) and the model state.
+
+    A method class lists it first: ``class DDPM(DiffusionReconstruction, ReconstructionMethod)``
+    and sets ``self.model`` (a :class:`DiffusionModel`) in ``__init__``.
+    """
+
+    model: DiffusionModel
+    config: DiffusionConfig
+    registered_name: str
+
+    def fit(self, train, val, ctx) -> None:
+        fit_diffusion(self.model, self.config, train, val, ctx, name=self.registered_name)
+
+    def reconstruct(self, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        cfg = self.config
+        return self.model.reconstruct(
+            images, generator, t_indices=cfg.test_indices, ddim_steps=cfg.ddim_steps or None
+        )
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])

@@ -32,3 +32,17 @@ def test_mean_std_over_seeds_bold_best_and_oracle_apart():
     assert "FP ml on healthy@val-bisection ↓" in md and "1.50 M" in line_a
     text = report.leaderboard_terminal(records)
     assert "upper bound" in text and len(text.splitlines()) == 2 + 3 + 1
+
+
+def test_csv_and_latex_exports():
+    import csv
+    import io
+
+    records = [_rec("a", 0, 0.50, 0.40, 0.90), _rec("a", 1, 0.70, 0.60, 0.95), _rec("b_x", 0, 0.20, 0.80, 0.99)]
+    rows = list(csv.DictReader(io.StringIO(report.leaderboard_csv(records))))
+    assert [r["method"] for r in rows] == ["a", "b_x"]
+    assert float(rows[0]["auprc"]) == 0.6 and abs(float(rows[0]["auprc_std"]) - 0.1414213562) < 1e-9
+    assert rows[1]["n_seeds"] == "1" and rows[1]["auroc"] == ""
+    tex = report.leaderboard_latex(records)
+    assert tex.count(r"\toprule") == 1 and r"\bottomrule" in tex and "b\\_x" in tex
+    assert r"\textbf{60.00 $\pm$ 14.14}" in tex and r"\textbf{99" not in tex  # oracle is never bold

@@ -69,10 +69,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         records = report.read_records(path)
     except ValueError as exc:
         raise UadbenchError(f"{path}: not a results.jsonl file: {exc}") from exc
-    if args.format == "md":
-        print(report.leaderboard_markdown(records))
-    else:
-        print(report.leaderboard_terminal(records))
+    render = {
+        "md": report.leaderboard_markdown,
+        "text": report.leaderboard_terminal,
+        "csv": report.leaderboard_csv,
+        "latex": report.leaderboard_latex,
+    }[args.format]
+    print(render(records), end="" if args.format == "csv" else "\n")
     return 0
 
 
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="render a leaderboard from a results.jsonl")
     rep.add_argument("results")
-    rep.add_argument("--format", choices=["md", "text"], default="md")
+    rep.add_argument("--format", choices=["md", "text", "csv", "latex"], default="md")
     rep.set_defaults(func=_cmd_report)
 
     cmp_ = sub.add_parser("compare", help="paired permutation test between two methods of a results.jsonl")

@@ -157,3 +157,70 @@ def leaderboard_terminal(records: Sequence[dict]) -> str:
         out.append("  ".join(str(v)[:w].ljust(w) for v, (_, w) in zip(vals, cols)))
     out.append("* Dice@oracle uses the test labels: an upper bound, not a result.")
     return "\n".join(out)
+
+
+def _columns() -> list[tuple[str, str, bool, bool]]:
+    return FAIR_COLUMNS + UPPER_BOUND_COLUMNS
+
+
+def leaderboard_csv(records: Sequence[dict]) -> str:
+    """One row per (dataset, shift, method): means and stds (as fractions, not %) and costs."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = [k for k, _, _, _ in _columns()]
+    writer.writerow(["dataset", "shift", "method", "preset", "n_seeds"] + [f"{k}{s}" for k in keys for s in ("", "_std")]
+                    + ["num_parameters", "train_seconds", "seconds_per_volume"])
+    for r in summarise(records):
+        values = []
+        for k in keys:
+            mean, std = r.get(k, (math.nan, math.nan))
+            values += ["" if math.isnan(mean) else repr(mean), "" if math.isnan(std) else repr(std)]
+        writer.writerow([r["dataset"], r["shift"], r["label"], r["preset"], r["n_seeds"]] + values
+                        + [r["num_parameters"], r["train_seconds"], r["seconds_per_volume"]])
+    return buf.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(a, b)
+    return text
+
+
+def leaderboard_latex(records: Sequence[dict]) -> str:
+    """Booktabs tables, one per (dataset, shift); best fair value in bold; the oracle column apart."""
+    rows = summarise(records)
+    cols = _columns()
+    out = []
+    by_group: OrderedDict = OrderedDict()
+    for r in rows:
+        by_group.setdefault((r["dataset"], r["shift"]), []).append(r)
+    for (dataset, shift), grows in by_group.items():
+        out.append(r"\begin{table}[t]")
+        out.append(r"\centering")
+        out.append(rf"\caption{{{_latex_escape(dataset)}, shift: {_latex_escape(shift)}. Oracle Dice is an upper bound (test labels).}}")
+        out.append(r"\begin{tabular}{l" + "r" * len(cols) + "}")
+        out.append(r"\toprule")
+        out.append(" & ".join(["Method"] + [_latex_escape(t) + (r" $\uparrow$" if hi else r" $\downarrow$") for _, t, hi, _ in cols]) + r" \\")
+        out.append(r"\midrule")
+        for r in grows:
+            cells = [_latex_escape(r["label"])]
+            for key, _, higher, percent in cols:
+                if key not in r:
+                    cells.append("--")
+                    continue
+                mean, std = r[key]
+                text = _fmt(mean, std, r["n_seeds"], percent).replace("±", r"$\pm$").replace("–", "--")
+                best = _best(grows, key, higher)
+                fair = (key, _, higher, percent) in FAIR_COLUMNS
+                if fair and best is not None and len(grows) > 1 and not math.isnan(mean) and abs(mean - best) < 1e-12:
+                    text = rf"\textbf{{{text}}}"
+                cells.append(text)
+            out.append(" & ".join(cells) + r" \\")
+        out.append(r"\bottomrule")
+        out.append(r"\end{tabular}")
+        out.append(r"\end{table}")
+        out.append("")
+    return "\n".join(out)

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uadbench.diffusion.model import (
-    DiffusionReconstruction,
     DiffusionConfig,
     DiffusionModel,
+    DiffusionReconstruction,
     build_process,
     build_unet,
     check_image_shape,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uadbench.config import config_hash, config_to_dict, stable_hash
+from uadbench.config import build_config, config_hash, config_to_dict, stable_hash
 from uadbench.data.pipeline import ImageGrid, get_image_grid
 from uadbench.errors import ConfigError
 from uadbench.registry import DATASETS, METHODS, SHIFTS
@@ -142,8 +142,6 @@ class GridSpec:
 
 def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid) -> FitJob:
     """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights."""
-    from uadbench.config import build_config
-
     cls = METHODS.get(method.name)
     config = build_config(cls.Config, cls.presets, method.preset, method.overrides_dict, owner=f"method {method.name!r}")
     key = stable_hash(
@@ -210,16 +208,12 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         _check_keys(m, METHOD_KEYS, where)
         if not isinstance(m.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available methods: {', '.join(METHODS.names())}")
-        METHODS.get(m["name"])
+        cls = METHODS.get(m["name"])
         overrides = m.get("overrides", {})
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: overrides must be a table of config keys")
-        preset = m.get("preset", "paper")
-        spec = MethodSpec(m["name"], preset, tuple(sorted(overrides.items())), str(m.get("label", "")))
-        cls = METHODS.get(spec.name)
-        from uadbench.config import build_config
-
-        build_config(cls.Config, cls.presets, spec.preset, spec.overrides_dict, owner=f"method {spec.name!r}")
+        spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
+        build_config(cls.Config, cls.presets, spec.preset, spec.overrides_dict, owner=f"method {spec.name!r}")  # fail early
         methods.append(spec)
     labels = [m.display for m in methods]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})

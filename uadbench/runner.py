@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +144,8 @@ def run_fit(
     method.to(dev)
     dependencies = {}
     reused_seconds = 0.0
-    for dep in dependency_jobs(job):
+    dep_jobs = dependency_jobs(job)
+    for dep in dep_jobs:
         progress(f"{tag} reuses {dep.method.name} ({dep.method.preset}, fit {dep.key})")
         reused_seconds += run_fit(dep, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress)["train_seconds"]
         dependencies[dep.method.name] = load_fitted(dep, cache_dir, device)
@@ -186,7 +186,7 @@ def run_fit(
         "image_grid": job.image_grid.to_dict(),
         "train_seconds": seconds + reused_seconds,  # a reused fit's training counts in the cost
         "own_train_seconds": seconds,
-        "dependencies": {d.method.name: d.key for d in dependency_jobs(job)},
+        "dependencies": {d.method.name: d.key for d in dep_jobs},
         "num_parameters": method.num_parameters(),
         "history": history,
         "device": str(dev),
@@ -266,7 +266,6 @@ class EvalContext:
     cache_dir: Path
     data_root: Path | None
     device: str
-    run_dir: Path
 
 
 def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress: Progress = _print_progress) -> list[dict]:
@@ -299,17 +298,20 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
     healthy_val, _ = _eval_volumes(method, healthy_val_vols, shift=none, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)
     healthy_test_vols = prepare_split(spec.train_dataset, "test", grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
     val_cache: dict[str, list] = {}
+    test_cache: dict[str, list[Volume]] = {}
     for job in todo:
         ds = job.dataset
         if ds.name not in val_cache:
             vols = prepare_split(ds.name, ds.val_split, grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
             val_cache[ds.name] = _eval_volumes(method, vols, shift=none, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)[0]
-        test_vols = prepare_split(ds.name, ds.test_split, grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
+            test_cache[ds.name] = prepare_split(ds.name, ds.test_split, grid=grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
+        test_vols = test_cache[ds.name]
         progress(f"{tag} {ds.name}/{ds.test_split} shift {job.shift.label}: {len(test_vols)} volumes")
         test, seconds = _eval_volumes(method, test_vols, shift=job.shift, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)
         # healthy test scans (same shift) give false-positive volumes and reconstruction quality
         healthy_test, _ = _eval_volumes(method, healthy_test_vols, shift=job.shift, grid_seed=fit.seed, batch_size=bs, device=device, spacing=grid.spacing)
-        lesion_val = val_cache[ds.name] if any(v.lesion_mask is not None and v.lesion_mask.any() for v in val_cache[ds.name]) else None
+        # an annotated validation split always goes to the protocol, which refuses one without lesions
+        lesion_val = val_cache[ds.name] if all(v.lesion_mask is not None for v in val_cache[ds.name]) else None
         result = evaluate_dataset(
             test + healthy_test,
             lesion_val=lesion_val,
@@ -482,7 +484,8 @@ def run_grid(
                     fit_metas[job.key] = run_fit(job, cache_dir=cache, data_root=droot, device=dev, progress=progress)
             else:
                 # methods that reuse another fit go in a second wave, after the fits they reuse
-                waves = [[j for j in fits if not dependency_jobs(j)], [j for j in fits if dependency_jobs(j)]]
+                reusing = {j.key for j in fits if dependency_jobs(j)}
+                waves = [[j for j in fits if j.key not in reusing], [j for j in fits if j.key in reusing]]
                 for wave in waves:
                     futures = {pool.submit(_fit_task, job, cache, droot, dev): job for job in wave}
                     for fut in cf.as_completed(futures):
@@ -503,7 +506,7 @@ def run_grid(
                     tracker.end_run(run_id)
 
             # 4. evaluation, one task per fit
-            ectx = EvalContext(spec, cache, droot, dev, run_dir)
+            ectx = EvalContext(spec, cache, droot, dev)
             by_fit: dict[str, list[EvalJob]] = {}
             for job in evals:
                 by_fit.setdefault(job.fit.key, []).append(job)

@@ -22,8 +22,9 @@ Lesion tissues have their own T1, T2 and PD, so their contrast follows each sequ
 
 Values are set from qualitative descriptions of these lesions (longer T1/T2 and higher water
 content than normal-appearing tissue) and calibrated with
-:func:`uadbench.data.phantom.lesion_contrast_ratio` against published or measured
-lesion-to-brain ratios (see :mod:`uadbench.data.phantom`).
+:func:`uadbench.data.phantom.calibration.lesion_contrast_ratio` against published or measured
+lesion-to-brain ratios (see :mod:`uadbench.data.phantom.physics` and
+:data:`uadbench.data.phantom.calibration.CALIBRATION_TARGETS`).
 """
 
 from __future__ import annotations
@@ -34,30 +35,32 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from uadbench.data import phantom as ph
+from uadbench.data.phantom.anatomy import SPACING_MM, Anatomy, load_anatomy
+from uadbench.data.phantom.physics import TissueParams
+from uadbench.data.phantom.subject import Expansion, PhantomSubject, jitter_tissues, smooth_field
 from uadbench.errors import ConfigError
 
 #: Lesion tissue parameters per field strength (ms, ms, water fraction).
-LESION_TISSUES: dict[float, dict[str, ph.TissueParams]] = {
+LESION_TISSUES: dict[float, dict[str, TissueParams]] = {
     1.5: {
-        "tumour_necrosis": ph.TissueParams(1900.0, 500.0, 0.92),
-        "tumour_enhancing": ph.TissueParams(1325.0, 155.0, 0.82),
-        "tumour_oedema": ph.TissueParams(1675.0, 255.0, 0.86),
-        "ms_lesion": ph.TissueParams(1500.0, 150.0, 0.80),
-        "stroke_core": ph.TissueParams(3600.0, 1100.0, 0.97),
-        "stroke_gliosis": ph.TissueParams(1600.0, 250.0, 0.84),
+        "tumour_necrosis": TissueParams(1900.0, 500.0, 0.92),
+        "tumour_enhancing": TissueParams(1325.0, 155.0, 0.82),
+        "tumour_oedema": TissueParams(1675.0, 255.0, 0.86),
+        "ms_lesion": TissueParams(1500.0, 150.0, 0.80),
+        "stroke_core": TissueParams(3600.0, 1100.0, 0.97),
+        "stroke_gliosis": TissueParams(1600.0, 250.0, 0.84),
     },
     3.0: {
-        "tumour_necrosis": ph.TissueParams(2400.0, 400.0, 0.92),
-        "tumour_enhancing": ph.TissueParams(1700.0, 120.0, 0.82),
-        "tumour_oedema": ph.TissueParams(2000.0, 185.0, 0.80),
-        "ms_lesion": ph.TissueParams(1800.0, 125.0, 0.81),
-        "stroke_core": ph.TissueParams(3600.0, 1000.0, 0.97),
-        "stroke_gliosis": ph.TissueParams(2000.0, 170.0, 0.84),
+        "tumour_necrosis": TissueParams(2400.0, 400.0, 0.92),
+        "tumour_enhancing": TissueParams(1700.0, 120.0, 0.82),
+        "tumour_oedema": TissueParams(2000.0, 185.0, 0.80),
+        "ms_lesion": TissueParams(1800.0, 125.0, 0.81),
+        "stroke_core": TissueParams(3600.0, 1000.0, 0.97),
+        "stroke_gliosis": TissueParams(2000.0, 170.0, 0.84),
     },
 }
 # The 3 T values were calibrated first (measured ratios against CALIBRATION_TARGETS in
-# uadbench.data.phantom); the 1.5 T values were fitted so that each lesion tissue's signal
+# uadbench.data.phantom.calibration); the 1.5 T values were fitted so that each lesion tissue's signal
 # relative to white matter on the 1.5 T protocol matches its 3 T ratio, then the MS values were
 # adjusted once more against the measured ratios.
 
@@ -75,15 +78,15 @@ class LesionPlan:
     kind: str
     centres: list[np.ndarray] = field(default_factory=list)
     radius_mm: float = 0.0
-    expansions: list[ph.Expansion] = field(default_factory=list)
+    expansions: list[Expansion] = field(default_factory=list)
     needs_ventricle_distance: bool = False
 
 
 @functools.lru_cache(maxsize=1)
 def _brain_depth() -> np.ndarray:
     """Distance (mm) from each template voxel to the outside of the brain."""
-    anatomy = ph.load_anatomy()
-    return ndimage.distance_transform_edt(anatomy.brain > 0, sampling=ph.SPACING_MM).astype(np.float32)
+    anatomy = load_anatomy()
+    return ndimage.distance_transform_edt(anatomy.brain > 0, sampling=SPACING_MM).astype(np.float32)
 
 
 def _slab(shape) -> np.ndarray:
@@ -98,7 +101,7 @@ def _pick(rng: np.random.Generator, candidates: np.ndarray) -> np.ndarray:
     return np.array(np.unravel_index(idx[rng.integers(idx.size)], candidates.shape), dtype=np.float64)
 
 
-def plan_lesions(kind: str, rng: np.random.Generator, anatomy: ph.Anatomy) -> LesionPlan:
+def plan_lesions(kind: str, rng: np.random.Generator, anatomy: Anatomy) -> LesionPlan:
     if kind not in LESION_TYPES:
         raise ConfigError(f"unknown lesion type {kind!r}; available: {', '.join(LESION_TYPES)}")
     shape = anatomy.shape
@@ -108,13 +111,13 @@ def plan_lesions(kind: str, rng: np.random.Generator, anatomy: ph.Anatomy) -> Le
         depth = _brain_depth()
         candidates = (anatomy.wm >= 0.6) & (depth >= 0.7 * radius) & slab
         centre = _pick(rng, candidates)
-        sigma = np.full(3, 0.9 * radius / ph.SPACING_MM)
-        mass = ph.Expansion(centre=centre, sigma=sigma, strength=float(rng.uniform(0.10, 0.25)))
+        sigma = np.full(3, 0.9 * radius / SPACING_MM)
+        mass = Expansion(centre=centre, sigma=sigma, strength=float(rng.uniform(0.10, 0.25)))
         return LesionPlan("tumour", [centre], radius, [mass])
     if kind == "stroke":
         depth = _brain_depth()
         x = np.arange(shape[0])[:, None, None]
-        lateral = np.abs(x - anatomy.ventricle_centre[0]) * ph.SPACING_MM >= 25.0
+        lateral = np.abs(x - anatomy.ventricle_centre[0]) * SPACING_MM >= 25.0
         candidates = (anatomy.gm >= 0.4) & (depth <= 8.0) & (depth >= 2.0) & lateral & slab
         centre = _pick(rng, candidates)
         return LesionPlan("stroke", [centre], float(rng.uniform(10.0, 18.0)))
@@ -122,14 +125,14 @@ def plan_lesions(kind: str, rng: np.random.Generator, anatomy: ph.Anatomy) -> Le
 
 
 def _box(centre: np.ndarray, half_mm: float, shape) -> tuple[slice, ...]:
-    half = int(np.ceil(half_mm / ph.SPACING_MM)) + 2
+    half = int(np.ceil(half_mm / SPACING_MM)) + 2
     c = np.round(centre).astype(int)
     return tuple(slice(max(0, int(ci) - half), min(n, int(ci) + half + 1)) for ci, n in zip(c, shape))
 
 
 def _offsets_mm(box: tuple[slice, ...], centre: np.ndarray) -> np.ndarray:
     grids = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) for s in box], indexing="ij")
-    return np.stack([(g - c) * ph.SPACING_MM for g, c in zip(grids, centre)])
+    return np.stack([(g - c) * SPACING_MM for g, c in zip(grids, centre)])
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -143,8 +146,8 @@ def _ellipsoid_radius(d: np.ndarray, rotation: np.ndarray, axes: np.ndarray) -> 
 
 
 def _local_field(rng: np.random.Generator, shape, scale_mm: float) -> np.ndarray:
-    control = [max(3, int(round(n * ph.SPACING_MM / scale_mm))) for n in shape]
-    return ph.smooth_field(rng, shape, control)
+    control = [max(3, int(round(n * SPACING_MM / scale_mm))) for n in shape]
+    return smooth_field(rng, shape, control)
 
 
 def _edge_fraction(inside: np.ndarray, width: float) -> np.ndarray:
@@ -155,7 +158,7 @@ def _edge_fraction(inside: np.ndarray, width: float) -> np.ndarray:
 
 
 def insert_lesions(
-    subject: ph.PhantomSubject,
+    subject: PhantomSubject,
     plan: LesionPlan,
     rng: np.random.Generator,
     *,
@@ -180,11 +183,11 @@ def insert_lesions(
     subject.lesion_labels = labels
     subject.lesion_type = plan.kind
     # lesion tissue is not uniform: a smooth +-8 % heterogeneity (features of about 6 mm)
-    control = [max(3, int(round(n * ph.SPACING_MM / 6.0))) for n in shape]
-    subject.lesion_texture = np.clip(1.0 + 0.08 * ph.smooth_field(rng, shape, control), 0.7, 1.3).astype(np.float32)
+    control = [max(3, int(round(n * SPACING_MM / 6.0))) for n in shape]
+    subject.lesion_texture = np.clip(1.0 + 0.08 * smooth_field(rng, shape, control), 0.7, 1.3).astype(np.float32)
     if field_strength not in LESION_TISSUES:
         raise ConfigError(f"no lesion tissue parameters at {field_strength} T; available: {sorted(LESION_TISSUES)}")
-    subject.tissues.update(ph._jitter_tissues(rng, LESION_TISSUES[field_strength], 0.03))
+    subject.tissues.update(jitter_tissues(rng, LESION_TISSUES[field_strength], 0.03))
     subject.meta["lesion_voxels"] = int((fraction > 0).sum())
 
 
@@ -204,8 +207,8 @@ def _tumour(subject, plan, rng, fraction, labels, allowed) -> None:
     rho_oed = rho_oed * (1.0 + 0.22 * _local_field(rng, rho_oed.shape, 8.0)) - 0.25 * (wm - 0.5)
     necrosis = rng.uniform(0.35, 0.65)  # necrotic core radius relative to the tumour core
     # partial-volume width in units of the normalised radius: one voxel
-    width_core = ph.SPACING_MM / float(axes_core.mean())
-    width_oed = ph.SPACING_MM / float(axes_outer.mean())
+    width_core = SPACING_MM / float(axes_core.mean())
+    width_oed = SPACING_MM / float(axes_outer.mean())
     inside = np.maximum((1.0 - rho_core) / width_core, (1.0 - rho_oed) / width_oed)
     f = _edge_fraction(inside, 1.0)
     lab = np.where(rho_core < necrosis, 1, np.where(rho_core < 1.0, 2, 3)).astype(np.uint8)
@@ -225,14 +228,14 @@ def _ms(subject, rng, fraction, labels, allowed, ventricle_distance) -> None:
     peri = (subject.wm >= 0.5) & (ventricle_distance >= 3.0) & (ventricle_distance <= 10.0) & slab & allowed
     deep = (subject.wm >= 0.8) & (ventricle_distance > 12.0) & slab & allowed
     count = int(rng.integers(5, 15))
-    vent_c = ph.load_anatomy().ventricle_centre
+    vent_c = load_anatomy().ventricle_centre
     for _ in range(count):
         periventricular = rng.random() < 0.6
         centre = _pick(rng, peri if periventricular else deep)
         a = rng.uniform(2.5, 5.5)
         axes = np.array([a * rng.uniform(1.2, 1.8), a, a * rng.uniform(0.8, 1.0)])
         if periventricular:
-            radial = (centre - vent_c) * ph.SPACING_MM
+            radial = (centre - vent_c) * SPACING_MM
             radial /= np.linalg.norm(radial) + 1e-9
             helper = np.array([0.0, 0.0, 1.0]) if abs(radial[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
             second = np.cross(radial, helper)
@@ -244,7 +247,7 @@ def _ms(subject, rng, fraction, labels, allowed, ventricle_distance) -> None:
         d = _offsets_mm(box, centre)
         rho = _ellipsoid_radius(d, rotation, axes)
         rho = rho * (1.0 + 0.08 * _local_field(rng, rho.shape, 6.0))
-        f = _edge_fraction((1.0 - rho) / (ph.SPACING_MM / float(axes.mean())), 1.0)
+        f = _edge_fraction((1.0 - rho) / (SPACING_MM / float(axes.mean())), 1.0)
         fraction[box] = np.maximum(fraction[box], f)
         labels[box] = np.where(fraction[box] > 0, 4, labels[box])
 
@@ -255,7 +258,7 @@ def _stroke(subject, plan, rng, fraction, labels, allowed) -> None:
     r0 = plan.radius_mm
     depth = float(rng.uniform(20.0, 35.0))
     brain_c = np.array(ndimage.center_of_mass(subject.brain_mask))
-    outward = (surface - brain_c) * ph.SPACING_MM
+    outward = (surface - brain_c) * SPACING_MM
     outward /= np.linalg.norm(outward)
     box = _box(surface, depth + r0 + 6.0, shape)
     d = _offsets_mm(box, surface)
@@ -269,9 +272,9 @@ def _stroke(subject, plan, rng, fraction, labels, allowed) -> None:
     if n > 1:
         sizes = ndimage.sum(region, lab, index=np.arange(1, n + 1))
         region = lab == (1 + int(np.argmax(sizes)))
-    inner = ndimage.distance_transform_edt(region, sampling=ph.SPACING_MM)
+    inner = ndimage.distance_transform_edt(region, sampling=SPACING_MM)
     rim_mm = float(rng.uniform(3.0, 5.0))
-    f = np.where(region, np.where(inner <= ph.SPACING_MM, 0.75, 1.0), 0.0).astype(np.float32)
+    f = np.where(region, np.where(inner <= SPACING_MM, 0.75, 1.0), 0.0).astype(np.float32)
     lab_box = np.where(inner > rim_mm, 5, 6).astype(np.uint8)
     fraction[box] = f
     labels[box] = np.where(f > 0, lab_box, 0)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,17 +15,23 @@ from scipy import ndimage, stats
 from skimage.measure import label, regionprops
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import oracles
+import uadbench
 from uadbench.errors import UadbenchError
-from uadbench.evaluation import reference
+from uadbench.evaluation import checks
+from uadbench.evaluation.image_quality import reconstruction_quality
 from uadbench.evaluation.metrics import (
     METRIC_INFO,
     SortedScores,
+    average_precision,
     best_dice,
     compute_auprc,
     compute_auroc,
     compute_dice,
+    metric_info,
     pooled_ranked_counts,
     ranked_counts,
+    roc_auc,
 )
 from uadbench.evaluation.postprocess import (
     PostprocessSettings,
@@ -33,11 +42,17 @@ from uadbench.evaluation.postprocess import (
     remove_small_components,
     threshold_float32,
 )
-from uadbench.evaluation.protocol import EvalVolume, evaluate_dataset
-from uadbench.evaluation.reconstruction import reconstruction_quality
+from uadbench.evaluation.protocol import (
+    DatasetEvaluation,
+    DatasetEvaluator,
+    EvalVolume,
+    compute_thresholds,
+    evaluate_dataset,
+)
 from uadbench.evaluation.stats import (
     bootstrap_mean_ci,
     bootstrap_ratio_ci,
+    compare_per_subject,
     paired_permutation_test,
 )
 from uadbench.evaluation.thresholds import (
@@ -139,8 +154,6 @@ def test_auprc_auroc_on_volume_match_sklearn_all_and_brain():
     processed = postprocess_map(vol.anomaly_map, vol.brain_mask, PostprocessSettings())
     assert (processed == 0).mean() > 0.5  # the zero block is real
     ss = SortedScores(processed, vol.lesion_mask)
-    from uadbench.evaluation.metrics import average_precision, roc_auc
-
     y = vol.lesion_mask.ravel().astype(int)
     assert average_precision(ss.counts()) == pytest.approx(_sk_ap(processed, y), abs=1e-9)
     assert roc_auc(ss.counts()) == pytest.approx(roc_auc_score(y, processed.ravel()), abs=1e-9)
@@ -257,7 +270,7 @@ def test_postprocess_matches_straightforward(order):
     vol = make_volume("s", rng, shape=(40, 36, 20), noise=0.3)
     settings = PostprocessSettings.for_spacing(2.0, order=order)
     ours = postprocess_map(vol.anomaly_map, vol.brain_mask, settings)
-    ref = reference.postprocess(vol.anomaly_map, vol.brain_mask, settings)
+    ref = oracles.postprocess(vol.anomaly_map, vol.brain_mask, settings)
     np.testing.assert_array_equal(ours, ref)
 
 
@@ -270,7 +283,7 @@ def test_component_filter_matches_skimage_filled_area(limit):
     binary[1:4, 1:4, 1:4] = True
     binary[2, 2, 2] = False
     ours = remove_small_components(binary, limit)
-    np.testing.assert_array_equal(ours, reference.filter_components(binary, limit))
+    np.testing.assert_array_equal(ours, oracles.filter_components(binary, limit))
     assert ours[1:4, 1:4, 1:4].sum() == (26 if limit < 27 else 0)
     labels = label(ours, connectivity=3)
     assert all(p.area_filled > limit for p in regionprops(labels))
@@ -297,7 +310,7 @@ def test_bisection_matches_reference_algorithm(seed):
     maps, labels = _pooled_processed(make_split("v", 4, seed, noise=0.2 + 0.2 * seed))
     counts = pooled_ranked_counts(zip(maps, labels))
     ours = bisection_threshold(counts)
-    ref_dice, ref_point = reference.greedy_bisection(
+    ref_dice, ref_point = oracles.greedy_bisection(
         np.concatenate([m.ravel() for m in maps]), np.concatenate([m.ravel() for m in labels])
     )
     assert ours.value == ref_point
@@ -311,10 +324,10 @@ def test_exact_threshold_beats_bisection_and_is_optimal():
     assert ex.score >= bis.score
     x = np.concatenate([m.ravel() for m in maps]).astype(np.float64)
     y = np.concatenate([m.ravel() for m in labels])
-    assert reference.dice(x > ex.value, y) == pytest.approx(ex.score, abs=1e-12)
+    assert oracles.dice(x > ex.value, y) == pytest.approx(ex.score, abs=1e-12)
     assert pooled_dice_at(counts, ex.value) == pytest.approx(ex.score, abs=1e-12)
     candidates = np.unique(x)[::7]
-    assert max(reference.dice(x > t, y) for t in candidates) <= ex.score + 1e-12
+    assert max(oracles.dice(x > t, y) for t in candidates) <= ex.score + 1e-12
 
 
 @pytest.mark.parametrize("rate", [0.01, 0.05, 0.10])
@@ -382,7 +395,7 @@ def test_evaluate_dataset_values_match_straightforward(splits, evaluation):
         k: v.value for k, v in evaluation.thresholds.items() if v.value is not None
     }
     for vol in splits["test"]:
-        ref = reference.evaluate_volume(
+        ref = oracles.evaluate_volume(
             vol.anomaly_map, vol.brain_mask, vol.lesion_mask, thresholds, PostprocessSettings()
         )
         ours = evaluation.per_volume[vol.subject_id]
@@ -540,8 +553,6 @@ def test_bootstrap_mean_ci_contains_mean_and_narrows():
 
 
 def test_metrics_are_registered():
-    import uadbench
-
     names = uadbench.list_metrics()
     for n in ["auprc", "dice@val-bisection", "dice_pooled@healthy-fpr@5%", "dice@oracle",
               "l1_ratio", "fp_volume_ml@val-exact", "detection_rate_small@val-bisection"]:
@@ -550,8 +561,6 @@ def test_metrics_are_registered():
 
 
 def test_compare_per_subject_uses_shared_subjects():
-    from uadbench.evaluation.stats import compare_per_subject
-
     a = {"s1": {"auprc": 0.5}, "s2": {"auprc": 0.6}, "s3": {"auprc": 0.9}, "s4": {}}
     b = {"s1": {"auprc": 0.4}, "s2": {"auprc": 0.3}, "s4": {"auprc": 0.1}}
     res = compare_per_subject(a, b, "auprc")
@@ -562,8 +571,6 @@ def test_compare_per_subject_uses_shared_subjects():
 
 
 def test_healthy_fpr_thresholds_hold_on_healthy_validation_maps(splits):
-    from uadbench.evaluation.protocol import compute_thresholds
-
     thresholds = compute_thresholds(healthy_val=splits["healthy_val"])
     scores = np.concatenate(
         [
@@ -610,8 +617,6 @@ def test_torch_tensors_are_accepted():
 
 
 def test_streaming_evaluator_equals_evaluate_dataset(splits, evaluation):
-    from uadbench.evaluation.protocol import DatasetEvaluator
-
     ev = DatasetEvaluator(
         lesion_val=splits["lesion_val"],
         healthy_val=splits["healthy_val"],
@@ -632,14 +637,107 @@ def test_streaming_evaluator_equals_evaluate_dataset(splits, evaluation):
 
 
 def test_evaluation_round_trips_through_json(evaluation):
-    from uadbench.evaluation.protocol import DatasetEvaluation
-
     text = json.dumps(evaluation.to_dict())
     back = DatasetEvaluation.from_dict(json.loads(text))
     assert back.to_dict() == evaluation.to_dict()
     assert back.thresholds["oracle"].value is None
     with pytest.raises(UadbenchError, match="DatasetEvaluation"):
         DatasetEvaluation.from_dict({"aggregates": {}})
+
+
+def _count_volume_checks(monkeypatch):
+    """Spy on every volume check of the protocol; returns the list of (role, subject) checked."""
+    from uadbench.evaluation import protocol
+
+    seen = []
+    original = checks.check_volume
+
+    def spy(vol, role):
+        seen.append((role, vol.subject_id))
+        return original(vol, role)
+
+    monkeypatch.setattr(checks, "check_volume", spy)
+    monkeypatch.setattr(protocol, "check_volume", spy)
+    return seen
+
+
+def test_each_split_is_checked_once_per_evaluation(monkeypatch, splits):
+    seen = _count_volume_checks(monkeypatch)
+    evaluate_dataset(splits["test"], lesion_val=splits["lesion_val"],
+                     healthy_val=splits["healthy_val"], n_bootstrap=0)
+    expected = ([("test", v.subject_id) for v in splits["test"]]
+                + [("lesion_val", v.subject_id) for v in splits["lesion_val"]]
+                + [("healthy_val", v.subject_id) for v in splits["healthy_val"]])
+    assert sorted(seen) == sorted(expected)
+    seen.clear()
+    ev = DatasetEvaluator(lesion_val=splits["lesion_val"], healthy_val=splits["healthy_val"],
+                          n_bootstrap=0)
+    for vol in splits["test"]:
+        ev.update(vol)
+    assert sorted(seen) == sorted(expected)
+
+
+def test_result_types_are_reexported_by_the_protocol():
+    from uadbench.evaluation import protocol, results
+
+    for name in ["EvalVolume", "ThresholdInfo", "VolumeResult", "DatasetEvaluation"]:
+        assert getattr(protocol, name) is getattr(results, name)
+        assert name in protocol.__all__
+
+
+def test_versions_are_exported():
+    from uadbench.evaluation import METRICS_VERSION, PROTOCOL_VERSION, metrics, protocol
+
+    assert PROTOCOL_VERSION == protocol.PROTOCOL_VERSION == "1"
+    assert METRICS_VERSION == metrics.METRICS_VERSION == "1"
+
+
+# (key, higher is better, upper bound, shown in percent) of every leaderboard column
+LEADERBOARD_METRICS = [
+    ("auprc", True, False, True),
+    ("auroc", True, False, True),
+    ("dice@val-bisection", True, False, True),
+    ("dice@val-exact", True, False, True),
+    ("dice@healthy-fpr@5%", True, False, True),
+    ("fp_volume_ml@val-bisection", False, False, False),
+    ("l1_ratio", True, False, False),
+    ("dice@oracle", True, True, True),
+]
+
+
+@pytest.mark.parametrize("key,higher,upper,percent", LEADERBOARD_METRICS)
+def test_metric_catalogue_says_direction_bound_and_unit(key, higher, upper, percent):
+    info = metric_info(key)
+    assert info.name == key
+    assert (info.higher_is_better, info.upper_bound, info.percent) == (higher, upper, percent)
+    assert info.arrow == ("↑" if higher else "↓")
+    assert info.description
+
+
+def test_metric_catalogue_covers_every_reported_metric(evaluation):
+    per_volume = {k for m in evaluation.per_volume.values() for k in m}
+    for name in set(evaluation.aggregates) | per_volume:
+        assert metric_info(name) is METRIC_INFO[name]
+    assert [k for k, i in METRIC_INFO.items() if i.upper_bound] == ["dice@oracle"]
+    with pytest.raises(UadbenchError, match="did you mean 'dice@val-exact'"):
+        metric_info("dice@val-exakt")
+
+
+def test_evaluation_modules_import_without_torch():
+    """Only torch_postprocess imports torch; the rest of the wing is numpy/scipy."""
+    package_dir = Path(uadbench.__file__).parent
+    modules = ["results", "checks", "metrics", "postprocess", "thresholds", "stats",
+               "image_quality", "protocol"]
+    code = (
+        "import sys, types\n"
+        # a bare package object: what the modules themselves import, not the package face
+        f"pkg = types.ModuleType('uadbench'); pkg.__path__ = [{str(package_dir)!r}]\n"
+        "sys.modules['uadbench'] = pkg\n"
+        + "".join(f"import uadbench.evaluation.{m}\n" for m in modules)
+        + "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 # -- torch post-processing (the path used for CUDA maps; tested on CPU tensors) -----------------
@@ -663,7 +761,6 @@ def test_torch_median_identical_to_scipy(shape, size, signed):
 
 def test_device_maps_use_torch_path_with_same_results(monkeypatch, splits):
     torch = pytest.importorskip("torch")
-    import uadbench.evaluation.protocol as protocol
 
     plain = evaluate_dataset(splits["test"][:2], lesion_val=splits["lesion_val"], n_bootstrap=0)
     calls = []
@@ -676,7 +773,7 @@ def test_device_maps_use_torch_path_with_same_results(monkeypatch, splits):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(torch_postprocess, "postprocess_map_torch", spy)
-    monkeypatch.setattr(protocol, "_is_device_tensor", lambda x: isinstance(x, torch.Tensor))
+    monkeypatch.setattr(checks, "is_device_tensor", lambda x: isinstance(x, torch.Tensor))
     as_tensors = [
         EvalVolume(v.subject_id, torch.from_numpy(v.anomaly_map), v.brain_mask, v.lesion_mask, 2.0)
         for v in splits["test"][:2] + splits["lesion_val"]

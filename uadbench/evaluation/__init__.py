@@ -4,31 +4,36 @@
 - :mod:`~uadbench.evaluation.metrics`: AUPRC / AUROC / Dice and the registered metric names;
 - :mod:`~uadbench.evaluation.thresholds`: validation bisection, exact optimum, healthy FPR;
 - :mod:`~uadbench.evaluation.protocol`: :func:`evaluate_dataset`, the one call the runner makes;
+- :mod:`~uadbench.evaluation.results`: the data types (:class:`EvalVolume`, ...) and their JSON form;
+- :mod:`~uadbench.evaluation.checks`: the input checks (volumes, splits, disjointness);
 - :mod:`~uadbench.evaluation.stats`: bootstrap CIs and the paired permutation test;
-- :mod:`~uadbench.evaluation.reconstruction`: SSIM / PSNR / l1 and the histogram entropy difference.
+- :mod:`~uadbench.evaluation.image_quality`: SSIM / PSNR / l1 and the histogram entropy difference;
+- :mod:`~uadbench.evaluation.torch_postprocess`: post-processing of maps still on a GPU (torch).
 """
 
 from __future__ import annotations
 
+from uadbench.evaluation.image_quality import reconstruction_quality
 from uadbench.evaluation.metrics import (
     ALL_PROTOCOLS,
     FAIR_PROTOCOLS,
     METRIC_INFO,
+    METRICS_VERSION,
+    MetricInfo,
     compute_auprc,
     compute_auroc,
     compute_dice,
+    metric_info,
 )
 from uadbench.evaluation.postprocess import PostprocessSettings, binarize, postprocess_map
 from uadbench.evaluation.protocol import (
-    DatasetEvaluation,
+    PROTOCOL_VERSION,
     DatasetEvaluator,
-    EvalVolume,
-    ThresholdInfo,
     compute_thresholds,
     evaluate_dataset,
     evaluate_volume,
 )
-from uadbench.evaluation.reconstruction import reconstruction_quality
+from uadbench.evaluation.results import DatasetEvaluation, EvalVolume, ThresholdInfo, VolumeResult
 from uadbench.evaluation.stats import bootstrap_mean_ci, paired_permutation_test
 
 __all__ = [
@@ -37,9 +42,13 @@ __all__ = [
     "DatasetEvaluator",
     "EvalVolume",
     "FAIR_PROTOCOLS",
+    "METRICS_VERSION",
     "METRIC_INFO",
+    "MetricInfo",
+    "PROTOCOL_VERSION",
     "PostprocessSettings",
     "ThresholdInfo",
+    "VolumeResult",
     "binarize",
     "bootstrap_mean_ci",
     "compute_auprc",
@@ -48,6 +57,7 @@ __all__ = [
     "compute_thresholds",
     "evaluate_dataset",
     "evaluate_volume",
+    "metric_info",
     "paired_permutation_test",
     "postprocess_map",
     "reconstruction_quality",

@@ -1,4 +1,4 @@
-"""Voxel-level metrics: AUPRC, AUROC, Dice, best Dice, and the metric-name registry.
+"""Voxel-level metrics: AUPRC, AUROC, Dice, best Dice, and the metric catalogue.
 
 All ranking metrics come from one :class:`RankedCounts`: the distinct scores in decreasing order
 with the cumulative numbers of positives and negatives at or above each one. It is built from one
@@ -15,6 +15,10 @@ From it:
 Undefined values are NaN: AUPRC without positives, AUROC without positives or without negatives
 (sklearn warns or raises there), Dice when prediction and target are both empty (the reference
 ``dice`` divides 0 by 0).
+
+The catalogue (:data:`METRIC_INFO`, :func:`metric_info`) describes every metric the protocol
+reports: what it is, whether higher is better, whether it is an upper bound (the oracle Dice) and
+whether tables show it in percent. Each entry is also registered (``uadbench list metrics``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ import numpy as np
 
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.postprocess import threshold_float32
-from uadbench.registry import register_metric
+from uadbench.registry import METRICS, register_metric
+
+#: Version of the metric values. Bump it with any change that changes the value of a metric
+#: function here for some input (ranking, Dice, best Dice, ties, NaN conventions), so that cached
+#: evaluations keyed on it are recomputed. Catalogue text and display flags do not bump it.
+METRICS_VERSION = "1"
 
 # -- ranked counts -----------------------------------------------------------------------------
 
@@ -278,12 +287,23 @@ SIZE_BINS_ML: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """A metric reported by the evaluation protocol."""
+    """A metric reported by the evaluation protocol, and how tables should show it.
+
+    ``higher_is_better``: the direction of "better" (``arrow`` gives ↑ or ↓).
+    ``upper_bound``: the value uses the test labels (the oracle Dice); never a fair result, never
+    mixed into the fair columns. ``percent``: a fraction that tables show multiplied by 100.
+    """
 
     name: str
     description: str
     higher_is_better: bool = True
-    upper_bound: bool = False  # oracle values: never mixed into the fair columns
+    upper_bound: bool = False
+    percent: bool = False
+
+    @property
+    def arrow(self) -> str:
+        """``"↑"`` when higher is better, else ``"↓"``."""
+        return "↑" if self.higher_is_better else "↓"
 
     def __repr__(self) -> str:
         return f"MetricInfo({self.name!r})"
@@ -302,15 +322,31 @@ def _protocol_text(protocol: str) -> str:
 
 def _metric_table() -> list[MetricInfo]:
     table = [
-        MetricInfo("auprc", "AUPRC over all voxels of a volume, mean over volumes (paper's AUPRC)"),
-        MetricInfo("auroc", "AUROC over all voxels of a volume, mean over volumes"),
-        MetricInfo("auprc_brain", "AUPRC over brain-mask voxels of a volume, mean over volumes"),
-        MetricInfo("auroc_brain", "AUROC over brain-mask voxels of a volume, mean over volumes"),
+        MetricInfo(
+            "auprc",
+            "AUPRC over all voxels of a volume, mean over volumes (paper's AUPRC)",
+            percent=True,
+        ),
+        MetricInfo("auroc", "AUROC over all voxels of a volume, mean over volumes", percent=True),
+        MetricInfo(
+            "auprc_brain",
+            "AUPRC over brain-mask voxels of a volume, mean over volumes",
+            percent=True,
+        ),
+        MetricInfo(
+            "auroc_brain",
+            "AUROC over brain-mask voxels of a volume, mean over volumes",
+            percent=True,
+        ),
     ]
     for p in FAIR_PROTOCOLS:
         text = _protocol_text(p)
-        table.append(MetricInfo(f"dice@{p}", f"per-volume Dice, mean over volumes; {text}"))
-        table.append(MetricInfo(f"dice_pooled@{p}", f"Dice of all test voxels pooled; {text}"))
+        table.append(
+            MetricInfo(f"dice@{p}", f"per-volume Dice, mean over volumes; {text}", percent=True)
+        )
+        table.append(
+            MetricInfo(f"dice_pooled@{p}", f"Dice of all test voxels pooled; {text}", percent=True)
+        )
         table.append(
             MetricInfo(
                 f"fp_volume_ml@{p}",
@@ -323,6 +359,7 @@ def _metric_table() -> list[MetricInfo]:
             "dice@oracle",
             "best Dice per test volume over all thresholds, no CC filter (upper bound, not fair)",
             upper_bound=True,
+            percent=True,
         )
     )
     table += [
@@ -345,6 +382,7 @@ def _metric_table() -> list[MetricInfo]:
                 f"detection_rate_{name}@val-bisection",
                 f"fraction of connected lesions of {span} hit by the prediction (pooled); "
                 "threshold from val-bisection",
+                percent=True,
             )
         )
     table += [
@@ -364,6 +402,7 @@ def _metric_table() -> list[MetricInfo]:
     return table
 
 
+#: The catalogue, in display order (aggregates are reported in this order).
 METRIC_INFO: dict[str, MetricInfo] = {}
 for _info in _metric_table():
     METRIC_INFO[_info.name] = _info
@@ -371,9 +410,30 @@ for _info in _metric_table():
 del _info
 
 
+def metric_info(key: str) -> MetricInfo:
+    """The catalogue entry of a metric key as it appears in results, e.g. ``"auprc"``,
+    ``"dice@val-bisection"``, ``"dice@healthy-fpr@5%"``, ``"fp_volume_ml@val-bisection"``,
+    ``"l1_ratio"``, ``"dice@oracle"`` (``upper_bound``).
+
+    Metrics registered by other packages are found when they registered a :class:`MetricInfo`.
+    An unknown key raises an error that lists the known ones.
+    """
+    info = METRIC_INFO.get(key)
+    if info is not None:
+        return info
+    registered = METRICS.get(key)  # raises "unknown metric ...; did you mean ...; available: ..."
+    if not isinstance(registered, MetricInfo):
+        raise UadbenchError(
+            f"metric {key!r} is registered as {type(registered).__name__}, not MetricInfo; "
+            "register a MetricInfo to give it a direction, upper-bound flag and display unit"
+        )
+    return registered
+
+
 __all__ = [
     "ALL_PROTOCOLS",
     "FAIR_PROTOCOLS",
+    "METRICS_VERSION",
     "METRIC_INFO",
     "MetricInfo",
     "ORACLE",
@@ -387,6 +447,7 @@ __all__ = [
     "compute_dice",
     "dice_counts",
     "dice_from_counts",
+    "metric_info",
     "pooled_ranked_counts",
     "ranked_counts",
     "roc_auc",

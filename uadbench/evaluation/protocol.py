@@ -30,20 +30,35 @@ detection by design.
 Maps and masks may be numpy arrays or torch tensors. A map that is a CUDA tensor is post-processed
 on its device (:mod:`uadbench.evaluation.torch_postprocess`, same values); everything else runs on
 the host.
+
+The data types (:class:`EvalVolume`, :class:`ThresholdInfo`, :class:`VolumeResult`,
+:class:`DatasetEvaluation`) live in :mod:`uadbench.evaluation.results` and are re-exported here;
+the input checks live in :mod:`uadbench.evaluation.checks`. Each public entry point checks its
+splits once and works on the checked copies afterwards.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from uadbench.errors import UadbenchError
-from uadbench.evaluation import reconstruction as _reco
+from uadbench.evaluation import image_quality
+from uadbench.evaluation.checks import (
+    check_disjoint,
+    check_n_bootstrap,
+    check_order,
+    check_split,
+    check_validation_splits,
+    check_volume,
+    to_numpy,
+)
 from uadbench.evaluation.metrics import (
+    METRIC_INFO,
     ORACLE,
     SIZE_BINS_ML,
     SortedScores,
@@ -55,8 +70,15 @@ from uadbench.evaluation.metrics import (
     roc_auc,
 )
 from uadbench.evaluation.postprocess import PostprocessSettings, binarize, postprocess_map
+from uadbench.evaluation.results import DatasetEvaluation, EvalVolume, ThresholdInfo, VolumeResult
 from uadbench.evaluation.stats import bootstrap_ratio_ci, bootstrap_resamples
 from uadbench.evaluation.thresholds import bisection_threshold, exact_threshold, fpr_threshold
+
+#: Version of the protocol's numbers. Bump it with any change that changes a number
+#: :func:`evaluate_dataset` produces for some input (here or in post-processing, thresholds,
+#: statistics or image quality; the metric functions have ``metrics.METRICS_VERSION``), so that
+#: cached evaluations keyed on it are recomputed. Refactors that keep every number do not bump it.
+PROTOCOL_VERSION = "1"
 
 HEALTHY_FPRS: dict[str, float] = {
     "healthy-fpr@1%": 0.01,
@@ -65,226 +87,6 @@ HEALTHY_FPRS: dict[str, float] = {
 }
 DETECTION_PROTOCOL = "val-bisection"
 _FULL_26 = np.ones((3, 3, 3), dtype=bool)
-
-
-# -- data classes ------------------------------------------------------------------------------
-
-
-@dataclass
-class EvalVolume:
-    """One evaluation volume: a method's raw anomaly map and the harness's masks.
-
-    ``anomaly_map`` (X, Y, Z) float32, slices restacked along Z; ``brain_mask`` bool;
-    ``lesion_mask`` bool or None for healthy scans; ``spacing`` isotropic voxel size in mm;
-    ``image`` / ``reconstruction`` optional, in [0, 1], for l1 and reconstruction quality.
-    """
-
-    subject_id: str
-    anomaly_map: np.ndarray
-    brain_mask: np.ndarray
-    lesion_mask: np.ndarray | None
-    spacing: float
-    image: np.ndarray | None = None
-    reconstruction: np.ndarray | None = None
-
-
-@dataclass
-class ThresholdInfo:
-    """Where a threshold came from. ``value`` is None for the per-volume oracle."""
-
-    protocol: str
-    value: float | None
-    source: str
-    n_volumes: int
-    details: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
-
-
-@dataclass
-class DatasetEvaluation:
-    """Every number of one (method, dataset) evaluation, with provenance."""
-
-    per_volume: dict[str, dict[str, float]]
-    aggregates: dict[str, float]
-    confidence_intervals: dict[str, tuple[float, float]]
-    thresholds: dict[str, ThresholdInfo]
-    counts: dict[str, int] = field(default_factory=dict)  # volumes behind each aggregate
-    settings: dict[str, Any] = field(default_factory=dict)  # post-processing, bootstrap
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form; undefined (NaN / inf) numbers become None."""
-        return _json_safe(
-            {
-                "per_volume": self.per_volume,
-                "aggregates": self.aggregates,
-                "confidence_intervals": {k: list(v) for k, v in self.confidence_intervals.items()},
-                "thresholds": {k: v.to_dict() for k, v in self.thresholds.items()},
-                "counts": self.counts,
-                "settings": self.settings,
-            }
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetEvaluation":
-        """Inverse of :meth:`to_dict` (None read back as NaN)."""
-        try:
-            return cls(
-                per_volume={
-                    sid: {k: _from_json_number(v) for k, v in m.items()}
-                    for sid, m in data["per_volume"].items()
-                },
-                aggregates={k: _from_json_number(v) for k, v in data["aggregates"].items()},
-                confidence_intervals={
-                    k: (_from_json_number(v[0]), _from_json_number(v[1]))
-                    for k, v in data.get("confidence_intervals", {}).items()
-                },
-                thresholds={k: _threshold_from_dict(v) for k, v in data["thresholds"].items()},
-                counts={k: int(v) for k, v in data.get("counts", {}).items()},
-                settings=dict(data.get("settings", {})),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise UadbenchError(
-                f"not a serialised DatasetEvaluation ({type(exc).__name__}: {exc}); expected the "
-                "output of DatasetEvaluation.to_dict()"
-            ) from None
-
-
-def _threshold_from_dict(d: Mapping[str, Any]) -> ThresholdInfo:
-    return ThresholdInfo(
-        protocol=str(d["protocol"]),
-        value=None if d.get("value") is None else float(d["value"]),
-        source=str(d["source"]),
-        n_volumes=int(d["n_volumes"]),
-        details={k: (math.nan if v is None else float(v)) for k, v in d.get("details", {}).items()},
-    )
-
-
-def _from_json_number(v: Any) -> float:
-    return math.nan if v is None else float(v)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-# -- validation ----------------------------------------------------------------------------------
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def _is_device_tensor(x: Any) -> bool:
-    """A torch tensor on a GPU (or other non-CPU device)."""
-    device = getattr(x, "device", None)
-    return hasattr(x, "detach") and getattr(device, "type", "cpu") != "cpu"
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    """numpy view of an array-like; torch tensors (CPU or GPU) are detached and copied to host."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _check_volume(vol: EvalVolume, role: str) -> EvalVolume:
-    """Validate one volume; return it with numpy arrays (float32 map, bool masks)."""
-    if not isinstance(vol, EvalVolume):
-        raise UadbenchError(f"{role} must hold EvalVolume objects, got {type(vol).__name__}")
-    sid = vol.subject_id
-    if not isinstance(sid, str) or not sid:
-        raise UadbenchError(f"{role} volume has an invalid subject_id {sid!r}; use a non-empty str")
-    on_device = _is_device_tensor(vol.anomaly_map)
-    if on_device:  # keep it there: post-processing runs on the device
-        amap = vol.anomaly_map.detach()
-        amap = amap if amap.is_floating_point() else amap.to(dtype=_torch().float32)
-        shape = tuple(amap.shape)
-        finite = bool(_torch().isfinite(amap).all())
-        n_nan = int(_torch().isnan(amap).sum()) if not finite else 0
-        n_inf = int(_torch().isinf(amap).sum()) if not finite else 0
-        kind_ok = True
-    else:
-        amap = _to_numpy(vol.anomaly_map)
-        shape = amap.shape
-        kind_ok = amap.dtype != bool and (
-            np.issubdtype(amap.dtype, np.floating) or np.issubdtype(amap.dtype, np.integer)
-        )
-        finite = kind_ok and bool(np.all(np.isfinite(amap)))
-        n_nan = int(np.count_nonzero(np.isnan(amap))) if kind_ok and not finite else 0
-        n_inf = int(np.count_nonzero(np.isinf(amap))) if kind_ok and not finite else 0
-    if len(shape) != 3:
-        raise UadbenchError(
-            f"{role} volume {sid!r}: anomaly map must be 3D (X, Y, Z), got shape {shape}"
-        )
-    if not kind_ok:
-        raise UadbenchError(f"{role} volume {sid!r}: anomaly map must be real, got {amap.dtype}")
-    if not finite:
-        raise UadbenchError(
-            f"{role} volume {sid!r}: anomaly map contains {n_nan} NaN and {n_inf} infinite "
-            "values; a method must return finite scores for every voxel"
-        )
-    if vol.brain_mask is None:
-        raise UadbenchError(f"{role} volume {sid!r}: brain_mask is required")
-    arrays: dict[str, np.ndarray | None] = {}
-    for name in ("brain_mask", "lesion_mask", "image", "reconstruction"):
-        arr = getattr(vol, name)
-        if arr is None:
-            arrays[name] = None
-            continue
-        arr = _to_numpy(arr)
-        if arr.shape != shape:
-            raise UadbenchError(
-                f"{role} volume {sid!r}: {name} shape {arr.shape} differs from anomaly map "
-                f"shape {shape}"
-            )
-        arrays[name] = arr > 0 if name.endswith("_mask") else arr.astype(np.float32, copy=False)
-    spacing = PostprocessSettings.for_spacing(vol.spacing)  # validates spacing
-    del spacing
-    return EvalVolume(
-        subject_id=sid,
-        anomaly_map=amap if on_device else amap.astype(np.float32, copy=False),
-        brain_mask=arrays["brain_mask"],  # type: ignore[arg-type]
-        lesion_mask=arrays["lesion_mask"],
-        spacing=float(vol.spacing),
-        image=arrays["image"],
-        reconstruction=arrays["reconstruction"],
-    )
-
-
-def _check_split(volumes: Sequence[EvalVolume], role: str) -> list[EvalVolume]:
-    checked = [_check_volume(vol, role) for vol in volumes]
-    seen: set[str] = set()
-    dupes: set[str] = set()
-    for vol in checked:
-        (dupes if vol.subject_id in seen else seen).add(vol.subject_id)
-    if dupes:
-        raise UadbenchError(f"{role} lists subject(s) more than once: {', '.join(sorted(dupes))}")
-    return checked
-
-
-def _check_disjoint(test_ids: Iterable[str], other_ids: Iterable[str], role: str) -> None:
-    shared = sorted(set(test_ids) & set(other_ids))
-    if shared:
-        shown = ", ".join(shared[:10]) + (f" (+{len(shared) - 10} more)" if len(shared) > 10 else "")
-        raise UadbenchError(
-            f"{role} shares {len(shared)} subject(s) with the test split: {shown}; thresholds "
-            "must come from subjects disjoint from the test subjects"
-        )
 
 
 # -- post-processing -----------------------------------------------------------------------------
@@ -303,11 +105,12 @@ class _SettingsCache:
 
 
 def _processed(vol: EvalVolume, settings: PostprocessSettings) -> np.ndarray:
-    if _is_device_tensor(vol.anomaly_map):
-        from uadbench.evaluation.torch_postprocess import postprocess_map_torch
+    """Steps 2-3 on a checked volume: on the host, or on the device its map was left on."""
+    if isinstance(vol.anomaly_map, np.ndarray):
+        return postprocess_map(vol.anomaly_map, vol.brain_mask, settings)
+    from uadbench.evaluation.torch_postprocess import postprocess_map_torch  # imports torch
 
-        return postprocess_map_torch(vol.anomaly_map, vol.brain_mask, settings)
-    return postprocess_map(vol.anomaly_map, vol.brain_mask, settings)
+    return postprocess_map_torch(vol.anomaly_map, vol.brain_mask, settings)
 
 
 # -- thresholds ----------------------------------------------------------------------------------
@@ -324,17 +127,21 @@ def compute_thresholds(
 
     Protocols whose data is missing (None or empty) are absent from the result.
     """
+    lesion, healthy = check_validation_splits(lesion_val, healthy_val)
+    return _thresholds(lesion, healthy, source_names, order)
+
+
+def _thresholds(
+    lesion_val: Sequence[EvalVolume],
+    healthy_val: Sequence[EvalVolume],
+    source_names: Mapping[str, str] | None,
+    order: str,
+) -> dict[str, ThresholdInfo]:
+    """:func:`compute_thresholds` on checked splits."""
     names = dict(source_names or {})
     settings = _SettingsCache(order)
     out: dict[str, ThresholdInfo] = {}
     if lesion_val:
-        lesion_val = _check_split(lesion_val, "lesion_val")
-        for vol in lesion_val:
-            if vol.lesion_mask is None:
-                raise UadbenchError(
-                    f"lesion_val volume {vol.subject_id!r} has no lesion mask; the validation "
-                    "split for Dice thresholds must be labelled (pass healthy scans as healthy_val)"
-                )
         counts = pooled_ranked_counts(
             (_processed(v, settings(v.spacing)), v.lesion_mask) for v in lesion_val
         )
@@ -352,7 +159,6 @@ def compute_thresholds(
             "val-exact", ex.value, source, len(lesion_val), {"val_pooled_dice": ex.score}
         )
     if healthy_val:
-        healthy_val = _check_split(healthy_val, "healthy_val")
         counts = pooled_ranked_counts(
             (
                 _processed(v, settings(v.spacing))[np.asarray(v.brain_mask, dtype=bool)],
@@ -376,21 +182,12 @@ def compute_thresholds(
 # -- per-volume metrics --------------------------------------------------------------------------
 
 
-@dataclass
-class VolumeResult:
-    """Metrics of one test volume plus the (numerator, denominator) pairs of pooled aggregates."""
-
-    subject_id: str
-    metrics: dict[str, float]
-    ratios: dict[str, tuple[float, float]]
-
-
 def _raw_residual(vol: EvalVolume) -> np.ndarray:
     if vol.image is not None and vol.reconstruction is not None:
         return np.abs(
             np.asarray(vol.image, dtype=np.float32) - np.asarray(vol.reconstruction, np.float32)
         )
-    return _to_numpy(vol.anomaly_map).astype(np.float32, copy=False)
+    return to_numpy(vol.anomaly_map).astype(np.float32, copy=False)
 
 
 def _detection(
@@ -416,7 +213,7 @@ def evaluate_volume(
     settings: PostprocessSettings | None = None,
 ) -> VolumeResult:
     """Every per-volume metric of one test volume at the given fair thresholds."""
-    vol = _check_volume(vol, "test")
+    vol = check_volume(vol, "test")
     settings = settings or PostprocessSettings.for_spacing(vol.spacing, order=order)
     return _evaluate_checked(vol, thresholds, settings)
 
@@ -472,11 +269,11 @@ def _evaluate_checked(
 
     if vol.image is not None and vol.reconstruction is not None:
         if not has_lesion:
-            m["l1_recon"] = _reco.l1_error(vol.image, vol.reconstruction)
-            m["psnr"] = _reco.psnr(vol.image, vol.reconstruction)
+            m["l1_recon"] = image_quality.l1_error(vol.image, vol.reconstruction)
+            m["psnr"] = image_quality.psnr(vol.image, vol.reconstruction)
             if min(np.shape(vol.image)) >= 7:
-                m["ssim"] = _reco.ssim(vol.image, vol.reconstruction)
-        m["entropy_diff"] = _reco.entropy_difference(
+                m["ssim"] = image_quality.ssim(vol.image, vol.reconstruction)
+        m["entropy_diff"] = image_quality.entropy_difference(
             vol.image, vol.reconstruction, brain & ~lesion
         )
 
@@ -506,39 +303,66 @@ class DatasetEvaluator:
         n_bootstrap: int = 1000,
         seed: int = 0,
     ) -> None:
-        if order not in ("code", "paper"):
-            raise UadbenchError(
-                f"unknown post-processing order {order!r}; valid: 'code' (erode then median, the "
-                "reference implementation) or 'paper' (median then erode)"
-            )
-        if n_bootstrap < 0:
-            raise UadbenchError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+        check_order(order)
+        check_n_bootstrap(n_bootstrap)
+        lesion, healthy = check_validation_splits(lesion_val, healthy_val)
+        self._start(lesion, healthy, source_names, order, n_bootstrap, seed)
+
+    @classmethod
+    def _from_checked(
+        cls,
+        lesion_val: Sequence[EvalVolume],
+        healthy_val: Sequence[EvalVolume],
+        source_names: Mapping[str, str] | None,
+        order: str,
+        n_bootstrap: int,
+        seed: int,
+    ) -> "DatasetEvaluator":
+        """An evaluator on validation splits and arguments that are already checked."""
+        evaluator = cls.__new__(cls)
+        evaluator._start(lesion_val, healthy_val, source_names, order, n_bootstrap, seed)
+        return evaluator
+
+    def _start(
+        self,
+        lesion_val: Sequence[EvalVolume],
+        healthy_val: Sequence[EvalVolume],
+        source_names: Mapping[str, str] | None,
+        order: str,
+        n_bootstrap: int,
+        seed: int,
+    ) -> None:
         self.order = order
         self.n_bootstrap = int(n_bootstrap)
         self.seed = int(seed)
-        self.thresholds = compute_thresholds(
-            lesion_val=lesion_val, healthy_val=healthy_val, source_names=source_names, order=order
-        )  # validates both splits
-        self._lesion_val_ids = {v.subject_id for v in lesion_val or ()}
-        self._healthy_val_ids = {v.subject_id for v in healthy_val or ()}
+        self.thresholds = _thresholds(lesion_val, healthy_val, source_names, order)
+        self._lesion_val_ids = {v.subject_id for v in lesion_val}
+        self._healthy_val_ids = {v.subject_id for v in healthy_val}
         self._settings = _SettingsCache(order)
         self._results: list[VolumeResult] = []
+        self._test_ids: set[str] = set()
         self._spacings: set[float] = set()
 
     def update(self, volume: EvalVolume) -> VolumeResult:
         """Evaluate one test volume and keep its metrics; returns them."""
-        vol = _check_volume(volume, "test")
-        _check_disjoint([vol.subject_id], self._lesion_val_ids, "lesion_val")
-        _check_disjoint([vol.subject_id], self._healthy_val_ids, "healthy_val")
-        if any(r.subject_id == vol.subject_id for r in self._results):
+        vol = check_volume(volume, "test")
+        check_disjoint([vol.subject_id], self._lesion_val_ids, "lesion_val")
+        check_disjoint([vol.subject_id], self._healthy_val_ids, "healthy_val")
+        if vol.subject_id in self._test_ids:
             raise UadbenchError(f"test lists subject(s) more than once: {vol.subject_id}")
+        return self._add(vol)
+
+    def _add(self, vol: EvalVolume) -> VolumeResult:
+        """Evaluate and keep a checked test volume (new, disjoint from the validation splits)."""
         result = _evaluate_checked(vol, self.thresholds, self._settings(vol.spacing))
         self._results.append(result)
+        self._test_ids.add(vol.subject_id)
         self._spacings.add(vol.spacing)
         return result
 
     def reset(self) -> None:
         self._results = []
+        self._test_ids = set()
         self._spacings = set()
 
     def aggregate(self) -> DatasetEvaluation:
@@ -607,32 +431,24 @@ def evaluate_dataset(
     ``n_bootstrap`` resamples of the test subjects give the 95 % CIs (0: none), drawn with
     ``seed``.
     """
-    if order not in ("code", "paper"):
-        raise UadbenchError(
-            f"unknown post-processing order {order!r}; valid: 'code' (erode then median, the "
-            "reference implementation) or 'paper' (median then erode)"
-        )
+    # 1. check the arguments and each split, once, before any map is processed
+    check_order(order)
+    check_n_bootstrap(n_bootstrap)
     test = list(test)
     if not test:
         raise UadbenchError("the test split is empty; nothing to evaluate")
-    test = _check_split(test, "test")
+    test = check_split(test, "test")
+    lesion, healthy = check_validation_splits(lesion_val, healthy_val)
     test_ids = [v.subject_id for v in test]
-    if lesion_val:
-        lesion_val = _check_split(lesion_val, "lesion_val")
-        _check_disjoint(test_ids, [v.subject_id for v in lesion_val], "lesion_val")
-    if healthy_val:
-        healthy_val = _check_split(healthy_val, "healthy_val")
-        _check_disjoint(test_ids, [v.subject_id for v in healthy_val], "healthy_val")
-    evaluator = DatasetEvaluator(
-        lesion_val=lesion_val,
-        healthy_val=healthy_val,
-        source_names=source_names,
-        order=order,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
+    check_disjoint(test_ids, [v.subject_id for v in lesion], "lesion_val")
+    check_disjoint(test_ids, [v.subject_id for v in healthy], "healthy_val")
+    # 2. thresholds from the validation splits
+    evaluator = DatasetEvaluator._from_checked(
+        lesion, healthy, source_names, order, n_bootstrap, seed
     )
+    # 3. per-volume metrics, 4. aggregates and confidence intervals
     for vol in test:
-        evaluator.update(vol)
+        evaluator._add(vol)
     return evaluator.aggregate()
 
 
@@ -664,8 +480,7 @@ def _is_pooled(name: str) -> bool:
 
 
 def _ordered(d: dict[str, Any]) -> dict[str, Any]:
-    from uadbench.evaluation.metrics import METRIC_INFO
-
+    """``d`` in the metric catalogue's order, unknown names last (alphabetically)."""
     rank = {name: i for i, name in enumerate(METRIC_INFO)}
     return dict(sorted(d.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
@@ -675,6 +490,7 @@ __all__ = [
     "DatasetEvaluator",
     "EvalVolume",
     "HEALTHY_FPRS",
+    "PROTOCOL_VERSION",
     "ThresholdInfo",
     "VolumeResult",
     "compute_thresholds",

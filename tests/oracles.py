@@ -1,10 +1,14 @@
-"""Straightforward versions of the protocol's steps, to check and time the fast paths against.
+"""Test oracles: straightforward versions of the protocol's steps, to check and time the fast
+paths of :mod:`uadbench.evaluation` against.
+
+They live beside the tests, not in the package: ``import oracles`` works in tests and benchmarks
+because pytest puts ``tests/`` on the path (``pythonpath`` in ``pyproject.toml``).
 
 Each function does the obvious thing with scipy / scikit-learn / scikit-image, step by step as
 METHOD_SPEC §4 describes the reference code: slice-wise erosion in a loop, the full
 ``scipy.ndimage.median_filter``, ``sklearn.metrics`` per volume, ``skimage.measure.label`` +
 ``regionprops(...).area_filled`` for the component filter, and the recursive greedy threshold
-bisection evaluated with full-array Dice. They are slow and not used by the harness.
+bisection evaluated with full-array Dice. They are slow, and obviously correct.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reconstruction quality on healthy scans (SSIM, PSNR, l1) and the histogram entropy difference.
+"""Image quality: reconstruction vs input (SSIM, PSNR, l1) and the histogram entropy difference.
 
 The paper reports SSIM, PSNR, LPIPS and l1 of reconstructions on the IXI test scans (Table 2 of
 arXiv 2312.04215 v1, METHOD_SPEC §6.1); the reference code does not contain the SSIM/PSNR code, so
@@ -14,15 +14,13 @@ as written.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from uadbench.errors import UadbenchError
-
-if TYPE_CHECKING:
-    from uadbench.evaluation.protocol import EvalVolume
+from uadbench.evaluation.results import EvalVolume
 
 HISTOGRAM_BINS = 500
 
@@ -82,7 +80,7 @@ def entropy_difference(
     return histogram_entropy(x, bins=bins) - histogram_entropy(r, bins=bins)
 
 
-def reconstruction_quality(volumes: Iterable["EvalVolume"]) -> dict[str, dict[str, float]]:
+def reconstruction_quality(volumes: Iterable[EvalVolume]) -> dict[str, dict[str, float]]:
     """SSIM, PSNR and l1 of each volume's reconstruction: ``{subject: {metric: value}}``.
 
     Every volume needs ``image`` and ``reconstruction``. Use it on healthy test scans (the paper's

@@ -18,19 +18,12 @@ reconstruction is cropped back.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uadbench.errors import ConfigError
-
-
-def padded_shape(image_shape: tuple[int, int], levels: int) -> tuple[int, int]:
-    """The smallest (H, W) >= ``image_shape`` divisible by ``2**levels``."""
-    m = 2**levels
-    return tuple(int(math.ceil(s / m) * m) for s in image_shape)  # type: ignore[return-value]
+from uadbench.nn.utils import module_device, padded_shape  # noqa: F401  (module_device: re-export)
 
 
 def pad_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -176,9 +169,3 @@ def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str = "l1") -> Tensor:
     else:
         raise ConfigError(f"reconstruction loss must be 'l1' or 'l2', got {kind!r}")
     return err.flatten(1).sum(dim=1).mean()
-
-
-def module_device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")

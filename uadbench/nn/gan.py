@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uadbench.errors import ConfigError
-from uadbench.nn.autoencoders import ConvEncoder, padded_shape
+from uadbench.nn.autoencoders import ConvEncoder
+from uadbench.nn.utils import padded_shape
 
 LEVELS = 3  # resolution doublings in the ResNet generator / halvings in the ResNet critic
 DCGAN_LEVELS = 4

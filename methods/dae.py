@@ -36,8 +36,8 @@ from torch import Tensor
 
 from uadbench.errors import ConfigError
 from uadbench.method import FitContext, ReconstructionMethod
-from uadbench.nn.autoencoders import module_device
 from uadbench.nn.dae_unet import DenoisingUNet
+from uadbench.nn.utils import module_device
 from uadbench.registry import register_method
 from uadbench.training import train_loop
 
@@ -151,14 +151,13 @@ class DenoisingAutoencoder(ReconstructionMethod):
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, amsgrad=True, weight_decay=cfg.weight_decay)
 
         def loss_fn(batch: Tensor, step: int) -> Tensor:
-            for group in opt.param_groups:  # the learning rate of this step
-                group["lr"] = cosine_lr(step, cfg.lr, cfg.lr_period)
             noise = coarse_noise(batch, generator=noise_gen, std=cfg.noise_std, resolution=cfg.noise_resolution)
             return dae_loss(self.model, batch, noise)
 
         train_loop(
             parameters=self.model.parameters(), loss_fn=loss_fn, train=train, ctx=ctx, steps=cfg.steps,
             batch_size=cfg.batch_size, lr=cfg.lr, name="dae", optimizer=opt,
+            lr_at=lambda step: cosine_lr(step, cfg.lr, cfg.lr_period),
         )
         self.model.eval()
         if val is not None:

@@ -26,11 +26,14 @@ def train_loop(
     log_every: int = 25,
     name: str = "train",
     optimizer: torch.optim.Optimizer | None = None,
+    lr_at: Callable[[int], float] | None = None,
 ) -> list[float]:
     """Run ``steps`` optimiser steps of ``loss_fn(batch, step)``; returns the loss per step.
 
     1. draw a batch of healthy slices (one random slice per volume, epoch after epoch);
-    2. compute the loss; 3. step the optimiser; 4. log every ``log_every`` steps.
+    2. compute the loss; 3. set the learning rate of the step, ``lr_at(step)``, on every parameter
+    group (when given; steps count from 1) and step the optimiser; 4. log every ``log_every`` steps.
+    Without ``lr_at`` the optimiser keeps its learning rate (``lr``, or the given ``optimizer``'s).
     """
     steps = int(ctx.max_steps if ctx.max_steps is not None else steps)
     params = [p for p in parameters if p.requires_grad]
@@ -46,6 +49,10 @@ def train_loop(
             raise FloatingPointError(f"{name}: loss became {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if lr_at is not None:
+            step_lr = float(lr_at(step))
+            for group in opt.param_groups:
+                group["lr"] = step_lr
         opt.step()
         losses.append(float(loss.detach()))
         if step % log_every == 0 or step == steps:

@@ -11,7 +11,8 @@ embedding that drives FiLM in every residual block. Encoder and UNet are trained
 L1 x0 loss under simplex noise. At test time ``c`` is computed once per batch (encoder in eval
 mode) and reused for every t of the noise ensemble (t = 250/500/750, the default, as the
 reference experiment). Optionally (``pretrain=True``) the encoder is first trained by masked-image
-modelling (SparK-style, see below) and its classifier head re-initialised.
+modelling (SparK-style, see below; :func:`pretrain_encoder`, the model in
+:mod:`uadbench.nn.masked_image`) and its classifier head re-initialised.
 
 Deviations from the paper:
 - The ``paper`` preset follows the reference code: condition size 512 (the code overrides the
@@ -33,19 +34,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uadbench.diffusion.model import (
+import torch
+from torch import nn
+
+from uadbench.diffusion.method import (
+    CPU_PRESET,
+    SMOKE_PRESET,
     DiffusionConfig,
-    DiffusionModel,
     DiffusionReconstruction,
     build_process,
     build_unet,
     check_image_shape,
 )
+from uadbench.diffusion.model import DiffusionModel
 from uadbench.errors import ConfigError
 from uadbench.method import FitContext, ReconstructionMethod
-from uadbench.methods.ddpm import CPU_PRESET, SMOKE_PRESET
 from uadbench.nn.encoders import create_condition_encoder
+from uadbench.nn.masked_image import MaskedImageModel
 from uadbench.registry import register_method
+from uadbench.training import train_loop
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,31 @@ class ConditionedDDPM(DiffusionReconstruction, ReconstructionMethod):
 
     def fit(self, train, val, ctx: FitContext) -> None:
         if self.config.pretrain:
-            from uadbench.diffusion.pretrain import pretrain_encoder
-
             pretrain_encoder(self.model.encoder, self.config, train, ctx)
         super().fit(train, val, ctx)
+
+
+def pretrain_encoder(encoder: nn.Module, config: CDDPMConfig, train, ctx: FitContext) -> list[float]:
+    """Masked-image pretraining of ``encoder`` in place; its classifier head is then re-initialised.
+
+    1. attach a light decoder (:class:`~uadbench.nn.masked_image.MaskedImageModel`);
+    2. ``config.pretrain_steps`` AdamW steps (betas 0.9/0.95) of the MSE on the masked patches;
+    3. hand over: keep the backbone, drop the decoder, start the head (fc) from scratch.
+    """
+    mim = MaskedImageModel(encoder, tuple(train.image_shape), config.pretrain_decoder_width).to(ctx.device).train()
+    params = [p for p in mim.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.pretrain_lr, betas=(0.9, 0.95), weight_decay=config.pretrain_weight_decay)
+    losses = train_loop(
+        parameters=params,
+        loss_fn=lambda batch, step: mim.loss(batch, config.pretrain_mask_ratio, ctx.generator),
+        train=train,
+        ctx=ctx,
+        steps=config.pretrain_steps,
+        batch_size=config.batch_size,
+        lr=config.pretrain_lr,
+        name="pretrain",
+        optimizer=opt,
+    )
+    encoder.reset_classifier(config.cond_dim)
+    encoder.to(ctx.device)
+    return losses

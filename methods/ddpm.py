@@ -30,37 +30,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uadbench.diffusion.model import (
+from uadbench.diffusion.method import (
+    CPU_PRESET,
+    SMOKE_PRESET,
     DiffusionConfig,
-    DiffusionModel,
     DiffusionReconstruction,
     build_process,
     build_unet,
     check_image_shape,
 )
+from uadbench.diffusion.model import DiffusionModel
 from uadbench.method import ReconstructionMethod
 from uadbench.registry import register_method
-
-# Shared by the three diffusion methods. On the 64x64 cpu grid, one idle thread: a step takes about
-# 0.46 s (ddpm), 0.48 s (pddpm), 0.62 s (cddpm), so 300 steps take 2.3-3.1 min
-# (benchmarks/test_bench_diffusion.py).
-CPU_PRESET: dict[str, Any] = {
-    "base_channels": 16,
-    "num_res_blocks": 1,
-    "num_head_channels": 32,
-    "batch_size": 16,
-    "lr": 1e-3,
-    "steps": 300,
-}
-SMOKE_PRESET: dict[str, Any] = {
-    "base_channels": 8,
-    "channel_mult": (1, 2),
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "batch_size": 4,
-    "lr": 1e-3,
-    "steps": 3,
-}
 
 
 @dataclass(frozen=True)

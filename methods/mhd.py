@@ -7,10 +7,11 @@ https://github.com/FinnBehrendt/Mahalanobis-Unsupervised-Anomaly-Detection
 ``src/utils/utils_eval.py``). METHOD_SPEC.md §2.4.
 
 MHD trains nothing: it reuses a fitted cDDPM (``Method.dependencies`` names it, the runner fits or
-loads it and hands it over). At test time, per batch of slices:
+loads it and hands it over). At test time, per volume (one batch of its axial slices):
 
 1. Encode the clean slices once, then draw ``num_samples`` (10) reconstructions, each the
-   single-step x0 estimate from t = 500 with fresh simplex noise.
+   single-step x0 estimate from t = 500 with fresh simplex noise
+   (``DiffusionModel.sample_reconstructions`` of the cDDPM).
 2. Mahalanobis map (:func:`mahalanobis_map`). Reading of the reference's ``mh_dist.py``: the
    covariance is **not** per pixel and not a local patch or channel covariance. For each slice it
    takes the P foreground pixels as one P-dimensional vector and forms the full P x P pixel-by-pixel
@@ -37,13 +38,13 @@ Deviations from the reference:
 - The t = 500 reconstructions use schedule index 499; the reference passes ``t - 1`` twice
   (index 498). The reconstructions are the cDDPM's own single-step estimates (its ensemble
   setting is ignored), one simplex field per sample shared by the slices of the batch.
-- Min-max normalisation, the SSIM window and the smoothing act on the batch handed to ``predict``,
-  its slices taken as consecutive slices of one volume (``across_slices=True``, as the runner passes
-  them). This equals the reference's per-volume processing when a whole volume is one batch (the
-  runner's default ``eval_batch_size`` of 64 holds a 50-slice volume); with smaller batches the
-  normalisation is per batch and the 3D filters see reflected batch edges. ``across_slices=False``
-  smooths and computes SSIM in-plane only. The SSIM data range is torchmetrics' default (the larger
-  of the two images' value ranges over the batch).
+- Min-max normalisation, the SSIM window and the smoothing act on the batch handed to ``predict``.
+  MHD declares ``whole_volume = True``: the runner hands it every axial slice of one volume, in
+  order, as one batch, so the batch is the reference's volume (min-max over the volume, 3D
+  smoothing and SSIM across slices, ``across_slices=True``). ``across_slices=False`` smooths and
+  computes SSIM in-plane only (the normalisation stays per batch). Called directly with a partial
+  volume, the normalisation is per batch and the 3D filters see reflected batch edges. The SSIM
+  data range is torchmetrics' default (the larger of the two images' value ranges over the batch).
 - Standalone use: when ``fit`` gets no fitted cDDPM in ``ctx.dependencies`` it fits one itself
   (``base_preset`` / ``base_overrides``, same context), so the method also works without the runner.
 - The ``cpu`` / ``smoke`` presets draw fewer samples (4 / 3) and build on the matching cDDPM preset.
@@ -56,11 +57,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.method import AnomalyOutput, FitContext, Method
+from uadbench.method import AnomalyOutput, FitContext, Method, create_config, create_method
+from uadbench.nn.filters import gaussian_filter, ssim_map
 from uadbench.registry import register_method
 
 BASE_METHOD = "cddpm"
@@ -124,75 +125,6 @@ def mahalanobis_map(
     return mahalanobis_terms(images, samples, mask, regulariser=regulariser).clamp(min=0).sqrt()
 
 
-# -- filters ------------------------------------------------------------------------------------
-def _pad_index(n: int, pad: int, mode: str, device) -> Tensor:
-    i = torch.arange(-pad, n + pad, device=device)
-    if n == 1:
-        return torch.zeros_like(i)
-    if mode == "reflect":  # scipy's 'reflect' (edge sample repeated): d c b a | a b c d
-        i = i % (2 * n)
-        return torch.where(i >= n, 2 * n - 1 - i, i)
-    if mode == "mirror":  # torch's 'reflect' / scipy's 'mirror': d c b | a b c d
-        i = i % (2 * n - 2)
-        return torch.where(i >= n, 2 * n - 2 - i, i)
-    raise ValueError(f"unknown padding mode {mode!r}")
-
-
-def gaussian_kernel1d(sigma: float, radius: int, dtype=torch.float64, device=None) -> Tensor:
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_filter(
-    x: Tensor, sigma: float, *, dims: tuple[int, ...], radius: int | None = None, mode: str = "reflect"
-) -> Tensor:
-    """Separable Gaussian filter of ``x`` along ``dims``.
-
-    Defaults match ``scipy.ndimage.gaussian_filter`` (radius ``int(4 sigma + 0.5)``, mode
-    'reflect'); ``mode='mirror'`` with ``radius=5`` is torchmetrics' SSIM window of 11.
-    """
-    if sigma <= 0:
-        return x
-    radius = int(4.0 * sigma + 0.5) if radius is None else radius
-    kernel = gaussian_kernel1d(sigma, radius, dtype=x.dtype, device=x.device)
-    out = x
-    for dim in dims:
-        dim = dim % out.dim()
-        idx = _pad_index(out.shape[dim], radius, mode, out.device)
-        padded = out.index_select(dim, idx).movedim(dim, -1)
-        shape = padded.shape
-        flat = padded.reshape(-1, 1, shape[-1])
-        filtered = F.conv1d(flat, kernel.view(1, 1, -1))
-        out = filtered.reshape(*shape[:-1], filtered.shape[-1]).movedim(-1, dim)
-    return out
-
-
-def ssim_map(
-    x: Tensor, y: Tensor, *, sigma: float = 1.0, kernel_size: int = 11, dims: tuple[int, ...] = (-2, -1),
-    data_range: float | None = None,
-) -> Tensor:
-    """Full-resolution SSIM map as torchmetrics computes it (Gaussian window, 'reflect' padding).
-
-    ``data_range`` None: the larger of the two value ranges, torchmetrics' default.
-    """
-    x, y = x.double(), y.double()
-    if data_range is None:
-        data_range = float(torch.maximum(x.max() - x.min(), y.max() - y.min()))
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    radius = (kernel_size - 1) // 2
-
-    def blur(v: Tensor) -> Tensor:
-        return gaussian_filter(v, sigma, dims=dims, radius=radius, mode="mirror")
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-
-
 # -- the method ---------------------------------------------------------------------------------
 def _normalise_overrides(value: Any) -> tuple[tuple[str, Any], ...]:
     if value is None:
@@ -226,7 +158,9 @@ class MHDConfig:
     ssim_weighting: bool = True
     ssim_sigma: float = 1.0
     ssim_kernel: int = 11
-    across_slices: bool = True  # treat a predict batch as consecutive slices of one volume
+    # smooth and compute SSIM along the slice axis of the batch too (a predict batch is one whole
+    # volume, see MHD.whole_volume); False: in-plane only
+    across_slices: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_overrides", _normalise_overrides(self.base_overrides))
@@ -243,8 +177,6 @@ class MHDConfig:
             raise ConfigError(f"t_test must lie in [1, {base.timesteps}] (the cDDPM's timesteps), got {self.t_test}")
 
     def base_config(self):
-        from uadbench.method import create_config
-
         return create_config(BASE_METHOD, self.base_preset, **dict(self.base_overrides))
 
 
@@ -258,6 +190,8 @@ class MHD(Method):
         "cpu": {"base_preset": "cpu", "num_samples": 4},
         "smoke": {"base_preset": "smoke", "num_samples": 3},
     }
+    # the map is normalised and filtered per volume: predict gets one whole volume per batch
+    whole_volume: ClassVar[bool] = True
 
     def __init__(self, config: MHDConfig, *, image_shape: tuple[int, int]) -> None:
         super().__init__(config, image_shape=image_shape)
@@ -268,8 +202,6 @@ class MHD(Method):
         return {BASE_METHOD: (config.base_preset, dict(config.base_overrides))}
 
     def _new_base(self) -> Method:
-        from uadbench.method import create_method
-
         return create_method(
             BASE_METHOD, self.config.base_preset, image_shape=self.image_shape, **dict(self.config.base_overrides)
         )
@@ -289,25 +221,12 @@ class MHD(Method):
             raise UadbenchError("mhd has no cDDPM yet: call fit or load_state_dict first")
         return self.cddpm
 
-    @torch.no_grad()
     def sample_reconstructions(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
         """``num_samples`` single-step cDDPM reconstructions from ``t_test``: (N, B, 1, H, W) in [0, 1] space."""
         model = self._require_base().model
-        t_index = self.config.t_test - 1
-        was_training = model.training
-        model.eval()
-        try:
-            device = next(model.parameters()).device
-            clean = images.to(device=device, dtype=torch.float32)
-            x = clean * 2 - 1
-            denoise = model.denoiser(model.condition(clean))  # encoder once, on the clean slices
-            out = [
-                model.process.reconstruct(denoise, x, generator, t_indices=(t_index,))
-                for _ in range(self.config.num_samples)
-            ]
-        finally:
-            model.train(was_training)
-        return ((torch.stack(out) + 1) / 2).to(images.device)
+        return model.sample_reconstructions(
+            images, generator, num_samples=self.config.num_samples, t_index=self.config.t_test - 1
+        )
 
     @torch.no_grad()
     def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
@@ -319,7 +238,7 @@ class MHD(Method):
         md = torch.nan_to_num(md, nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = md.min(), md.max()
         md = (md - lo) / (hi - lo) if hi > lo else torch.zeros_like(md)
-        # (B, 1, H, W): axis 0 is the slice axis when the batch is a volume
+        # (Z, 1, H, W): axis 0 is the slice axis, the batch being one volume (whole_volume)
         dims = (0, 2, 3) if cfg.across_slices else (2, 3)
         md = gaussian_filter(md.double(), cfg.smooth_sigma, dims=dims)
         recon = samples.mean(dim=0)

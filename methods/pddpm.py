@@ -30,18 +30,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uadbench.diffusion.model import (
+from uadbench.diffusion.method import (
+    CPU_PRESET,
+    SMOKE_PRESET,
     DiffusionConfig,
-    DiffusionModel,
     DiffusionReconstruction,
     build_process,
     build_unet,
     check_image_shape,
 )
-from uadbench.diffusion.noising import GridPatches
+from uadbench.diffusion.model import DiffusionModel
+from uadbench.diffusion.regions import GridPatches
 from uadbench.errors import ConfigError
 from uadbench.method import ReconstructionMethod
-from uadbench.methods.ddpm import CPU_PRESET, SMOKE_PRESET
 from uadbench.registry import register_method
 
 

@@ -11,7 +11,8 @@ import torch
 
 import uadbench
 from uadbench.data import SliceDataset
-from uadbench.diffusion.model import DiffusionConfig, DiffusionModel, build_process, build_unet
+from uadbench.diffusion.method import DiffusionConfig, build_process, build_unet, validation_loss
+from uadbench.diffusion.model import DiffusionModel
 from uadbench.diffusion.noise import (
     NORM_2D,
     SQUISH_2D,
@@ -22,12 +23,14 @@ from uadbench.diffusion.noise import (
     opensimplex2d,
     simplex_octaves,
 )
-from uadbench.diffusion.noising import GridPatches, WholeImage
 from uadbench.diffusion.process import DiffusionProcess
+from uadbench.diffusion.regions import GridPatches, WholeImage
 from uadbench.diffusion.schedule import NoiseSchedule
 from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import FitContext
+from uadbench.methods.cddpm import pretrain_encoder
 from uadbench.nn.encoders import create_condition_encoder
+from uadbench.nn.masked_image import MaskedImageModel, random_patch_mask
 from uadbench.nn.unet import DiffusionUNet, count_parameters, timestep_embedding
 
 from synthetic import brainlike_volumes
@@ -326,6 +329,28 @@ def test_tiny_model_overfits_one_slice():
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
 
 
+
+def test_sample_reconstructions_are_successive_single_step_reconstructions():
+    torch.manual_seed(0)
+    cfg = DiffusionConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_head_channels=8)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 4))
+    model = DiffusionModel(build_unet(cfg, cond_dim=4), build_process(cfg), encoder)
+    with torch.no_grad():  # the UNet's zero-initialised output layers would make every sample 0.5
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+    x = _images(b=2).clamp(0, 1)
+    model.train()
+    samples = model.sample_reconstructions(x, torch.Generator().manual_seed(3), num_samples=3, t_index=299)
+    assert samples.shape == (3, *x.shape) and model.training  # train mode restored
+    g = torch.Generator().manual_seed(3)
+    for k in range(3):  # sample k: what reconstruct gives after k earlier draws from the generator
+        torch.testing.assert_close(samples[k], model.reconstruct(x, g, t_indices=(299,)), rtol=0, atol=0)
+    assert not torch.equal(samples[0], samples[1])
+    with pytest.raises(ConfigError, match="num_samples"):
+        model.sample_reconstructions(x, g, num_samples=0)
+
+
 # -- methods --------------------------------------------------------------------------------------
 
 SHAPE = (16, 16)
@@ -400,8 +425,6 @@ def test_ensemble_flag_selects_test_indices():
 
 
 def test_patch_mask_keeps_35_percent_of_a_3x3_grid():
-    from uadbench.diffusion.pretrain import random_patch_mask
-
     mask = random_patch_mask(50, (3, 3), 0.65, torch.Generator().manual_seed(0))
     assert mask.shape == (50, 3, 3)
     assert torch.all((1 - mask).sum(dim=(1, 2)) == 3)  # round(9 * 0.35) patches kept
@@ -409,8 +432,6 @@ def test_patch_mask_keeps_35_percent_of_a_3x3_grid():
 
 
 def test_masked_loss_ignores_visible_patches():
-    from uadbench.diffusion.pretrain import MaskedImageModel, random_patch_mask
-
     enc = create_condition_encoder("resnet10t", cond_dim=8)
     mim = MaskedImageModel(enc, (64, 64), decoder_width=16)
     assert mim.stride == 32 and mim.grid == (2, 2)
@@ -427,8 +448,6 @@ def test_cddpm_pretraining_updates_backbone_and_reinitialises_head():
     method = uadbench.create_method("cddpm", "smoke", image_shape=(64, 64), pretrain=True)
     enc = method.model.encoder
     before = {k: v.clone() for k, v in enc.state_dict().items()}
-    from uadbench.diffusion.pretrain import pretrain_encoder
-
     vols, _, _ = brainlike_volumes(2, shape=(64, 64, 2), seed=0)
     losses = pretrain_encoder(enc, method.config, SliceDataset(vols), FitContext(max_steps=2))
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -445,7 +464,5 @@ def test_validation_tracking_logs_and_keeps_the_best_weights():
     method.fit(_data(), _data(2), ctx)
     val = {s: m["ddpm/val_loss"] for s, m in logged if "ddpm/val_loss" in m}
     assert sorted(val) == [1, 2, 3, 4]
-    from uadbench.diffusion.model import validation_loss
-
     final = validation_loss(method.model, _data(2), seed=ctx.seed + 1, batch_size=method.config.batch_size)
     assert final == pytest.approx(min(val.values()), rel=1e-5)

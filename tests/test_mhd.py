@@ -13,13 +13,8 @@ import uadbench
 from uadbench.data import SliceDataset
 from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import FitContext
-from uadbench.methods.mhd import (
-    MHD,
-    gaussian_filter,
-    mahalanobis_map,
-    mahalanobis_terms,
-    ssim_map,
-)
+from uadbench.methods.mhd import MHD, mahalanobis_map, mahalanobis_terms
+from uadbench.nn.filters import gaussian_filter, ssim_map
 
 from synthetic import brainlike_volumes
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uadbench.diffusion.noise import NoiseSampler, SimplexNoise
-from uadbench.diffusion.noising import NoisingStrategy, WholeImage, composite
+from uadbench.diffusion.regions import NoisingStrategy, WholeImage, composite
 from uadbench.diffusion.schedule import NoiseSchedule
 from uadbench.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Noising strategies: which part of an image the forward diffusion noises.
+"""Noised regions: the noising strategy says which part of an image the forward diffusion noises.
 
 A strategy answers two questions. In training: which region of each slice is noised (the rest stays
 clean, the network's output outside it is replaced by the clean image, so the loss comes from the

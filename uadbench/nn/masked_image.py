@@ -1,16 +1,16 @@
-"""Masked-image pretraining of a condition encoder (a dense stand-in for SparK).
+"""Masked-image model of a condition encoder (a dense stand-in for SparK).
 
 The cDDPM paper (Behrendt et al., arXiv 2312.04215) optionally pretrains its ResNet-50 encoder with
 SparK (Tian et al., "Designing BERT for Convolutional Networks: Sparse and Hierarchical Masked
 Modeling", ICLR 2023) on the healthy training slices: 65 % of the patches of the encoder's
 downsampling grid are masked (a 3x3 grid of 32x32 patches at 96x96, 3 kept per image), a light
 decoder reconstructs the image, and the loss is the MSE on the masked patches (METHOD_SPEC.md §1.3).
-Afterwards the decoder is discarded and the classifier head re-initialised.
 
-This module keeps the masking, the objective, the optimiser (AdamW, lr 1e-4, weight decay 0.05,
-betas 0.9/0.95) and the hand-over, but encodes densely: masked patches are zeroed in the input image
-and the ordinary backbone runs on it; the decoder upsamples the last feature map only (SparK uses
-sparse convolutions, per-level mask tokens and a 4-level hierarchical decoder).
+This module keeps the masking and the objective but encodes densely: masked patches are zeroed in
+the input image and the ordinary backbone runs on it; the decoder upsamples the last feature map
+only (SparK uses sparse convolutions, per-level mask tokens and a 4-level hierarchical decoder).
+The training itself (optimiser, steps, hand-over to the cDDPM) is ``pretrain_encoder`` in
+:mod:`uadbench.methods.cddpm`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from uadbench.errors import ConfigError
-from uadbench.method import FitContext
 from uadbench.nn.encoders import encoder_feature_maps, encoder_output_stride
-from uadbench.training import train_loop
 
 
 def random_patch_mask(
@@ -92,27 +90,3 @@ class MaskedImageModel(nn.Module):
         mask = mask.repeat_interleave(self.stride, 1).repeat_interleave(self.stride, 2)[:, None]
         pred = self.decoder(encoder_feature_maps(self.encoder, images * (1 - mask)))
         return ((pred - images) ** 2 * mask).sum() / mask.sum().clamp(min=1)
-
-
-def pretrain_encoder(encoder: nn.Module, config, train, ctx: FitContext, *, decoder_width: int | None = None) -> list[float]:
-    """Masked-image pretraining of ``encoder`` in place; its classifier head is then re-initialised."""
-    image_shape = tuple(train.image_shape)
-    width = decoder_width or getattr(config, "pretrain_decoder_width", 512)
-    mim = MaskedImageModel(encoder, image_shape, width).to(ctx.device).train()
-    params = [p for p in mim.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.pretrain_lr, betas=(0.9, 0.95), weight_decay=config.pretrain_weight_decay)
-    losses = train_loop(
-        parameters=params,
-        loss_fn=lambda batch, step: mim.loss(batch, config.pretrain_mask_ratio, ctx.generator),
-        train=train,
-        ctx=ctx,
-        steps=config.pretrain_steps,
-        batch_size=config.batch_size,
-        lr=config.pretrain_lr,
-        name="pretrain",
-        optimizer=opt,
-    )
-    # hand-over: keep the backbone, drop the decoder, start the head (fc) from scratch
-    encoder.reset_classifier(config.cond_dim)
-    encoder.to(ctx.device)
-    return losses

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from uadbench.method import FitContext, ReconstructionMethod
-from uadbench.nn.autoencoders import DenseBottleneckAutoencoder, module_device, reconstruction_loss
+from uadbench.nn.autoencoders import DenseBottleneckAutoencoder, reconstruction_loss
+from uadbench.nn.utils import module_device
 from uadbench.registry import register_method
 from uadbench.training import train_loop
 

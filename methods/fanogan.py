@@ -14,9 +14,10 @@ Training, two stages:
    ``mean((x - G(E(x)))^2) + kappa * mean((f(x) - f(G(E(x))))^2)`` with ``kappa = 1``, ``f`` the
    critic's last feature map.
 
-Test time: the anomaly map is the residual ``|x - G(E(x))|`` (in [0, 1] intensity units); the slice
-score (``AnomalyOutput.score``) is f-AnoGAN's ``A(x) = mean((x - G(E(x)))^2) + kappa *
-mean((f(x) - f(G(E(x))))^2)``, computed in the networks' [-1, 1] intensity space as in training.
+Test time: the anomaly map is the residual ``|x - G(E(x))|`` (in [0, 1] intensity units), as the
+paper evaluates every method by its voxel maps. f-AnoGAN's slice score ``A(x) = mean((x -
+G(E(x)))^2) + kappa * mean((f(x) - f(G(E(x))))^2)`` is the encoder's training loss
+(:meth:`FAnoGAN.izif_loss`); the voxel-level protocol does not use it.
 
 Deviations from the paper:
 - The generator and critic follow the original's residual design as Baur et al. reimplement it
@@ -46,7 +47,7 @@ from torch import Tensor
 
 from uadbench.errors import ConfigError
 from uadbench.method import AnomalyOutput, FitContext, Method
-from uadbench.nn.autoencoders import module_device
+from uadbench.nn.utils import module_device
 from uadbench.nn.gan import LatentEncoder, build_gan, gradient_penalty
 from uadbench.registry import register_method
 from uadbench.training import train_loop
@@ -76,7 +77,7 @@ def _freeze(module: torch.nn.Module) -> None:
 
 @register_method("fanogan")
 class FAnoGAN(Method):
-    """f-AnoGAN: WGAN-GP plus izi_f encoder; residual map, image + feature residual slice score."""
+    """f-AnoGAN: WGAN-GP plus izi_f encoder; residual map of the encoder-generator reconstruction."""
 
     Config: ClassVar[type] = FAnoGANConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -202,11 +203,8 @@ class FAnoGAN(Method):
             m.eval()
         x = images.to(module_device(self.generator)) * 2 - 1
         x_rec = self.generator(self.encoder(x))
-        _, f_x = self.critic(x)
-        _, f_rec = self.critic(x_rec)
-        score = (x - x_rec).pow(2).flatten(1).mean(1) + self.config.kappa * (f_x - f_rec).pow(2).flatten(1).mean(1)
         recon = ((x_rec + 1) / 2).to(images.device)
-        return AnomalyOutput(anomaly_map=(images - recon).abs(), reconstruction=recon, score=score.to(images.device))
+        return AnomalyOutput(anomaly_map=(images - recon).abs(), reconstruction=recon)
 
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

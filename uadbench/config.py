@@ -15,6 +15,7 @@ import typing
 from typing import Any, Mapping
 
 from uadbench.errors import ConfigError
+from uadbench.registry import METHODS
 
 REQUIRED_PRESETS = ("paper", "cpu", "smoke")
 
@@ -106,6 +107,17 @@ def build_config(
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {owner} config: {exc}") from exc
+
+
+def create_config(method: str, preset: str = "paper", overrides: Mapping[str, Any] | None = None, /, **more: Any):
+    """The config of registered method ``method``: its preset, then overrides (validated).
+
+    Overrides come as a mapping (``create_config("ae", "cpu", {"lr": 1e-3})``, as a grid holds
+    them) or as keywords (``create_config("ae", "cpu", lr=1e-3)``).
+    """
+    cls = METHODS.get(method)
+    merged = {**(overrides or {}), **more}
+    return build_config(cls.Config, cls.presets, preset, merged, owner=f"method {method!r}")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

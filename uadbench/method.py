@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
-from uadbench.config import build_config, config_hash
+from uadbench.config import create_config
 from uadbench.registry import METHODS
 
 
@@ -24,7 +23,6 @@ class AnomalyOutput:
 
     anomaly_map: Tensor  # (B,1,H,W), higher = more anomalous, same grid as the input
     reconstruction: Tensor | None = None  # (B,1,H,W) when the method reconstructs
-    score: Tensor | None = None  # (B,) slice score; None -> the harness reduces the map
 
 
 def _no_log(metrics: dict[str, float], step: int) -> None:
@@ -43,7 +41,6 @@ class FitContext:
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     seed: int = 0
     max_steps: int | None = None  # overrides the config's step budget when set
-    work_dir: Path = field(default_factory=lambda: Path("."))
     log_metrics: Callable[[dict[str, float], int], None] = _no_log
     progress: Callable[[str], None] = _no_progress
     # fitted methods this one builds on (see Method.dependencies), by registered name
@@ -60,8 +57,9 @@ class Method(ABC):
 
     Config: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "cpu": {}, "smoke": {}}
-    dims: ClassVar[int] = 2
-    needs_pretraining: ClassVar[bool] = False
+    # True: ``predict`` must receive every axial slice of one volume, in order, as one batch
+    # (the runner then ignores the grid's eval_batch_size for this method)
+    whole_volume: ClassVar[bool] = False
     registered_name: ClassVar[str] = ""
 
     def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:
@@ -123,21 +121,21 @@ def method_class(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-def create_config(name: str, preset: str = "paper", **overrides: Any):
-    cls = method_class(name)
-    return build_config(cls.Config, cls.presets, preset, overrides, owner=f"method {name!r}")
-
-
 def create_method(
     name: str,
     preset: str = "paper",
     *,
     image_shape: tuple[int, int] = (96, 96),
+    config: Any = None,
     **overrides: Any,
 ) -> Method:
-    """Build a registered method from a preset and overrides (unknown keys are rejected)."""
-    cls = method_class(name)
-    config = build_config(cls.Config, cls.presets, preset, overrides, owner=f"method {name!r}")
-    method = cls(config, image_shape=image_shape)
-    method.config_hash = config_hash(name, config)  # type: ignore[attr-defined]
-    return method
+    """Build a registered method from a preset and overrides (unknown keys are rejected), or
+    from a ready ``config`` (as a grid's FitJob holds it)."""
+    if config is not None and overrides:
+        raise TypeError("create_method takes either config or overrides, not both")
+    if config is None:
+        config = create_config(name, preset, overrides)
+    return method_class(name)(config, image_shape=image_shape)
+
+
+__all__ = ["AnomalyOutput", "FitContext", "Method", "ReconstructionMethod", "create_config", "create_method", "method_class"]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uadbench.errors import ConfigError
-from uadbench.nn.utils import module_device, padded_shape  # noqa: F401  (module_device: re-export)
+from uadbench.nn.utils import padded_shape
 
 
 def pad_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:

@@ -44,6 +44,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
         self._loaded_eps: set[str] = set()
+        self._errors: dict[str, str] = {}  # entry-point name -> why its module failed to load
         self._all_loaded = False
         self._lock = threading.RLock()
 
@@ -84,6 +85,7 @@ class Registry(Generic[T]):
         return list(importlib.metadata.entry_points(group=self.group))
 
     def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        """Import one plugin module; a failure is remembered (one line), never raised here."""
         key = f"{ep.name}={ep.value}"
         if key in self._loaded_eps:
             return
@@ -91,13 +93,14 @@ class Registry(Generic[T]):
         try:
             ep.load()
         except Exception as exc:  # a broken plugin must not hide the others
-            raise RegistryError(
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self._errors[ep.name] = (
                 f"could not load {self.kind} plugin {ep.name!r} ({ep.value}) from entry-point "
-                f"group {self.group!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"group {self.group!r}: {type(exc).__name__}: {first}"
+            )
 
     def load_all(self) -> None:
-        """Import every module declared in the entry-point group."""
+        """Import every module declared in the entry-point group (broken ones are skipped)."""
         with self._lock:
             if self._all_loaded:
                 return
@@ -105,10 +108,16 @@ class Registry(Generic[T]):
                 self._load_entry_point(ep)
             self._all_loaded = True
 
+    def load_errors(self) -> list[str]:
+        """One line per plugin module that failed to import (after :meth:`names` or :meth:`get`)."""
+        return [self._errors[k] for k in sorted(self._errors)]
+
     def refresh(self) -> None:
         """Forget which entry points were scanned (after installing a plugin at run time)."""
         with self._lock:
             self._all_loaded = False
+            self._loaded_eps.clear()
+            self._errors.clear()
             importlib.invalidate_caches()
 
     # -- lookup -------------------------------------------------------------------------------
@@ -124,6 +133,8 @@ class Registry(Generic[T]):
             self.load_all()
             if name in self._items:
                 return self._items[name]
+            if name in self._errors:
+                raise RegistryError(self._errors[name])
         raise RegistryError(self._unknown_message(name))
 
     def _unknown_message(self, name: str) -> str:

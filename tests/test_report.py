@@ -1,14 +1,16 @@
 from uadbench import report
+from uadbench.records import ResultRecord
 
 
 def _rec(label, seed, auprc, dice, oracle, shift="none", severity=None):
-    return {
-        "label": label, "method": label, "preset": "cpu", "dataset": "d", "shift": shift, "severity": severity,
-        "seed": seed, "metrics": {"auprc": auprc, "dice@val-bisection": dice, "dice@oracle": oracle,
-                                  "fp_volume_ml@val-bisection": 2.0},
-        "cost": {"num_parameters": 1_500_000, "train_seconds": 10.0, "seconds_per_volume": 0.5},
-        "dataset_stats": {"lesion_prevalence": 0.02},
-    }
+    return ResultRecord(
+        grid="g", spec_hash="h", method=label, label=label, preset="cpu", config_hash="c", fit_key=f"f{label}{seed}",
+        eval_key=f"e{label}{seed}{shift}", train_dataset="t", dataset="d", split="test", val_split="val",
+        shift=shift, severity=severity, seed=seed, image_grid={}, thresholds={}, per_volume={}, versions={},
+        metrics={"auprc": auprc, "dice@val-bisection": dice, "dice@oracle": oracle, "fp_volume_ml@val-bisection": 2.0},
+        cost={"num_parameters": 1_500_000, "train_seconds": 10.0, "seconds_per_volume": 0.5},
+        dataset_stats={"lesion_prevalence": 0.02},
+    )
 
 
 def test_mean_std_over_seeds_bold_best_and_oracle_apart():

@@ -9,9 +9,10 @@ import torch
 
 from uadbench import ReconstructionMethod, register_method
 from uadbench.data.pipeline import IMAGE_GRIDS
-from uadbench.grid import MethodSpec, dependency_jobs, make_fit_job
+from uadbench.grid import MethodSpec, make_fit_job
+from uadbench.inference import predict_volume
 from uadbench.registry import METHODS
-from uadbench.runner import fit_dir, load_fitted, predict_volume, run_fit
+from uadbench.runner import fit_dir, load_fitted, run_fit
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def test_fit_that_reuses_another_fit(tmp_path, data_root):
     try:
         grid = IMAGE_GRIDS["smoke"]
         job = make_fit_job(MethodSpec("test-reuses-ae", "smoke"), "phantom-healthy-t2w", 0, 0, grid)
-        (dep,) = dependency_jobs(job)
+        (dep,) = job.depends_on
         assert dep.method.name == "ae" and dep.seed == job.seed and dep.image_grid == grid
         meta = run_fit(job, cache_dir=tmp_path, data_root=None, progress=lambda m: None)
         assert meta["dependencies"] == {"ae": dep.key}

@@ -50,6 +50,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     registry = REGISTRIES[args.kind]
     names = registry.names(args.pattern)
+    for problem in registry.load_errors():  # a broken plugin is one line; the others still list
+        print(f"uadbench: warning: {problem}", file=sys.stderr)
     if not names:
         print(f"no {args.kind} match {args.pattern!r}; registered: {', '.join(registry.names()) or '(none)'}", file=sys.stderr)
         return 1
@@ -61,14 +63,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from uadbench import report
+    from uadbench.records import read_records
 
-    path = Path(args.results)
-    if not path.is_file():
-        raise UadbenchError(f"results file not found: {path} (a run writes <run dir>/results.jsonl)")
-    try:
-        records = report.read_records(path)
-    except ValueError as exc:
-        raise UadbenchError(f"{path}: not a results.jsonl file: {exc}") from exc
+    records = read_records(args.results)
     render = {
         "md": report.leaderboard_markdown,
         "text": report.leaderboard_terminal,
@@ -80,31 +77,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from uadbench import report
     from uadbench.evaluation.stats import compare_per_subject
+    from uadbench.records import read_records
 
-    path = Path(args.results)
-    if not path.is_file():
-        raise UadbenchError(f"results file not found: {path} (a run writes <run dir>/results.jsonl)")
-    records = report.read_records(path)
-    labels = sorted({r["label"] for r in records})
+    records = read_records(args.results)
+    labels = sorted({r.label for r in records})
     for label in (args.a, args.b):
         if label not in labels:
-            raise UadbenchError(f"no method {label!r} in {path}; methods there: {', '.join(labels)}")
-    cells: dict[tuple, dict[str, dict]] = {}
+            raise UadbenchError(f"no method {label!r} in {args.results}; methods there: {', '.join(labels)}")
+    cells: dict[tuple, dict] = {}
     for r in records:
-        if args.dataset and r["dataset"] != args.dataset:
+        if (args.dataset and r.dataset != args.dataset) or (args.shift and r.shift_label != args.shift):
             continue
-        shift = "none" if r["shift"] == "none" else f"{r['shift']}@{r['severity']:g}"
-        if args.shift and shift != args.shift:
-            continue
-        cells.setdefault((r["dataset"], shift, r["seed"]), {})[r["label"]] = r
+        cells.setdefault(r.cell, {})[r.label] = r
     print(f"paired permutation test ({args.rounds} rounds), {args.metric}: {args.a} vs {args.b}")
     found = 0
     for (dataset, shift, seed), by_label in cells.items():
         if args.a not in by_label or args.b not in by_label:
             continue
-        res = compare_per_subject(by_label[args.a]["per_volume"], by_label[args.b]["per_volume"], args.metric, rounds=args.rounds)
+        res = compare_per_subject(by_label[args.a].per_volume, by_label[args.b].per_volume, args.metric, rounds=args.rounds)
         found += 1
         print(
             f"{dataset}  shift {shift}  seed {seed}: n={int(res['n'])}  {args.a} {res['mean_a']:.4f}  "

@@ -1,4 +1,4 @@
-"""Grid specs: a TOML file -> FitJobs and EvalJobs (pure: no torch, no I/O beyond reading the TOML).
+"""Grid specs: a TOML file -> the job graph (FitJobs with dependency edges, EvalJobs). No torch.
 
 A grid file looks like::
 
@@ -10,7 +10,7 @@ A grid file looks like::
     [[methods]]
     name = "ae"
     preset = "cpu"
-    overrides = { max_steps = 400 }    # optional
+    overrides = { steps = 400 }        # optional: any field of the method's Config
 
     [[datasets]]
     name = "phantom-tumour-t2w"        # val_split = "val", test_split = "test" by default
@@ -21,6 +21,12 @@ A grid file looks like::
 
 Every grid is evaluated without a shift too ("none"). Shifts apply to the test split only;
 thresholds come from the unshifted validation splits, as in deployment.
+
+The graph is expanded here, once: a fit that reuses another (mhd on cddpm) names that fit in
+``FitJob.depends_on``; :meth:`GridSpec.fit_graph` lists every fit, dependencies first. Every key
+hashes what sets the value it keys: the data term (the dataset's fingerprint, the volume pipeline
+version and the image grid), the method's config, the seed, and the versions of the protocol,
+metrics and shifts (:func:`uadbench.records.component_versions`).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uadbench.config import build_config, config_hash, config_to_dict, stable_hash
-from uadbench.data.pipeline import ImageGrid, get_image_grid
+from uadbench.config import config_hash, config_to_dict, create_config, stable_hash
+from uadbench.data.dataset import create_dataset
+from uadbench.data.pipeline import PIPELINE_VERSION, ImageGrid, get_image_grid
 from uadbench.errors import ConfigError
+from uadbench.records import component_versions, shift_label
 from uadbench.registry import DATASETS, METHODS, SHIFTS
 
 GRID_KEYS = {
@@ -43,6 +51,7 @@ GRID_KEYS = {
 METHOD_KEYS = {"name", "preset", "overrides", "label"}
 DATASET_KEYS = {"name", "val_split", "test_split"}
 SHIFT_KEYS = {"name", "severities"}
+FIT_FORMAT = "2"  # the layout of a cached fit (model.pt + meta.json)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,16 @@ class ShiftSpec:
 
     @property
     def label(self) -> str:
-        return "none" if self.name == "none" else f"{self.name}@{self.severity:g}"
+        return shift_label(self.name, self.severity)
+
+
+NO_SHIFT_SPEC = ShiftSpec("none")
+
+
+def data_term(dataset: str, data_seed: int, image_grid: ImageGrid) -> dict[str, Any]:
+    """What sets a prepared split: the dataset's fingerprint, the pipeline version, the grid."""
+    source = create_dataset(dataset, seed=data_seed)
+    return {"fingerprint": source.fingerprint(), "pipeline": PIPELINE_VERSION, "grid": image_grid.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,7 @@ class FitJob:
     seed: int
     image_grid: ImageGrid
     key: str
+    depends_on: tuple["FitJob", ...] = ()  # fits this one reuses (Method.dependencies)
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,58 @@ class EvalJob:
     dataset: DatasetSpec
     shift: ShiftSpec
     key: str
+
+
+def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid) -> FitJob:
+    """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights."""
+    config = create_config(method.name, method.preset, method.overrides_dict)
+    cls = METHODS.get(method.name)
+    deps = tuple(
+        make_fit_job(MethodSpec(name, preset, tuple(sorted(dict(overrides).items()))), train_dataset, data_seed, seed, image_grid)
+        for name, (preset, overrides) in cls.dependencies(config).items()
+    )
+    key = stable_hash(
+        {
+            "format": FIT_FORMAT,
+            "method": method.name,
+            "config": config_to_dict(config),
+            "train": data_term(train_dataset, data_seed, image_grid),
+            "seed": seed,
+            "depends_on": [d.key for d in deps],
+        },
+        length=16,
+    )
+    return FitJob(method, config, config_hash(method.name, config), train_dataset, data_seed, seed, image_grid, key, deps)
+
+
+def topological(fits: list[FitJob]) -> list[FitJob]:
+    """Every fit of ``fits`` and of their dependencies, once each, dependencies first."""
+    out: dict[str, FitJob] = {}
+
+    def visit(job: FitJob) -> None:
+        for dep in job.depends_on:
+            visit(dep)
+        out.setdefault(job.key, job)
+
+    for job in fits:
+        visit(job)
+    return list(out.values())
+
+
+def map_key(fit: FitJob, dataset: str, split: str, shift: ShiftSpec, batch_size: int) -> str:
+    """Key of the anomaly maps of ``fit`` on one (dataset, split, shift)."""
+    return stable_hash(
+        {
+            "fit": fit.key,
+            "data": data_term(dataset, fit.data_seed, fit.image_grid),
+            "dataset": dataset,
+            "split": split,
+            "shift": [shift.name, shift.severity],
+            "shifts_version": component_versions()["shifts"],
+            "batch_size": batch_size,
+        },
+        length=16,
+    )
 
 
 @dataclass
@@ -114,58 +185,66 @@ class GridSpec:
     source: str = ""
     raw: dict = field(default_factory=dict)
 
+    def predict_batch_size(self, method: str) -> int:
+        """Slices per predict call: a whole volume for methods that declare ``whole_volume``."""
+        return self.image_grid.shape[2] if METHODS.get(method).whole_volume else self.eval_batch_size
+
     @property
     def spec_hash(self) -> str:
-        return stable_hash(self.raw)
+        """The benchmark's identity: everything that sets its numbers, nothing presentational."""
+        def data(name: str) -> dict[str, Any]:
+            return data_term(name, self.data_seed, self.image_grid)
+
+        return stable_hash(
+            {
+                "train": data(self.train_dataset),
+                "seeds": list(self.seeds),
+                "methods": [[m.name, config_to_dict(create_config(m.name, m.preset, m.overrides_dict))] for m in self.methods],
+                "datasets": [[d.name, d.val_split, d.test_split, data(d.name)] for d in self.datasets],
+                "shifts": [[s.name, s.severity] for s in self.shifts],
+                "eval_batch_size": self.eval_batch_size,
+                "components": component_versions(),
+            }
+        )
 
     # -- expansion -------------------------------------------------------------------------------
+    def splits(self) -> list[tuple[str, str]]:
+        """Every (dataset, split) the grid reads: healthy train/val/test and each dataset's val/test."""
+        needed = {(self.train_dataset, s) for s in ("train", "val", "test")}
+        needed |= {(ds.name, s) for ds in self.datasets for s in (ds.val_split, ds.test_split)}
+        return sorted(needed)
+
     def fit_jobs(self) -> list[FitJob]:
+        """The fits the grid lists (one per method and seed), in grid order."""
         return [
             make_fit_job(m, self.train_dataset, self.data_seed, seed, self.image_grid)
             for m in self.methods
             for seed in self.seeds
         ]
 
+    def fit_graph(self, fits: list[FitJob] | None = None) -> list[FitJob]:
+        """Every fit to run, the listed ones and those they reuse, dependencies first."""
+        return topological(fits if fits is not None else self.fit_jobs())
+
     def eval_jobs(self, fits: list[FitJob] | None = None) -> list[EvalJob]:
+        components = component_versions()
         jobs = []
-        for fit in fits or self.fit_jobs():
+        for fit in fits if fits is not None else self.fit_jobs():
+            batch = self.predict_batch_size(fit.method.name)
             for ds in self.datasets:
                 for shift in self.shifts:
                     key = stable_hash(
-                        {"fit": fit.key, "dataset": ds.name, "val": ds.val_split, "test": ds.test_split,
-                         "shift": shift.name, "severity": shift.severity},
+                        {
+                            "test": map_key(fit, ds.name, ds.test_split, shift, batch),
+                            "lesion_val": map_key(fit, ds.name, ds.val_split, NO_SHIFT_SPEC, batch),
+                            "healthy_val": map_key(fit, self.train_dataset, "val", NO_SHIFT_SPEC, batch),
+                            "healthy_test": map_key(fit, self.train_dataset, "test", shift, batch),
+                            "components": components,
+                        },
                         length=16,
                     )
                     jobs.append(EvalJob(fit, ds, shift, key))
         return jobs
-
-
-def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid) -> FitJob:
-    """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights."""
-    cls = METHODS.get(method.name)
-    config = build_config(cls.Config, cls.presets, method.preset, method.overrides_dict, owner=f"method {method.name!r}")
-    key = stable_hash(
-        {
-            "method": method.name,
-            "config": config_to_dict(config),
-            "train": train_dataset,
-            "data_seed": data_seed,
-            "grid": image_grid.to_dict(),
-            "seed": seed,
-        },
-        length=16,
-    )
-    return FitJob(method, config, config_hash(method.name, config), train_dataset, data_seed, seed, image_grid, key)
-
-
-def dependency_jobs(job: FitJob) -> list[FitJob]:
-    """The fits ``job``'s method reuses (Method.dependencies), on the same data, seed and grid."""
-    cls = METHODS.get(job.method.name)
-    out = []
-    for name, (preset, overrides) in cls.dependencies(job.config).items():
-        spec = MethodSpec(name, preset, tuple(sorted(dict(overrides).items())))
-        out.append(make_fit_job(spec, job.train_dataset, job.data_seed, job.seed, job.image_grid))
-    return out
 
 
 def _require_table_list(raw: dict, key: str, source: str) -> list[dict]:
@@ -199,8 +278,12 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     if not isinstance(train, str):
         raise ConfigError(f"{source}: train_dataset must name a healthy dataset; available: {', '.join(DATASETS.names())}")
     train_cls = DATASETS.get(train)
-    if "train" not in train_cls.splits:
-        raise ConfigError(f"{source}: dataset {train!r} has no 'train' split; pick a healthy dataset")
+    lacking = [s for s in ("train", "val", "test") if s not in train_cls.splits]
+    if lacking:
+        raise ConfigError(
+            f"{source}: training dataset {train!r} has no {', '.join(map(repr, lacking))} split; the runner needs "
+            f"healthy train, val and test splits (it has: {', '.join(train_cls.splits)})"
+        )
 
     methods = []
     for i, m in enumerate(_require_table_list(raw, "methods", source)):
@@ -208,12 +291,12 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         _check_keys(m, METHOD_KEYS, where)
         if not isinstance(m.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available methods: {', '.join(METHODS.names())}")
-        cls = METHODS.get(m["name"])
+        METHODS.get(m["name"])  # an unknown name fails here, with suggestions
         overrides = m.get("overrides", {})
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: overrides must be a table of config keys")
         spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
-        build_config(cls.Config, cls.presets, spec.preset, spec.overrides_dict, owner=f"method {spec.name!r}")  # fail early
+        create_config(spec.name, spec.preset, spec.overrides_dict)  # fail early
         methods.append(spec)
     labels = [m.display for m in methods]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})

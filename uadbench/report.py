@@ -7,44 +7,60 @@ that uses the test labels) in its own column at the right, never mixed with the 
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import math
 from collections import OrderedDict
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-# (metric key, column title, higher is better, shown in %)
-FAIR_COLUMNS: list[tuple[str, str, bool, bool]] = [
-    ("auprc", "AUPRC", True, True),
-    ("auroc", "AUROC", True, True),
-    ("dice@val-bisection", "Dice@val-bisection", True, True),
-    ("dice@val-exact", "Dice@val-exact", True, True),
-    ("dice@healthy-fpr@5%", "Dice@healthy-fpr@5%", True, True),
-    ("fp_volume_ml@val-bisection", "FP ml on healthy@val-bisection", False, False),
-    ("l1_ratio", "l1-ratio", True, False),
-]
-UPPER_BOUND_COLUMNS: list[tuple[str, str, bool, bool]] = [
-    ("dice@oracle", "Dice@oracle (upper bound)", True, True),
-]
+from uadbench.evaluation.metrics import MetricInfo, metric_info
+from uadbench.records import ResultRecord, coerce_records, read_records
+
+__all__ = ["leaderboard_csv", "leaderboard_latex", "leaderboard_markdown", "leaderboard_terminal", "read_records", "summarise"]
 
 
-def read_records(path: str | Path) -> list[dict]:
-    out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
+
+@dataclass(frozen=True)
+class Column:
+    """A leaderboard column: a metric key and its title; direction, unit and whether it is an upper
+    bound come from the metric catalogue (:func:`uadbench.evaluation.metrics.metric_info`)."""
+
+    key: str
+    title: str
+
+    @property
+    def info(self) -> MetricInfo:
+        return metric_info(self.key)
+
+    @property
+    def higher(self) -> bool:
+        return self.info.higher_is_better
+
+    @property
+    def percent(self) -> bool:
+        return self.info.percent
 
 
-def _shift_label(rec: dict) -> str:
-    return "none" if rec["shift"] == "none" else f"{rec['shift']}@{rec['severity']:g}"
+_TITLES = {
+    "auprc": "AUPRC",
+    "auroc": "AUROC",
+    "dice@val-bisection": "Dice@val-bisection",
+    "dice@val-exact": "Dice@val-exact",
+    "dice@healthy-fpr@5%": "Dice@healthy-fpr@5%",
+    "fp_volume_ml@val-bisection": "FP ml on healthy@val-bisection",
+    "l1_ratio": "l1-ratio",
+    "dice@oracle": "Dice@oracle (upper bound)",
+}
+COLUMNS = [Column(k, t) for k, t in _TITLES.items()]
+FAIR_COLUMNS = [c for c in COLUMNS if not c.info.upper_bound]
+UPPER_BOUND_COLUMNS = [c for c in COLUMNS if c.info.upper_bound]
 
 
-def _group(records: Iterable[dict]) -> "OrderedDict[tuple[str, str], OrderedDict[str, list[dict]]]":
+def _group(records: Iterable[ResultRecord]) -> "OrderedDict[tuple[str, str], OrderedDict[str, list[ResultRecord]]]":
     groups: OrderedDict = OrderedDict()
     for rec in records:
-        key = (rec["dataset"], _shift_label(rec))
-        groups.setdefault(key, OrderedDict()).setdefault(rec["label"], []).append(rec)
+        groups.setdefault((rec.dataset, rec.shift_label), OrderedDict()).setdefault(rec.label, []).append(rec)
     return groups
 
 
@@ -66,19 +82,19 @@ def _fmt(mean: float, std: float, n: int, percent: bool = True) -> str:
     return f"{mean * scale:.2f}"
 
 
-def summarise(records: Sequence[dict]) -> list[dict]:
+def summarise(records: Sequence[ResultRecord | dict]) -> list[dict]:
     """One row per (dataset, shift, method): means and stds over seeds of every metric."""
     rows = []
-    for (dataset, shift), methods in _group(records).items():
+    for (dataset, shift), methods in _group(coerce_records(records)).items():
         for label, recs in methods.items():
-            row = {"dataset": dataset, "shift": shift, "label": label, "method": recs[0]["method"],
-                   "preset": recs[0]["preset"], "n_seeds": len(recs),
-                   "prevalence": recs[0].get("dataset_stats", {}).get("lesion_prevalence")}
-            keys = sorted({k for r in recs for k in r["metrics"]})
+            row = {"dataset": dataset, "shift": shift, "label": label, "method": recs[0].method,
+                   "preset": recs[0].preset, "n_seeds": len(recs),
+                   "prevalence": recs[0].dataset_stats.get("lesion_prevalence")}
+            keys = sorted({k for r in recs for k in r.metrics})
             for k in keys:
-                row[k] = _mean_std([r["metrics"].get(k) for r in recs])
+                row[k] = _mean_std([r.metrics.get(k) for r in recs])
             for k in ("num_parameters", "train_seconds", "seconds_per_volume"):
-                row[k] = _mean_std([r["cost"][k] for r in recs])[0]
+                row[k] = _mean_std([r.cost[k] for r in recs])[0]
             rows.append(row)
     return rows
 
@@ -100,7 +116,7 @@ def _params(n: float) -> str:
     return f"{int(n)}"
 
 
-def leaderboard_markdown(records: Sequence[dict], title: str = "uadbench leaderboard") -> str:
+def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "uadbench leaderboard") -> str:
     rows = summarise(records)
     lines = [f"# {title}", ""]
     lines.append(
@@ -120,30 +136,30 @@ def leaderboard_markdown(records: Sequence[dict], title: str = "uadbench leaderb
         extra = f"; lesion prevalence {prevalence * 100:.2f} % (AUPRC of a random score)" if prevalence else ""
         lines.append(f"## {dataset}, shift: {shift}{extra}")
         lines.append("")
-        header = ["Method", "Preset"] + [f"{t} {'↑' if hi else '↓'}" for _, t, hi, _ in FAIR_COLUMNS] + ["Params", "Train s", "s / volume"] + [t for _, t, _, _ in UPPER_BOUND_COLUMNS]
+        header = ["Method", "Preset"] + [f"{c.title} {c.info.arrow}" for c in FAIR_COLUMNS] + ["Params", "Train s", "s / volume"] + [c.title for c in UPPER_BOUND_COLUMNS]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|")
         for r in grows:
             cells = [r["label"], r["preset"]]
-            for key, _, higher, percent in FAIR_COLUMNS:
-                if key not in r:
+            for col in FAIR_COLUMNS:
+                if col.key not in r:
                     cells.append("–")
                     continue
-                mean, std = r[key]
-                text = _fmt(mean, std, r["n_seeds"], percent)
-                best = _best(grows, key, higher)
+                mean, std = r[col.key]
+                text = _fmt(mean, std, r["n_seeds"], col.percent)
+                best = _best(grows, col.key, col.higher)
                 if best is not None and len(grows) > 1 and not math.isnan(mean) and abs(mean - best) < 1e-12:
                     text = f"**{text}**"
                 cells.append(text)
             cells += [_params(r["num_parameters"]), f"{r['train_seconds']:.1f}", f"{r['seconds_per_volume']:.3f}"]
-            for key, _, _, _ in UPPER_BOUND_COLUMNS:
-                cells.append(_fmt(*r[key], r["n_seeds"]) if key in r else "–")
+            for col in UPPER_BOUND_COLUMNS:
+                cells.append(_fmt(*r[col.key], r["n_seeds"], col.percent) if col.key in r else "–")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def leaderboard_terminal(records: Sequence[dict]) -> str:
+def leaderboard_terminal(records: Sequence[ResultRecord | dict]) -> str:
     """A compact plain-text table for the terminal."""
     rows = summarise(records)
     cols = [("Method", 14), ("Dataset", 22), ("Shift", 10), ("AUPRC", 8), ("AUROC", 8), ("Dice@val", 9), ("Dice@oracle*", 12), ("Train s", 8)]
@@ -159,18 +175,11 @@ def leaderboard_terminal(records: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
-def _columns() -> list[tuple[str, str, bool, bool]]:
-    return FAIR_COLUMNS + UPPER_BOUND_COLUMNS
-
-
-def leaderboard_csv(records: Sequence[dict]) -> str:
+def leaderboard_csv(records: Sequence[ResultRecord | dict]) -> str:
     """One row per (dataset, shift, method): means and stds (as fractions, not %) and costs."""
-    import csv
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    keys = [k for k, _, _, _ in _columns()]
+    keys = [c.key for c in COLUMNS]
     writer.writerow(["dataset", "shift", "method", "preset", "n_seeds"] + [f"{k}{s}" for k in keys for s in ("", "_std")]
                     + ["num_parameters", "train_seconds", "seconds_per_volume"])
     for r in summarise(records):
@@ -189,10 +198,10 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def leaderboard_latex(records: Sequence[dict]) -> str:
+def leaderboard_latex(records: Sequence[ResultRecord | dict]) -> str:
     """Booktabs tables, one per (dataset, shift); best fair value in bold; the oracle column apart."""
     rows = summarise(records)
-    cols = _columns()
+    cols = FAIR_COLUMNS + UPPER_BOUND_COLUMNS
     out = []
     by_group: OrderedDict = OrderedDict()
     for r in rows:
@@ -203,18 +212,19 @@ def leaderboard_latex(records: Sequence[dict]) -> str:
         out.append(rf"\caption{{{_latex_escape(dataset)}, shift: {_latex_escape(shift)}. Oracle Dice is an upper bound (test labels).}}")
         out.append(r"\begin{tabular}{l" + "r" * len(cols) + "}")
         out.append(r"\toprule")
-        out.append(" & ".join(["Method"] + [_latex_escape(t) + (r" $\uparrow$" if hi else r" $\downarrow$") for _, t, hi, _ in cols]) + r" \\")
+        out.append(" & ".join(["Method"] + [_latex_escape(c.title) + (r" $\uparrow$" if c.higher else r" $\downarrow$") for c in cols]) + r" \\")
         out.append(r"\midrule")
         for r in grows:
             cells = [_latex_escape(r["label"])]
-            for key, _, higher, percent in cols:
+            for col in cols:
+                key = col.key
                 if key not in r:
                     cells.append("--")
                     continue
                 mean, std = r[key]
-                text = _fmt(mean, std, r["n_seeds"], percent).replace("±", r"$\pm$").replace("–", "--")
-                best = _best(grows, key, higher)
-                fair = (key, _, higher, percent) in FAIR_COLUMNS
+                text = _fmt(mean, std, r["n_seeds"], col.percent).replace("±", r"$\pm$").replace("–", "--")
+                best = _best(grows, key, col.higher)
+                fair = not col.info.upper_bound
                 if fair and best is not None and len(grows) > 1 and not math.isnan(mean) and abs(mean - best) < 1e-12:
                     text = rf"\textbf{{{text}}}"
                 cells.append(text)

@@ -19,6 +19,7 @@ from scipy import ndimage
 from uadbench.registry import SHIFTS, register_shift
 
 NO_SHIFT = "none"
+SHIFTS_VERSION = "1"  # bump whenever a shift's output changes (cache keys include it)
 
 
 def neutral_severity(value: float | None):

@@ -1,20 +1,36 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking: the only module that imports mlflow, and the owner of the tag and param schema.
 
-One experiment per grid, one parent run per invocation, a child run per fit and per evaluation
-cell, tagged with method, dataset, shift, severity, seed and config hash. The default store is
-``sqlite:///<run dir>/mlflow.db`` with artifacts under ``<run dir>/mlartifacts``; any tracking URI
-MLflow accepts (an ``http://127.0.0.1:5000`` server, say) works too.
+One experiment per grid (``uadbench-<grid name>``), one parent run per invocation, a child run per
+fit and per evaluation cell. The schema, in one place:
+
+- parent run: tags ``uadbench.grid``, ``uadbench.spec_hash``; params grid, spec_hash, image_grid,
+  seeds, train_dataset, executor;
+- fit run (``fit/<label>/seed<seed>``): tags ``uadbench.kind=fit``, method, label, preset, seed,
+  config_hash, fit_key, cached; params method, preset and the flattened config (``config.*``);
+  metrics: the training history (by step), train_seconds, num_parameters;
+- cell run (``eval/<label>/<dataset>/<shift>/seed<seed>``): tags ``uadbench.kind=eval``, method,
+  label, dataset, split, shift, severity, seed, config_hash, fit_key, eval_key, spec_hash, cached;
+  params ``threshold.<protocol>`` (value and provenance); metrics: the cell's metrics and
+  ``cost.*``; artifacts: the example volume (NIfTI) under ``example/``.
+
+The default store is ``sqlite:///<run dir>/mlflow.db`` with artifacts under
+``<run dir>/mlartifacts``; any tracking URI MLflow accepts (an ``http://127.0.0.1:5000`` server,
+say) works too. :class:`NullTracker` stands in when tracking is off.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from uadbench.config import config_to_dict, flatten
 from uadbench.errors import UadbenchError
+from uadbench.records import ResultRecord
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -110,6 +126,75 @@ class Tracker:
     def end_parent(self, status: str = "FINISHED") -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status=status)
+
+    # -- the grid's schema (see the module docstring) ---------------------------------------------
+    def start_grid(self, spec: Any, executor: str) -> None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        params = {"grid": spec.source, "spec_hash": spec.spec_hash, "image_grid": json.dumps(spec.image_grid.to_dict()),
+                  "seeds": json.dumps(list(spec.seeds)), "train_dataset": spec.train_dataset, "executor": executor}
+        self.start_parent(f"{spec.name}-{stamp}", params, {"uadbench.grid": spec.name, "uadbench.spec_hash": spec.spec_hash})
+
+    def log_fit(self, job: Any, meta: Mapping[str, Any]) -> None:
+        name, tags, params = fit_run(job, meta)
+        run_id = self.child_run(name, tags=tags, params=params)
+        self.log_history(run_id, [(s, m) for s, m in meta.get("history", [])])
+        self.log_metrics(run_id, {"train_seconds": meta["train_seconds"], "num_parameters": meta["num_parameters"]})
+        self.end_run(run_id)
+
+    def log_cell(self, rec: ResultRecord, cached: bool, example_dir: Path | None = None) -> None:
+        name, tags, params = cell_run(rec, cached)
+        run_id = self.child_run(name, tags=tags, params=params)
+        self.log_metrics(run_id, {**rec.metrics, **{f"cost.{k}": v for k, v in rec.cost.items() if isinstance(v, (int, float))}})
+        if example_dir is not None and example_dir.is_dir():
+            for f in sorted(example_dir.iterdir()):
+                self.log_artifact(run_id, f, "example")
+        self.end_run(run_id)
+
+    def log_outputs(self, *paths: Path) -> None:
+        for path in paths:
+            self.log_artifact(self.parent_id, path)  # type: ignore[arg-type]
+
+    def end_grid(self, status: str) -> None:
+        self.end_parent(status)
+
+
+def fit_run(job: Any, meta: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(run name, tags, params) of a fit run; ``job`` is a :class:`uadbench.grid.FitJob`."""
+    tags = {"uadbench.kind": "fit", "method": job.method.name, "label": job.method.display, "preset": job.method.preset,
+            "seed": job.seed, "config_hash": job.config_hash, "fit_key": job.key, "cached": meta.get("cached", False)}
+    params = {"method": job.method.name, "preset": job.method.preset, **flatten(config_to_dict(job.config), "config.")}
+    return f"fit/{job.method.display}/seed{job.seed}", tags, params
+
+
+def cell_run(rec: ResultRecord, cached: bool) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(run name, tags, params) of an evaluation cell's run."""
+    tags = {"uadbench.kind": "eval", "method": rec.method, "label": rec.label, "dataset": rec.dataset, "split": rec.split,
+            "shift": rec.shift, "severity": rec.severity, "seed": rec.seed, "config_hash": rec.config_hash,
+            "fit_key": rec.fit_key, "eval_key": rec.eval_key, "spec_hash": rec.spec_hash, "cached": cached}
+    params = {f"threshold.{k}": json.dumps(v) for k, v in rec.thresholds.items()}
+    return f"eval/{rec.label}/{rec.dataset}/{rec.shift_label}/seed{rec.seed}", tags, params
+
+
+class NullTracker:
+    """Tracking switched off: every call does nothing."""
+
+    tracking_uri: str | None = None
+
+    def start_grid(self, spec: Any, executor: str) -> None: ...
+
+    def log_fit(self, job: Any, meta: Mapping[str, Any]) -> None: ...
+
+    def log_cell(self, rec: ResultRecord, cached: bool, example_dir: Path | None = None) -> None: ...
+
+    def log_outputs(self, *paths: Path) -> None: ...
+
+    def end_grid(self, status: str) -> None: ...
+
+
+def create_tracker(track: bool, tracking_uri: str | None, run_dir: Path, experiment: str) -> "Tracker | NullTracker":
+    if not track:
+        return NullTracker()
+    return Tracker(tracking_uri or default_tracking_uri(run_dir), experiment, artifact_dir=Path(run_dir) / "mlartifacts")
 
 
 def search_runs(tracking_uri: str, experiment: str):

@@ -1,0 +1,58 @@
+"""One evaluation cell: where it reads and writes, its result record, its example volume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from uadbench.grid import EvalJob, FitJob, GridSpec
+from uadbench.records import ResultRecord, now_utc, versions
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Where a grid's evaluation reads and writes (picklable, for worker processes)."""
+
+    spec: GridSpec
+    cache_dir: Path
+    data_root: Path | None
+    device: str
+
+    def eval_path(self, job: EvalJob) -> Path:
+        return self.cache_dir / "evals" / f"{job.key}.json"
+
+    def example_dir(self, job: EvalJob) -> Path:
+        return self.cache_dir / "evals" / f"{job.key}-example"
+
+
+def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list, n_healthy: int, seconds: list[float],
+                meta: dict, device: str) -> ResultRecord:
+    """The result record of one evaluation cell (``meta``: the fit's meta record)."""
+    res = result.to_dict()
+    lesion = [v.lesion_mask.mean() for v in test if v.lesion_mask is not None]
+    return ResultRecord(
+        grid=ectx.spec.name, spec_hash=ectx.spec.spec_hash, method=fit.method.name, label=fit.method.display,
+        preset=fit.method.preset, overrides=fit.method.overrides_dict, config_hash=fit.config_hash, fit_key=fit.key,
+        eval_key=job.key, train_dataset=fit.train_dataset, dataset=job.dataset.name, split=job.dataset.test_split,
+        val_split=job.dataset.val_split, shift=job.shift.name, severity=job.shift.severity, seed=fit.seed,
+        image_grid=fit.image_grid.to_dict(), metrics=res["aggregates"], thresholds=res["thresholds"],
+        confidence_intervals=res.get("confidence_intervals", {}), per_volume=res["per_volume"],
+        healthy_test=f"{fit.train_dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon)",
+        dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0]))},
+        cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
+        versions=versions(), device=device, created=now_utc(),
+    )
+
+
+def save_example(prefix: Path, vol) -> None:
+    """A test volume's image, map and lesion mask as NIfTI (an MLflow artifact)."""
+    from uadbench.data.nifti import save_nifti
+
+    affine = np.diag([vol.spacing, vol.spacing, vol.spacing, 1.0])
+    prefix.mkdir(parents=True, exist_ok=True)
+    save_nifti(prefix / f"{vol.subject_id}_anomaly_map.nii.gz", vol.anomaly_map, affine)
+    save_nifti(prefix / f"{vol.subject_id}_image.nii.gz", vol.image, affine)
+    if vol.lesion_mask is not None:
+        save_nifti(prefix / f"{vol.subject_id}_lesion.nii.gz", vol.lesion_mask.astype(np.uint8), affine)

@@ -1,0 +1,189 @@
+"""The result record: one evaluation cell, its schema, and the versions that set its numbers.
+
+A :class:`ResultRecord` is one line of ``results.jsonl``: the method (name, label, preset,
+overrides, config hash), the data (training dataset, evaluation dataset and splits), the shift,
+the seed, the metrics with their thresholds' provenance, per-volume values, cost, and the versions
+of everything that produced the numbers. It is read and written here only; the report, ``compare``
+and tracking consume records, not dict keys spelled again.
+
+Versions come in two kinds. :func:`component_versions` are the harness's own parts (volume
+pipeline, evaluation protocol, metrics, shifts, result schema): each is bumped whenever a change
+alters a number, and each goes into the cache keys and the grid's spec hash. :func:`versions`
+adds the library versions and Python, recorded for provenance.
+
+This module imports neither torch nor mlflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from uadbench._version import __version__
+from uadbench.errors import UadbenchError
+
+RECORD_SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)  # schema 1 records lack versions.components and device; they read fine
+NO_SHIFT = "none"
+
+_LIBRARIES = ("torch", "numpy", "scipy", "monai", "mlflow")
+
+
+def shift_label(name: str, severity: float | None) -> str:
+    """The one spelling of a shift cell: ``none`` or ``gamma@1.5``."""
+    return NO_SHIFT if name == NO_SHIFT else f"{name}@{float(severity):g}"  # type: ignore[arg-type]
+
+
+def component_versions() -> dict[str, str]:
+    """Versions of the harness parts that set a number (cache keys and spec hashes include them)."""
+    from uadbench.data.pipeline import PIPELINE_VERSION
+    from uadbench.evaluation.metrics import METRICS_VERSION
+    from uadbench.evaluation.protocol import PROTOCOL_VERSION
+    from uadbench.shifts import SHIFTS_VERSION
+
+    return {
+        "pipeline": PIPELINE_VERSION,
+        "protocol": PROTOCOL_VERSION,
+        "metrics": METRICS_VERSION,
+        "shifts": SHIFTS_VERSION,
+        "record": str(RECORD_SCHEMA),
+    }
+
+
+def _library_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, Any]:
+    """The harness, Python, library and component versions (recorded in every fit and cell)."""
+    libs = {name: v for name in _LIBRARIES if (v := _library_version(name)) is not None}
+    return {
+        "uadbench": __version__,
+        "python": platform.python_version(),
+        **libs,
+        "components": component_versions(),
+    }
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One evaluation cell (a fit × dataset × shift), as written to ``results.jsonl``."""
+
+    grid: str
+    spec_hash: str
+    method: str
+    label: str
+    preset: str
+    config_hash: str
+    fit_key: str
+    eval_key: str
+    train_dataset: str
+    dataset: str
+    split: str
+    val_split: str
+    shift: str
+    severity: float | None
+    seed: int
+    image_grid: dict[str, Any]
+    metrics: dict[str, float]
+    thresholds: dict[str, Any]
+    per_volume: dict[str, dict[str, float]]
+    cost: dict[str, Any]
+    versions: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    confidence_intervals: dict[str, Any] = field(default_factory=dict)
+    healthy_test: str = ""
+    dataset_stats: dict[str, Any] = field(default_factory=dict)
+    device: str = ""
+    created: str = ""
+    schema: int = RECORD_SCHEMA
+
+    @property
+    def shift_label(self) -> str:
+        return shift_label(self.shift, self.severity)
+
+    @property
+    def cell(self) -> tuple[str, str, int]:
+        """(dataset, shift label, seed): what two methods' records must share to be compared."""
+        return (self.dataset, self.shift_label, self.seed)
+
+    def subject_values(self, metric: str) -> dict[str, float]:
+        """Per-subject values of ``metric`` (subjects that have it)."""
+        return {s: float(v[metric]) for s, v in self.per_volume.items() if metric in v}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """One JSON line (sorted keys, no trailing newline)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "record") -> "ResultRecord":
+        if not isinstance(data, Mapping):
+            raise UadbenchError(f"{where}: expected a JSON object (one result record), got {type(data).__name__}")
+        schema = data.get("schema")
+        if schema not in READABLE_SCHEMAS:
+            raise UadbenchError(
+                f"{where}: unknown record schema {schema!r}; this uadbench reads schemas "
+                f"{', '.join(map(str, READABLE_SCHEMAS))}"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
+        missing = sorted(required - set(data))
+        if missing:
+            raise UadbenchError(f"{where}: record lacks {', '.join(missing)}")
+        values = {k: v for k, v in data.items() if k in names}
+        values["schema"] = RECORD_SCHEMA if schema == 1 else schema
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, line: str, where: str = "record") -> "ResultRecord":
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UadbenchError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        return cls.from_dict(data, where)
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def coerce_records(records: Iterable[ResultRecord | Mapping[str, Any]]) -> list[ResultRecord]:
+    """Records as :class:`ResultRecord` (dicts, as read from JSON, are converted)."""
+    return [r if isinstance(r, ResultRecord) else ResultRecord.from_dict(r) for r in records]
+
+
+def read_records(path: str | os.PathLike) -> list[ResultRecord]:
+    """Every record of a ``results.jsonl``; a bad line is an error naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UadbenchError(f"results file not found: {path} (a run writes <run dir>/results.jsonl)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UadbenchError(f"{path}: cannot read a results file: {exc}") from exc
+    records = [
+        ResultRecord.from_json(line, where=f"{path}:{i}")
+        for i, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+    if not records:
+        raise UadbenchError(f"{path}: no result records (an empty results file)")
+    return records
+
+
+def records_text(records: Sequence[ResultRecord]) -> str:
+    """The content of a ``results.jsonl`` holding ``records``."""
+    return "".join(r.to_json() + "\n" for r in records)

@@ -81,3 +81,35 @@ def test_every_method_has_required_presets():
     for name in uadbench.list_methods():
         cls = uadbench.METHODS.get(name)
         assert {"paper", "cpu", "smoke"} <= set(cls.presets), name
+
+
+def test_a_broken_plugin_is_one_line_and_the_others_keep_working(tmp_path):
+    """A third-party method module that fails to import must not take `uadbench list` down."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "uadbench_broken").mkdir(parents=True)
+    (site / "uadbench_broken" / "__init__.py").write_text("import a_module_that_does_not_exist\n")
+    dist = site / "uadbench_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: uadbench-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[uadbench.methods]\nbroken = uadbench_broken\n")
+    env = dict(os.environ, PYTHONPATH=str(site), MLFLOW_DISABLE_TELEMETRY="true")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "uadbench.cli", *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+
+    listing = run("list", "methods")
+    assert listing.returncode == 0, listing.stderr
+    assert {"ae", "cddpm", "mhd"} <= {line.split()[0] for line in listing.stdout.splitlines()}
+    (warning,) = listing.stderr.strip().splitlines()
+    assert "broken" in warning and "ModuleNotFoundError" in warning and "a_module_that_does_not_exist" in warning
+    # asking for the broken one by name says why it is unavailable, on one line, exit 2
+    grid = tmp_path / "g.toml"
+    grid.write_text('train_dataset = "phantom-healthy-t2w"\n[[methods]]\nname = "broken"\n[[datasets]]\nname = "phantom-tumour-t2w"\n')
+    proc = run("run", str(grid), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "could not load method plugin 'broken'" in proc.stderr
+    assert not (tmp_path / "out").exists()

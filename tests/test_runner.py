@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 import numpy as np
 import torch
 
@@ -98,3 +100,119 @@ def test_predict_volume_restacks_slices_in_order():
     amap, recon, seconds = predict_volume(method, image, seed=0, batch_size=2, device="cpu")
     np.testing.assert_array_equal(amap, image)  # thresh's map is the image itself
     assert recon is None and seconds >= 0
+
+
+# -- cache keys and the anomaly-map cache ---------------------------------------------------------
+GRID = {
+    "name": "keys", "image_grid": "smoke", "seeds": [0], "train_dataset": "phantom-healthy-t2w",
+    "methods": [{"name": "thresh", "preset": "smoke"}], "datasets": [{"name": "phantom-tumour-t2w"}],
+    "shifts": [{"name": "gamma", "severities": [1.5]}],
+}
+
+
+@pytest.mark.parametrize("module, name", [
+    ("uadbench.evaluation.protocol", "PROTOCOL_VERSION"),
+    ("uadbench.evaluation.metrics", "METRICS_VERSION"),
+    ("uadbench.shifts", "SHIFTS_VERSION"),
+    ("uadbench.data.pipeline", "PIPELINE_VERSION"),
+])
+def test_evaluation_keys_and_spec_hash_change_with_every_component_version(monkeypatch, module, name):
+    import importlib
+
+    from uadbench.grid import parse_grid
+
+    spec = parse_grid(dict(GRID))
+    before = [j.key for j in spec.eval_jobs()], spec.spec_hash
+    monkeypatch.setattr(importlib.import_module(module), name, "changed")
+    after = [j.key for j in spec.eval_jobs()], spec.spec_hash
+    assert not set(before[0]) & set(after[0]), f"a change of {name} must not serve stale cells"
+    assert before[1] != after[1]
+
+
+def test_spec_hash_ignores_presentation_but_not_what_sets_numbers():
+    from uadbench.grid import parse_grid
+
+    base = parse_grid(dict(GRID)).spec_hash
+    assert parse_grid({**GRID, "description": "another text", "name": "renamed"}).spec_hash == base
+    assert parse_grid({**GRID, "methods": [{"name": "thresh", "preset": "smoke", "label": "T"}]}).spec_hash == base
+    assert parse_grid({**GRID, "seeds": [1]}).spec_hash != base
+    assert parse_grid({**GRID, "methods": [{"name": "thresh", "preset": "smoke", "overrides": {"invert": True}}]}).spec_hash != base
+
+
+PREDICTED: list[str] = []
+
+
+@dataclass(frozen=True)
+class CountingConfig:
+    scale: float = 1.0
+
+
+@register_method("test-counting")
+class Counting(ReconstructionMethod):
+    """Test method: the residual against zero, remembering every input it predicts."""
+
+    Config = CountingConfig
+    presets = {"paper": {}, "cpu": {}, "smoke": {}}
+
+    def fit(self, train, val, ctx):
+        pass
+
+    def reconstruct(self, images, *, generator):
+        import hashlib
+
+        PREDICTED.append(hashlib.sha1(images.numpy().tobytes()).hexdigest())
+        return torch.zeros_like(images)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_each_input_is_predicted_once_and_new_metrics_reuse_the_maps(tmp_path, data_root, monkeypatch):
+    """The healthy test split is predicted once per shift (not once per dataset and shift), and a
+    rerun under a new metrics version recomputes every cell from cached maps without predicting."""
+    from uadbench.grid import parse_grid
+    from uadbench.runner import run_grid
+
+    grid = {**GRID, "methods": [{"name": "test-counting", "preset": "smoke"}],
+            "datasets": [{"name": "phantom-tumour-t2w"}, {"name": "phantom-ms-t2w"}]}
+    PREDICTED.clear()
+    first = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)
+    assert len(first.records) == 4
+    assert PREDICTED and len(PREDICTED) == len(set(PREDICTED)), "an input volume was predicted twice"
+    # every input once: healthy val + healthy test x 2 shifts + per dataset (val + test x 2 shifts)
+    n = {split: 3 if split == "val" else 4 for split in ("val", "test")}
+    assert len(PREDICTED) == n["val"] + 2 * n["test"] + 2 * (n["val"] + 2 * n["test"])
+
+    PREDICTED.clear()
+    monkeypatch.setattr("uadbench.evaluation.metrics.METRICS_VERSION", "next")
+    again = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)
+    assert PREDICTED == [], "a new metric version must reuse the cached maps"
+    assert {r.eval_key for r in again.records}.isdisjoint({r.eval_key for r in first.records})
+    assert [r.metrics for r in again.records] == [r.metrics for r in first.records]
+
+
+def test_whole_volume_methods_get_one_volume_per_predict_batch():
+    from uadbench.grid import parse_grid
+
+    spec = parse_grid({**GRID, "eval_batch_size": 4, "methods": [{"name": "mhd", "preset": "smoke"}, {"name": "ae", "preset": "smoke"}]})
+    assert METHODS.get("mhd").whole_volume and not METHODS.get("ae").whole_volume
+    assert spec.predict_batch_size("mhd") == spec.image_grid.shape[2] and spec.predict_batch_size("ae") == 4
+
+
+def test_the_grid_docstring_example_is_a_valid_grid():
+    import tomllib
+
+    from uadbench import grid
+
+    lines = grid.__doc__.split("A grid file looks like::\n")[1].splitlines()
+    block = []
+    for line in lines:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    spec = grid.parse_grid(tomllib.loads("\n".join(block)))
+    assert spec.methods[0].overrides_dict == {"steps": 400}
+    assert [s.label for s in spec.shifts] == ["none", "gamma@0.7", "gamma@1.5"]

@@ -106,7 +106,7 @@ class FitJob:
     seed: int
     image_grid: ImageGrid
     key: str
-    depends_on: tuple["FitJob", ...] = ()  # fits this one reuses (Method.dependencies)
+    depends_on: tuple[FitJob, ...] = ()  # fits this one reuses (Method.dependencies)
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,8 @@ def _require_table_list(raw: dict, key: str, source: str) -> list[dict]:
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(f"{where}: unknown key{plural} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
 
 
 def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:

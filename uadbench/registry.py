@@ -14,7 +14,8 @@ import fnmatch
 import importlib.metadata
 import inspect
 import threading
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from uadbench.errors import UadbenchError
 
@@ -65,7 +66,7 @@ class Registry(Generic[T]):
                 self._items[name] = target
                 self._descriptions[name] = description or _one_line(target)
                 try:
-                    setattr(target, "registered_name", name)
+                    target.registered_name = name
                 except (AttributeError, TypeError):
                     pass
             return target

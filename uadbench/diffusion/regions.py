@@ -73,8 +73,8 @@ class GridPatches(NoisingStrategy):
         """(grid*grid, 1, H, W) float masks, one per box."""
         boxes = self.boxes(height, width)
         masks = torch.zeros(len(boxes), 1, height, width)
-        for k, (t, b, l, r) in enumerate(boxes):
-            masks[k, :, t:b, l:r] = 1
+        for k, (top, bottom, left, right) in enumerate(boxes):
+            masks[k, :, top:bottom, left:right] = 1
         return masks
 
     def train_region(self, shape, generator):

@@ -12,7 +12,8 @@ are handled through their own methods; this module does not import torch.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -21,7 +21,7 @@ so the conditional embedding has ``8C`` features.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

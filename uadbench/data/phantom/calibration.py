@@ -9,8 +9,8 @@ surrounding brain, identically on the phantom (:func:`phantom_lesion_ratios`) an
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -18,8 +18,8 @@ from scipy import ndimage
 
 from uadbench.data.phantom.anatomy import SPACING_MM
 from uadbench.data.phantom.physics import DEFAULT_SCANNER, MODALITIES, Scanner, get_scanner
-from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.data.phantom.subject import COHORTS, get_cohort
+from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.errors import ConfigError, DataError
 
 

@@ -6,15 +6,15 @@ matplotlib is imported on first use only.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from uadbench.data.phantom.cohorts import PHANTOM_VERSION
 from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, get_scanner
-from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.data.phantom.subject import get_cohort
+from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.io_utils import atomic_path
 
 

@@ -296,9 +296,9 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         overrides = m.get("overrides", {})
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: overrides must be a table of config keys")
-        spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
-        create_config(spec.name, spec.preset, spec.overrides_dict)  # fail early
-        methods.append(spec)
+        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
+        create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # fail early
+        methods.append(method_spec)
     labels = [m.display for m in methods]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:
@@ -311,13 +311,13 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         if not isinstance(d.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available datasets: {', '.join(DATASETS.names())}")
         cls = DATASETS.get(d["name"])
-        spec = DatasetSpec(d["name"], d.get("val_split", "val"), d.get("test_split", "test"))
-        for split in (spec.val_split, spec.test_split):
+        dataset_spec = DatasetSpec(d["name"], d.get("val_split", "val"), d.get("test_split", "test"))
+        for split in (dataset_spec.val_split, dataset_spec.test_split):
             if split not in cls.splits:
-                raise ConfigError(f"{where}: dataset {spec.name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
-        if spec.val_split == spec.test_split:
-            raise ConfigError(f"{where}: val_split and test_split are both {spec.val_split!r}; thresholds must come from another split")
-        datasets.append(spec)
+                raise ConfigError(f"{where}: dataset {dataset_spec.name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
+        if dataset_spec.val_split == dataset_spec.test_split:
+            raise ConfigError(f"{where}: val_split and test_split are both {dataset_spec.val_split!r}; thresholds must come from another split")
+        datasets.append(dataset_spec)
 
     shifts = [ShiftSpec("none", None)]
     for i, s in enumerate(raw.get("shifts", []) or []):

@@ -140,7 +140,7 @@ class ResultRecord:
                 f"{', '.join(map(str, READABLE_SCHEMAS))}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
         missing = sorted(required - set(data))
         if missing:
             raise UadbenchError(f"{where}: record lacks {', '.join(missing)}")

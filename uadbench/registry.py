@@ -15,7 +15,7 @@ import importlib.metadata
 import inspect
 import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from uadbench.errors import UadbenchError
 
@@ -66,7 +66,7 @@ class Registry(Generic[T]):
                 self._items[name] = target
                 self._descriptions[name] = description or _one_line(target)
                 try:
-                    target.registered_name = name
+                    cast(Any, target).registered_name = name  # any object may be registered
                 except (AttributeError, TypeError):
                     pass
             return target

@@ -64,7 +64,7 @@ def _group(records: Iterable[ResultRecord]) -> OrderedDict[tuple[str, str], Orde
     return groups
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return math.nan, math.nan
@@ -154,7 +154,11 @@ def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "u
                 cells.append(text)
             cells += [_params(r["num_parameters"]), f"{r['train_seconds']:.1f}", f"{r['seconds_per_volume']:.3f}"]
             for col in UPPER_BOUND_COLUMNS:
-                cells.append(_fmt(*r[col.key], r["n_seeds"], col.percent) if col.key in r else "–")
+                if col.key in r:
+                    ub_mean, ub_std = r[col.key]
+                    cells.append(_fmt(ub_mean, ub_std, r["n_seeds"], col.percent))
+                else:
+                    cells.append("–")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -47,7 +47,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.image.shape)  # type: ignore[return-value]
+        return tuple(self.image.shape)
 
     @property
     def spacing(self) -> tuple[float, float, float]:

@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from uadbench.data.phantom.synthesis import generate_subject, render, to_volume
 from uadbench.errors import ConfigError, DataError
 from uadbench.io_utils import atomic_dir
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks

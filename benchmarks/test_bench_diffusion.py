@@ -99,7 +99,7 @@ def test_inference_ratios(benchmark):
         | {"cddpm_faster_than_pddpm": faster_than_pddpm, "cddpm_slower_than_ddpm": slower_than_ddpm}
     )
     print(
-        f"\nper volume: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+        "\nper volume: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
         + f"\ncDDPM vs pDDPM: {100 * faster_than_pddpm:.0f} % faster (paper: about 37 %); "
         f"cDDPM vs DDPM: {100 * slower_than_ddpm:+.0f} % (paper: about +2 %)"
     )

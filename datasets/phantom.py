@@ -22,7 +22,7 @@ acquisition protocol (``generic-3t``, the default, or ``generic-1.5t``).
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from uadbench.data import phantom as ph
 from uadbench.data.dataset import DatasetSource

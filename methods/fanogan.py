@@ -47,8 +47,8 @@ from torch import Tensor
 
 from uadbench.errors import ConfigError
 from uadbench.method import AnomalyOutput, FitContext, Method
-from uadbench.nn.utils import module_device
 from uadbench.nn.gan import LatentEncoder, build_gan, gradient_penalty
+from uadbench.nn.utils import module_device
 from uadbench.registry import register_method
 from uadbench.training import train_loop
 

@@ -265,7 +265,7 @@ class MHD(Method):
             return {}
         return {f"cddpm.{k}": v for k, v in self.cddpm.modules().items()}
 
-    def to(self, device: torch.device | str) -> "MHD":
+    def to(self, device: torch.device | str) -> MHD:
         if self.cddpm is not None:
             self.cddpm.to(device)
         return self

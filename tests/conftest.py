@@ -4,7 +4,6 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-from dataclasses import dataclass, FrozenInstanceError
+from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import uadbench
+from synthetic import brainlike_volumes
 from uadbench.data import SliceDataset
 from uadbench.method import AnomalyOutput, FitContext, Method
-
-from synthetic import brainlike_volumes
 
 SHAPE = (32, 32)
 

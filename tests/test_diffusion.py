@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import uadbench
+from synthetic import brainlike_volumes
 from uadbench.data import SliceDataset
 from uadbench.diffusion.method import DiffusionConfig, build_process, build_unet, validation_loss
 from uadbench.diffusion.model import DiffusionModel
@@ -32,9 +33,6 @@ from uadbench.methods.cddpm import pretrain_encoder
 from uadbench.nn.encoders import create_condition_encoder
 from uadbench.nn.masked_image import MaskedImageModel, random_patch_mask
 from uadbench.nn.unet import DiffusionUNet, count_parameters, timestep_embedding
-
-from synthetic import brainlike_volumes
-
 
 # -- parameter counts of the paper-sized networks (METHOD_SPEC.md §1.2) -----------------------
 

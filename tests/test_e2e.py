@@ -95,7 +95,8 @@ def test_compare_two_methods_with_a_paired_permutation_test(smoke_run, data_root
     proc = _run(["compare", str(out / "results.jsonl"), "ae", "thresh", "--shift", "none"], cwd=work, env=_env(data_root))
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
-    records = {json.loads(l)["method"]: json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if '"shift": "none"' in l}
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = {r["method"]: r for r in rows if r["shift"] == "none"}
     subjects = sorted(s for s in records["ae"]["per_volume"] if "auprc" in records["ae"]["per_volume"][s])
     a = [records["ae"]["per_volume"][s]["auprc"] for s in subjects]
     b = [records["thresh"]["per_volume"][s]["auprc"] for s in subjects]

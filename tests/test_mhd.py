@@ -10,13 +10,12 @@ from scipy.spatial.distance import mahalanobis
 from skimage.metrics import structural_similarity
 
 import uadbench
+from synthetic import brainlike_volumes
 from uadbench.data import SliceDataset
 from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import FitContext
 from uadbench.methods.mhd import MHD, mahalanobis_map, mahalanobis_terms
 from uadbench.nn.filters import gaussian_filter, ssim_map
-
-from synthetic import brainlike_volumes
 
 SHAPE = (32, 32)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
-
 import numpy as np
+import pytest
 import torch
 
 from uadbench import ReconstructionMethod, register_method

@@ -14,10 +14,9 @@ import numbers
 import numpy as np
 import pytest
 
+from synthetic import brainlike_volumes
 from uadbench.registry import SHIFTS
 from uadbench.shifts import NO_SHIFT, apply_shift
-
-from synthetic import brainlike_volumes
 
 SHAPE = (24, 20, 12)  # not a cube, so a mixed-up axis shows
 OFFSETS = (0.2, 0.5)  # severities tested: neutral, neutral + 0.2, neutral + 0.5

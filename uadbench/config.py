@@ -12,7 +12,8 @@ import dataclasses
 import hashlib
 import json
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from uadbench.errors import ConfigError
 from uadbench.registry import METHODS

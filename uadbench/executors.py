@@ -16,8 +16,9 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from uadbench.errors import UadbenchError
 

@@ -106,7 +106,7 @@ class FitJob:
     seed: int
     image_grid: ImageGrid
     key: str
-    depends_on: tuple["FitJob", ...] = ()  # fits this one reuses (Method.dependencies)
+    depends_on: tuple[FitJob, ...] = ()  # fits this one reuses (Method.dependencies)
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,8 @@ def _require_table_list(raw: dict, key: str, source: str) -> list[dict]:
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(f"{where}: unknown key{plural} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
 
 
 def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
@@ -295,9 +296,9 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         overrides = m.get("overrides", {})
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: overrides must be a table of config keys")
-        spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
-        create_config(spec.name, spec.preset, spec.overrides_dict)  # fail early
-        methods.append(spec)
+        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
+        create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # fail early
+        methods.append(method_spec)
     labels = [m.display for m in methods]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:
@@ -310,13 +311,13 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         if not isinstance(d.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available datasets: {', '.join(DATASETS.names())}")
         cls = DATASETS.get(d["name"])
-        spec = DatasetSpec(d["name"], d.get("val_split", "val"), d.get("test_split", "test"))
-        for split in (spec.val_split, spec.test_split):
+        dataset_spec = DatasetSpec(d["name"], d.get("val_split", "val"), d.get("test_split", "test"))
+        for split in (dataset_spec.val_split, dataset_spec.test_split):
             if split not in cls.splits:
-                raise ConfigError(f"{where}: dataset {spec.name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
-        if spec.val_split == spec.test_split:
-            raise ConfigError(f"{where}: val_split and test_split are both {spec.val_split!r}; thresholds must come from another split")
-        datasets.append(spec)
+                raise ConfigError(f"{where}: dataset {dataset_spec.name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
+        if dataset_spec.val_split == dataset_spec.test_split:
+            raise ConfigError(f"{where}: val_split and test_split are both {dataset_spec.val_split!r}; thresholds must come from another split")
+        datasets.append(dataset_spec)
 
     shifts = [ShiftSpec("none", None)]
     for i, s in enumerate(raw.get("shifts", []) or []):

@@ -120,7 +120,7 @@ class MapCache:
             arrays["reconstruction"] = np.stack(maps.reconstructions)
         with atomic_path(self.path(key), suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
+                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds may bind allow_pickle
 
 
 class MapSource:

@@ -7,8 +7,9 @@ post-processing, thresholds and metrics; a method owns its model and its trainin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -44,7 +45,7 @@ class FitContext:
     log_metrics: Callable[[dict[str, float], int], None] = _no_log
     progress: Callable[[str], None] = _no_progress
     # fitted methods this one builds on (see Method.dependencies), by registered name
-    dependencies: dict[str, "Method"] = field(default_factory=dict)
+    dependencies: dict[str, Method] = field(default_factory=dict)
 
 
 class Method(ABC):
@@ -92,7 +93,7 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     # -- conveniences shared by all methods ---------------------------------------------------
-    def to(self, device: torch.device | str) -> "Method":
+    def to(self, device: torch.device | str) -> Method:
         for value in vars(self).values():
             if isinstance(value, torch.nn.Module):
                 value.to(device)

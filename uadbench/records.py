@@ -22,9 +22,10 @@ import importlib.metadata
 import json
 import os
 import platform
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from uadbench._version import __version__
 from uadbench.errors import UadbenchError
@@ -129,7 +130,7 @@ class ResultRecord:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "record") -> "ResultRecord":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "record") -> ResultRecord:
         if not isinstance(data, Mapping):
             raise UadbenchError(f"{where}: expected a JSON object (one result record), got {type(data).__name__}")
         schema = data.get("schema")
@@ -139,7 +140,7 @@ class ResultRecord:
                 f"{', '.join(map(str, READABLE_SCHEMAS))}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
         missing = sorted(required - set(data))
         if missing:
             raise UadbenchError(f"{where}: record lacks {', '.join(missing)}")
@@ -148,7 +149,7 @@ class ResultRecord:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, line: str, where: str = "record") -> "ResultRecord":
+    def from_json(cls, line: str, where: str = "record") -> ResultRecord:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -157,7 +158,7 @@ class ResultRecord:
 
 
 def now_utc() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def coerce_records(records: Iterable[ResultRecord | Mapping[str, Any]]) -> list[ResultRecord]:

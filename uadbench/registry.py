@@ -14,7 +14,8 @@ import fnmatch
 import importlib.metadata
 import inspect
 import threading
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar, cast
 
 from uadbench.errors import UadbenchError
 
@@ -65,7 +66,7 @@ class Registry(Generic[T]):
                 self._items[name] = target
                 self._descriptions[name] = description or _one_line(target)
                 try:
-                    setattr(target, "registered_name", name)
+                    cast(Any, target).registered_name = name  # any object may be registered
                 except (AttributeError, TypeError):
                     pass
             return target

@@ -11,8 +11,8 @@ import csv
 import io
 import math
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from uadbench.evaluation.metrics import MetricInfo, metric_info
 from uadbench.records import ResultRecord, coerce_records, read_records
@@ -57,14 +57,14 @@ FAIR_COLUMNS = [c for c in COLUMNS if not c.info.upper_bound]
 UPPER_BOUND_COLUMNS = [c for c in COLUMNS if c.info.upper_bound]
 
 
-def _group(records: Iterable[ResultRecord]) -> "OrderedDict[tuple[str, str], OrderedDict[str, list[ResultRecord]]]":
+def _group(records: Iterable[ResultRecord]) -> OrderedDict[tuple[str, str], OrderedDict[str, list[ResultRecord]]]:
     groups: OrderedDict = OrderedDict()
     for rec in records:
         groups.setdefault((rec.dataset, rec.shift_label), OrderedDict()).setdefault(rec.label, []).append(rec)
     return groups
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float]:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return math.nan, math.nan
@@ -136,7 +136,8 @@ def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "u
         extra = f"; lesion prevalence {prevalence * 100:.2f} % (AUPRC of a random score)" if prevalence else ""
         lines.append(f"## {dataset}, shift: {shift}{extra}")
         lines.append("")
-        header = ["Method", "Preset"] + [f"{c.title} {c.info.arrow}" for c in FAIR_COLUMNS] + ["Params", "Train s", "s / volume"] + [c.title for c in UPPER_BOUND_COLUMNS]
+        header = ["Method", "Preset"] + [f"{c.title} {c.info.arrow}" for c in FAIR_COLUMNS]
+        header += ["Params", "Train s", "s / volume"] + [c.title for c in UPPER_BOUND_COLUMNS]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|")
         for r in grows:
@@ -153,7 +154,11 @@ def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "u
                 cells.append(text)
             cells += [_params(r["num_parameters"]), f"{r['train_seconds']:.1f}", f"{r['seconds_per_volume']:.3f}"]
             for col in UPPER_BOUND_COLUMNS:
-                cells.append(_fmt(*r[col.key], r["n_seeds"], col.percent) if col.key in r else "–")
+                if col.key in r:
+                    ub_mean, ub_std = r[col.key]
+                    cells.append(_fmt(ub_mean, ub_std, r["n_seeds"], col.percent))
+                else:
+                    cells.append("–")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -165,11 +170,12 @@ def leaderboard_terminal(records: Sequence[ResultRecord | dict]) -> str:
     cols = [("Method", 14), ("Dataset", 22), ("Shift", 10), ("AUPRC", 8), ("AUROC", 8), ("Dice@val", 9), ("Dice@oracle*", 12), ("Train s", 8)]
     out = ["  ".join(name.ljust(w) for name, w in cols)]
     out.append("  ".join("-" * w for _, w in cols))
-    for r in rows:
-        def pct(key: str) -> str:
-            return "–" if key not in r or math.isnan(r[key][0]) else f"{r[key][0] * 100:.2f}"
+    def pct(row: dict, key: str) -> str:
+        return "–" if key not in row or math.isnan(row[key][0]) else f"{row[key][0] * 100:.2f}"
 
-        vals = [r["label"], r["dataset"], r["shift"], pct("auprc"), pct("auroc"), pct("dice@val-bisection"), pct("dice@oracle"), f"{r['train_seconds']:.1f}"]
+    for r in rows:
+        metrics = [pct(r, k) for k in ("auprc", "auroc", "dice@val-bisection", "dice@oracle")]
+        vals = [r["label"], r["dataset"], r["shift"], *metrics, f"{r['train_seconds']:.1f}"]
         out.append("  ".join(str(v)[:w].ljust(w) for v, (_, w) in zip(vals, cols)))
     out.append("* Dice@oracle uses the test labels: an upper bound, not a result.")
     return "\n".join(out)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -91,7 +91,8 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     if (out / "meta.json").is_file() and (out / "model.pt").is_file():
         return {**json.loads((out / "meta.json").read_text()), "cached": True}
     tag = f"[fit {job.method.display} seed {job.seed}]"
-    train, val = (prepare_split(job.train_dataset, s, grid=job.image_grid, data_seed=job.data_seed, cache_dir=cache_dir, data_root=data_root) for s in ("train", "val"))
+    train, val = (prepare_split(job.train_dataset, s, grid=job.image_grid, data_seed=job.data_seed, cache_dir=cache_dir, data_root=data_root)
+                  for s in ("train", "val"))
     torch.manual_seed(job.seed)
     np.random.seed(job.seed % (2**32))
     dev = resolve_device(device)
@@ -106,7 +107,8 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     )
     progress(f"{tag} training on {len(train)} healthy volumes ({job.train_dataset}/train)")
     start = time.perf_counter()
-    method.fit(SliceDataset([v.image for v in train], [v.subject_id for v in train]), SliceDataset([v.image for v in val], [v.subject_id for v in val]), ctx)
+    slices = [SliceDataset([v.image for v in split], [v.subject_id for v in split]) for split in (train, val)]
+    method.fit(slices[0], slices[1], ctx)
     seconds = time.perf_counter() - start
     with atomic_path(out / "model.pt", suffix=".pt") as tmp:
         torch.save(method.state_dict(), tmp)
@@ -186,7 +188,8 @@ def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[tupl
 
 def job_graph(fits: list[FitJob], evals: list[EvalJob], ectx: EvalContext) -> list[Task]:
     """The tasks of a grid: every fit (after the fits it reuses), then one evaluation task per fit."""
-    tasks = [Task(f"fit:{f.key}", _fit_task, (f, ectx.cache_dir, ectx.data_root, ectx.device), tuple(f"fit:{d.key}" for d in f.depends_on)) for f in fits]
+    args = (ectx.cache_dir, ectx.data_root, ectx.device)
+    tasks = [Task(f"fit:{f.key}", _fit_task, (f, *args), tuple(f"fit:{d.key}" for d in f.depends_on)) for f in fits]
     for fit in {e.fit.key: e.fit for e in evals}.values():
         jobs = [e for e in evals if e.fit.key == fit.key]
         tasks.append(Task(f"eval:{fit.key}", _eval_task, (fit, jobs, ectx), (f"fit:{fit.key}",)))

@@ -81,4 +81,6 @@ def apply_shift(name: str, image: np.ndarray, brain_mask: np.ndarray, severity: 
     fn = SHIFTS.get(name)
     if name == NO_SHIFT:
         return image
+    if severity is None:
+        raise TypeError(f"shift {name!r} needs a severity, got None")
     return fn(image, brain_mask, float(severity), rng)

@@ -25,8 +25,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from uadbench.config import config_to_dict, flatten
 from uadbench.errors import UadbenchError
@@ -191,7 +192,7 @@ class NullTracker:
     def end_grid(self, status: str) -> None: ...
 
 
-def create_tracker(track: bool, tracking_uri: str | None, run_dir: Path, experiment: str) -> "Tracker | NullTracker":
+def create_tracker(track: bool, tracking_uri: str | None, run_dir: Path, experiment: str) -> Tracker | NullTracker:
     if not track:
         return NullTracker()
     return Tracker(tracking_uri or default_tracking_uri(run_dir), experiment, artifact_dir=Path(run_dir) / "mlartifacts")

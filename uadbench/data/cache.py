@@ -40,4 +40,4 @@ def save_split(path: Path, volumes: list[Volume]) -> None:
         arrays["lesion"] = np.stack([v.lesion_mask for v in volumes])  # type: ignore[misc]
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds may bind allow_pickle

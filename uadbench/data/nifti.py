@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +22,9 @@ import numpy as np
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
 from uadbench.io_utils import atomic_path
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 MANIFEST = "manifest.json"
 
@@ -31,7 +35,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"NIfTI file not found: {path}")
     try:
-        img = nib.load(str(path))
+        img = cast("SpatialImage", nib.load(str(path)))  # NIfTI files load as spatial images
         return np.asarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel raises several types for corrupt files
         raise DataError(f"cannot read NIfTI file {path}: {exc}") from exc

@@ -47,7 +47,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.image.shape)  # type: ignore[return-value]
+        return tuple(self.image.shape)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -58,5 +58,5 @@ class Volume:
     def has_lesion(self) -> bool:
         return self.lesion_mask is not None and bool(self.lesion_mask.any())
 
-    def with_image(self, image: np.ndarray) -> "Volume":
+    def with_image(self, image: np.ndarray) -> Volume:
         return replace(self, image=np.asarray(image, dtype=np.float32))

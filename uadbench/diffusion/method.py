@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import torch
 from torch import Tensor
@@ -152,6 +152,12 @@ def validation_loss(model: DiffusionModel, val: SliceDataset, seed: int, batch_s
     return total / max(n, 1)
 
 
+class _BestWeights(TypedDict):
+    loss: float
+    state: dict[str, Any] | None
+    step: int
+
+
 def fit_diffusion(
     model: DiffusionModel,
     config: DiffusionConfig,
@@ -167,14 +173,15 @@ def fit_diffusion(
     are kept (the reference checkpoints on the minimum validation loss, METHOD_SPEC.md §7).
     """
     model.to(ctx.device).train()
-    best = {"loss": float("inf"), "state": None, "step": 0}
+    best: _BestWeights = {"loss": float("inf"), "state": None, "step": 0}
     track = bool(config.val_every) and val is not None and len(val) > 0
 
     def check_val(step: int) -> None:
+        assert val is not None  # only called when tracking, which needs a validation set
         loss = validation_loss(model, val, seed=ctx.seed + 1, batch_size=config.batch_size)
         ctx.log_metrics({f"{name}/val_loss": loss}, step)
         if loss < best["loss"]:
-            best.update(loss=loss, state=copy.deepcopy(model.state_dict()), step=step)
+            best.update({"loss": loss, "state": copy.deepcopy(model.state_dict()), "step": step})
 
     def loss_fn(batch: Tensor, step: int) -> Tensor:
         if track and step > 1 and (step - 1) % config.val_every == 0:

@@ -9,7 +9,7 @@ trained and validated is :mod:`uadbench.diffusion.method`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -14,8 +14,8 @@ data's device, so the same generator seed gives the same result on any device.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -30,11 +30,11 @@ def composite(inside: Tensor, outside: Tensor, region: Tensor | None) -> Tensor:
 
 class NoisingStrategy(ABC):
     @abstractmethod
-    def train_region(self, shape: tuple[int, int, int, int], generator: torch.Generator) -> Tensor | None:
+    def train_region(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor | None:
         """The region noised for each sample of a training batch of ``shape``."""
 
     @abstractmethod
-    def test_regions(self, shape: tuple[int, int, int, int]) -> list[Tensor | None]:
+    def test_regions(self, shape: tuple[int, ...]) -> list[Tensor | None]:
         """Non-overlapping regions, covering the image, denoised one pass each at test time."""
 
 
@@ -73,8 +73,8 @@ class GridPatches(NoisingStrategy):
         """(grid*grid, 1, H, W) float masks, one per box."""
         boxes = self.boxes(height, width)
         masks = torch.zeros(len(boxes), 1, height, width)
-        for k, (t, b, l, r) in enumerate(boxes):
-            masks[k, :, t:b, l:r] = 1
+        for k, (top, bottom, left, right) in enumerate(boxes):
+            masks[k, :, top:bottom, left:right] = 1
         return masks
 
     def train_region(self, shape, generator):

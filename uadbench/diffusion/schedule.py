@@ -39,7 +39,7 @@ class NoiseSchedule:
     alphas_cumprod: Tensor  # (T,) float64
 
     @classmethod
-    def create(cls, kind: str = "cosine", timesteps: int = 1000) -> "NoiseSchedule":
+    def create(cls, kind: str = "cosine", timesteps: int = 1000) -> NoiseSchedule:
         if timesteps < 1:
             raise ConfigError(f"timesteps must be at least 1, got {timesteps}")
         if kind == "cosine":

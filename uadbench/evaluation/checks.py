@@ -12,7 +12,8 @@ are handled through their own methods; this module does not import torch.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def check_volume(vol: EvalVolume, role: str) -> EvalVolume:
         raise UadbenchError(f"{role} volume has an invalid subject_id {sid!r}; use a non-empty str")
     on_device = is_device_tensor(vol.anomaly_map)
     if on_device:  # keep it there: post-processing runs on the device
-        amap = vol.anomaly_map.detach()
+        amap = cast(Any, vol.anomaly_map).detach()  # a torch tensor, though EvalVolume annotates numpy
         amap = amap if amap.is_floating_point() else amap.float()
         shape = tuple(amap.shape)
         finite = bool(amap.isfinite().all())

@@ -14,7 +14,7 @@ as written.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity

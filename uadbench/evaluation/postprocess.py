@@ -85,7 +85,7 @@ class PostprocessSettings:
             raise UadbenchError("erosion_iterations and max_dropped_voxels must be >= 0")
 
     @classmethod
-    def for_spacing(cls, spacing: float, order: str = "code") -> "PostprocessSettings":
+    def for_spacing(cls, spacing: float, order: str = "code") -> PostprocessSettings:
         """Settings for an isotropic grid of ``spacing`` mm (2.0 gives the reference 3 / 5 / 7)."""
         spacing = _check_spacing(spacing)
         iterations = max(0, _round_half_up(EROSION_REACH_MM / spacing))

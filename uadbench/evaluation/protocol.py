@@ -40,8 +40,9 @@ splits once and works on the checked copies afterwards.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -317,7 +318,7 @@ class DatasetEvaluator:
         order: str,
         n_bootstrap: int,
         seed: int,
-    ) -> "DatasetEvaluator":
+    ) -> DatasetEvaluator:
         """An evaluator on validation splits and arguments that are already checked."""
         evaluator = cls.__new__(cls)
         evaluator._start(lesion_val, healthy_val, source_names, order, n_bootstrap, seed)

@@ -12,8 +12,9 @@ back as NaN by ``from_dict``. This module holds no protocol logic and imports no
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class ThresholdInfo:
         return json_safe(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ThresholdInfo":
+    def from_dict(cls, data: Mapping[str, Any]) -> ThresholdInfo:
         """Inverse of :meth:`to_dict` (None details read back as NaN)."""
         return cls(
             protocol=str(data["protocol"]),
@@ -97,7 +98,7 @@ class DatasetEvaluation:
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetEvaluation":
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetEvaluation:
         """Inverse of :meth:`to_dict` (None read back as NaN)."""
         try:
             return cls(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from uadbench.errors import UadbenchError
 _EXACT_LIMIT = 2**16  # enumerate all sign flips when there are at most this many
 
 
-def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+def _paired_arrays(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -33,7 +33,7 @@ def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
 
 
 def paired_permutation_test(
-    a: Sequence[float], b: Sequence[float], *, rounds: int = 10_000, seed: int = 0
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, rounds: int = 10_000, seed: int = 0
 ) -> float:
     """Two-sided p-value that per-subject values ``a`` and ``b`` have the same mean.
 

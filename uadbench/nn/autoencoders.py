@@ -18,6 +18,8 @@ reconstruction is cropped back.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,7 +44,7 @@ def check_architecture(image_shape: tuple[int, int], channels: tuple[int, ...], 
         raise ConfigError(f"channels must be a non-empty list of positive widths, got {channels!r}")
     if kernel_size < 1 or kernel_size % 2 != 1:
         raise ConfigError(f"kernel_size must be a positive odd integer, got {kernel_size}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def decoder_channels(channels: tuple[int, ...]) -> tuple[int, ...]:
@@ -148,7 +150,7 @@ class DenseBottleneckAutoencoder(nn.Module):
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None):
         if not self.variational:
-            return self.decode(self.encode(x))
+            return self.decode(cast(Tensor, self.encode(x)))  # an AE's code is one tensor
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)

@@ -8,6 +8,9 @@ context size. Weights are never downloaded; a backbone is selected by its timm n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import timm
 import torch
 from torch import Tensor, nn
@@ -39,12 +42,15 @@ def create_condition_encoder(
 
 def encoder_feature_maps(encoder: nn.Module, x: Tensor) -> Tensor:
     """The backbone's last spatial feature map (before pooling and the classifier head)."""
-    return encoder.forward_features(x)
+    # timm backbones define forward_features; nn.Module's __getattr__ types it as Tensor | Module
+    forward_features = cast(Callable[[Tensor], Tensor], encoder.forward_features)
+    return forward_features(x)
 
 
 def classifier_head_names(encoder: nn.Module) -> set[str]:
     """Parameter names of the final classifier (dropped when loading pretrained encoder weights)."""
-    head = encoder.get_classifier()
+    get_classifier = cast(Callable[[], nn.Module], encoder.get_classifier)  # a timm backbone's method
+    head = get_classifier()
     ids = {id(p) for p in head.parameters()}
     return {n for n, p in encoder.named_parameters() if id(p) in ids}
 

@@ -13,6 +13,8 @@ in the critic) is available for CPU budgets.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,6 +25,11 @@ from uadbench.nn.utils import padded_shape
 
 LEVELS = 3  # resolution doublings in the ResNet generator / halvings in the ResNet critic
 DCGAN_LEVELS = 4
+
+
+def _int_shape(image_shape: tuple[int, int]) -> tuple[int, int]:
+    """``image_shape`` as a tuple of Python ints."""
+    return cast(tuple[int, int], tuple(int(s) for s in image_shape))
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -73,7 +80,7 @@ class ResNetGenerator(nn.Module):
         super().__init__()
         if latent_dim < 1 or width < 1:
             raise ConfigError(f"latent_dim and width must be positive, got {latent_dim}, {width}")
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.image_shape = _int_shape(image_shape)
         padded = padded_shape(self.image_shape, LEVELS)
         self.grid = (padded[0] >> LEVELS, padded[1] >> LEVELS)
         self.c0 = 8 * width
@@ -98,7 +105,7 @@ class ResNetCritic(nn.Module):
         super().__init__()
         if width < 1:
             raise ConfigError(f"width must be positive, got {width}")
-        self.padded = padded_shape(tuple(int(s) for s in image_shape), LEVELS)
+        self.padded = padded_shape(_int_shape(image_shape), LEVELS)
         self.stem = nn.Conv2d(1, width, 3, padding=1)
         widths = [width, 2 * width, 4 * width, 8 * width, 8 * width]
         self.blocks = nn.Sequential(
@@ -127,7 +134,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         if latent_dim < 1 or width < 1:
             raise ConfigError(f"latent_dim and width must be positive, got {latent_dim}, {width}")
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.image_shape = _int_shape(image_shape)
         padded = padded_shape(self.image_shape, DCGAN_LEVELS)
         self.grid = (padded[0] >> DCGAN_LEVELS, padded[1] >> DCGAN_LEVELS)
         self.c0 = 8 * width
@@ -156,7 +163,7 @@ class DCGANCritic(nn.Module):
         super().__init__()
         if width < 1:
             raise ConfigError(f"width must be positive, got {width}")
-        self.padded = padded_shape(tuple(int(s) for s in image_shape), DCGAN_LEVELS)
+        self.padded = padded_shape(_int_shape(image_shape), DCGAN_LEVELS)
         widths = [1, width, 2 * width, 4 * width, 8 * width]
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
@@ -192,7 +199,7 @@ class LatentEncoder(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int], channels: tuple[int, ...], latent_dim: int = 128) -> None:
         super().__init__()
-        self.convs = ConvEncoder(tuple(int(s) for s in image_shape), tuple(channels), kernel_size=5)
+        self.convs = ConvEncoder(_int_shape(image_shape), tuple(channels), kernel_size=5)
         g = self.convs.grid
         self.fc = nn.Linear(self.convs.out_channels * g[0] * g[1], latent_dim)
 

@@ -21,7 +21,7 @@ so the conditional embedding has ``8C`` features.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -161,11 +161,10 @@ class DiffusionUNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(C, 4 * C), nn.SiLU(), nn.Linear(4 * C, 4 * C))
         emb = 4 * C
         if cond_dim is not None:
-            self.label_emb = nn.Sequential(nn.Linear(cond_dim, 4 * C), nn.SiLU(), nn.Linear(4 * C, 4 * C))
+            self.label_emb: nn.Sequential | None = nn.Sequential(nn.Linear(cond_dim, 4 * C), nn.SiLU(), nn.Linear(4 * C, 4 * C))
             emb = 8 * C
         else:
             self.label_emb = None
-        block = dict(dropout=dropout, norm_groups=norm_groups)
 
         # encoder: input conv, then residual blocks; remember every output's width for the skips
         self.input_conv = nn.Conv2d(in_channels, C, 3, padding=1)
@@ -174,26 +173,26 @@ class DiffusionUNet(nn.Module):
         ch = C
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                self.down_blocks.append(ResBlock(ch, emb, mult * C, **block))
+                self.down_blocks.append(ResBlock(ch, emb, mult * C, dropout=dropout, norm_groups=norm_groups))
                 ch = mult * C
                 skip_channels.append(ch)
             if level != len(channel_mult) - 1:
-                self.down_blocks.append(ResBlock(ch, emb, ch, down=True, **block))
+                self.down_blocks.append(ResBlock(ch, emb, ch, down=True, dropout=dropout, norm_groups=norm_groups))
                 skip_channels.append(ch)
 
-        self.mid_block1 = ResBlock(ch, emb, ch, **block)
+        self.mid_block1 = ResBlock(ch, emb, ch, dropout=dropout, norm_groups=norm_groups)
         self.mid_attn = AttentionBlock(ch, num_head_channels=num_head_channels, norm_groups=norm_groups)
-        self.mid_block2 = ResBlock(ch, emb, ch, **block)
+        self.mid_block2 = ResBlock(ch, emb, ch, dropout=dropout, norm_groups=norm_groups)
 
         # decoder: num_res_blocks + 1 blocks per level, each consuming one skip; upsample at the end
         self.up_blocks = nn.ModuleList()
         self.upsamplers = nn.ModuleDict()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
-                self.up_blocks.append(ResBlock(ch + skip_channels.pop(), emb, mult * C, **block))
+                self.up_blocks.append(ResBlock(ch + skip_channels.pop(), emb, mult * C, dropout=dropout, norm_groups=norm_groups))
                 ch = mult * C
                 if level and i == num_res_blocks:
-                    self.upsamplers[str(len(self.up_blocks) - 1)] = ResBlock(ch, emb, ch, up=True, **block)
+                    self.upsamplers[str(len(self.up_blocks) - 1)] = ResBlock(ch, emb, ch, up=True, dropout=dropout, norm_groups=norm_groups)
 
         self.out_norm = _norm(ch, norm_groups)
         self.out_conv = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))

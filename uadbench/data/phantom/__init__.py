@@ -50,7 +50,6 @@ from uadbench.data.phantom.physics import (
     get_scanner,
 )
 from uadbench.data.phantom.preview import render_preview
-from uadbench.data.phantom.synthesis import generate_subject, render, tissue_signals, to_volume
 from uadbench.data.phantom.subject import (
     COHORT_DETAILS,
     COHORTS,
@@ -59,6 +58,7 @@ from uadbench.data.phantom.subject import (
     get_cohort,
     subject_id,
 )
+from uadbench.data.phantom.synthesis import generate_subject, render, tissue_signals, to_volume
 
 __all__ = [
     "ALL_MODALITIES",

@@ -33,7 +33,7 @@ class Anatomy:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.gm.shape)  # type: ignore[return-value]
+        return tuple(self.gm.shape)
 
 
 # The lateral ventricles' centre in MNI mm (x, y, z); used for ventricle-size variation.

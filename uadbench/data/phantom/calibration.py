@@ -9,8 +9,9 @@ surrounding brain, identically on the phantom (:func:`phantom_lesion_ratios`) an
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, cast
 
 import nibabel as nib
 import numpy as np
@@ -18,9 +19,12 @@ from scipy import ndimage
 
 from uadbench.data.phantom.anatomy import SPACING_MM
 from uadbench.data.phantom.physics import DEFAULT_SCANNER, MODALITIES, Scanner, get_scanner
-from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.data.phantom.subject import COHORTS, get_cohort
+from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 
 def lesion_contrast_ratio(
@@ -89,7 +93,9 @@ def phantom_lesion_ratios(
         subject = generate_subject(seed, cohort, split, index, field_strength=scanner.field_strength)
         for m in modalities:
             image = render(subject, m, scanner)
-            out[m].append(lesion_contrast_ratio(image, subject.lesion_mask, subject.brain_mask, shell_mm=shell_mm))
+            lesion_mask = subject.lesion_mask
+            assert lesion_mask is not None  # the cohort has lesions (checked above)
+            out[m].append(lesion_contrast_ratio(image, lesion_mask, subject.brain_mask, shell_mm=shell_mm))
     return out
 
 
@@ -109,10 +115,10 @@ def mslub_lesion_ratios(folder: str | os.PathLike, shell_mm: float = 5.0) -> dic
     out: dict[str, dict[str, float]] = {}
     for mask_path in masks:
         patient = mask_path.name.split("_MNI_")[0]
-        lesion = np.asarray(nib.load(str(mask_path)).dataobj) > 0
+        lesion = np.asarray(cast("SpatialImage", nib.load(str(mask_path))).dataobj) > 0
         out[patient] = {}
         for modality, tag in MSLUB_MODALITIES.items():
-            img = nib.load(str(folder / f"{patient}_MNI_{tag}.nii.gz"))
+            img = cast("SpatialImage", nib.load(str(folder / f"{patient}_MNI_{tag}.nii.gz")))
             data = np.asarray(img.dataobj, dtype=np.float32)
             spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
             out[patient][modality] = lesion_contrast_ratio(data, lesion, data != 0, spacing, shell_mm)

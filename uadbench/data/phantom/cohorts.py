@@ -25,18 +25,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from types import ModuleType
 
 import numpy as np
 
 from uadbench.data.nifti import read_manifest, sha256_file, write_manifest, write_subject
 from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, MODALITIES, get_scanner
-from uadbench.data.phantom.synthesis import generate_subject, render, to_volume
 from uadbench.data.phantom.subject import COHORTS, get_cohort, subject_id
+from uadbench.data.phantom.synthesis import generate_subject, render, to_volume
 from uadbench.errors import ConfigError, DataError
 from uadbench.io_utils import atomic_dir
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks

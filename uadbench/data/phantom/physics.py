@@ -42,8 +42,8 @@ Relaxation parameters (ms; PD relative to pure water), rounded from the literatu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

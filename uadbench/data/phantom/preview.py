@@ -6,16 +6,20 @@ matplotlib is imported on first use only.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from uadbench.data.phantom.cohorts import PHANTOM_VERSION
 from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, get_scanner
-from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.data.phantom.subject import get_cohort
+from uadbench.data.phantom.synthesis import generate_subject, render
 from uadbench.io_utils import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def render_preview(
@@ -39,8 +43,8 @@ def render_preview(
     out_png = Path(out_png)
     scanner_obj = get_scanner(scanner)
     rows = list(cohorts)
-    for c in rows:
-        get_cohort(c)
+    for name in rows:
+        get_cohort(name)
     for m in modalities:
         scanner_obj.sequence(m)
     fig, axes = plt.subplots(
@@ -56,7 +60,7 @@ def render_preview(
             z = subject.gm.shape[2] // 2 + 5
         for c, modality in enumerate(modalities):
             image = render(subject, modality, scanner_obj)
-            ax = axes[r, c]
+            ax: Axes = axes[r, c]
             sl = image[:, :, z].T
             hi = np.percentile(image[subject.brain_mask], 99.5)
             ax.imshow(sl, cmap="gray", origin="lower", vmin=0, vmax=hi)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage

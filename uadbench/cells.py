@@ -20,11 +20,11 @@ class EvalContext:
     data_root: Path | None
     device: str
 
-    def eval_path(self, job: EvalJob) -> Path:
-        return self.cache_dir / "evals" / f"{job.key}.json"
+    def eval_path(self, job: EvalJob | str) -> Path:
+        return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}.json"
 
-    def example_dir(self, job: EvalJob) -> Path:
-        return self.cache_dir / "evals" / f"{job.key}-example"
+    def example_dir(self, job: EvalJob | str) -> Path:
+        return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}-example"
 
 
 def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list, n_healthy: int, seconds: list[float],
@@ -42,7 +42,7 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         healthy_test=f"{fit.train_dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon)",
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0]))},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
-        versions=versions(), device=device, created=now_utc(),
+        versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
     )
 
 
@@ -50,7 +50,7 @@ def save_example(prefix: Path, vol) -> None:
     """A test volume's image, map and lesion mask as NIfTI (an MLflow artifact)."""
     from uadbench.data.nifti import save_nifti
 
-    affine = np.diag([vol.spacing, vol.spacing, vol.spacing, 1.0])
+    affine = vol.affine if vol.affine is not None else np.diag([vol.spacing, vol.spacing, vol.spacing, 1.0])
     prefix.mkdir(parents=True, exist_ok=True)
     save_nifti(prefix / f"{vol.subject_id}_anomaly_map.nii.gz", vol.anomaly_map, affine)
     save_nifti(prefix / f"{vol.subject_id}_image.nii.gz", vol.image, affine)

@@ -22,7 +22,7 @@ from uadbench.config import stable_hash
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import EvalVolume
-from uadbench.grid import map_key
+from uadbench.grid import FitJob, map_key
 from uadbench.io_utils import atomic_path
 from uadbench.shifts import apply_shift
 
@@ -123,6 +123,39 @@ class MapCache:
                 np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds may bind allow_pickle
 
 
+# -- fitted methods -------------------------------------------------------------------------------
+def fit_dir(cache_dir: Path, job: FitJob) -> Path:
+    return cache_dir / "fits" / job.key
+
+
+def resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UadbenchError("device 'cuda' requested but no CUDA device is available; use device = 'cpu'")
+    return torch.device(device)
+
+
+def load_fitted(job: FitJob, cache_dir: Path, device: str = "cpu"):
+    """The fitted method of ``job`` from the cache, in eval mode on ``device``."""
+    import torch
+
+    from uadbench.method import create_method
+
+    path = fit_dir(cache_dir, job) / "model.pt"
+    if not path.is_file():
+        raise UadbenchError(f"no checkpoint for {job.method.display} seed {job.seed} at {path}")
+    dev = resolve_device(device)
+    method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape)
+    method.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
+    method.to(dev)
+    for module in method.modules().values():
+        module.eval()
+    return method
+
+
 class MapSource:
     """The evaluation volumes of one fit: maps from the cache, or predicted (and then cached).
 
@@ -174,5 +207,6 @@ class MapSource:
                 raise UadbenchError(f"cached maps of {dataset}/{split} do not match its subjects; delete {self.cache.directory}")
             recon = maps.reconstructions[i] if maps.reconstructions is not None else None
             out.append(EvalVolume(v.subject_id, maps.maps[i], v.brain_mask, v.lesion_mask, self.fit.image_grid.spacing,
-                                  image=shifted_image(v, shift.name, shift.severity, self.fit.seed), reconstruction=recon))
+                                  image=shifted_image(v, shift.name, shift.severity, self.fit.seed), reconstruction=recon,
+                                  affine=v.affine))
         return out

@@ -29,6 +29,7 @@ from typing import Any
 
 from uadbench._version import __version__
 from uadbench.errors import UadbenchError
+from uadbench.io_utils import write_text_atomic
 
 RECORD_SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)  # schema 1 records lack versions.components and device; they read fine
@@ -106,6 +107,7 @@ class ResultRecord:
     healthy_test: str = ""
     dataset_stats: dict[str, Any] = field(default_factory=dict)
     device: str = ""
+    threads: int = 0  # torch threads the fit trained with (part of its cache key: it can change numbers)
     created: str = ""
     schema: int = RECORD_SCHEMA
 
@@ -188,3 +190,54 @@ def read_records(path: str | os.PathLike) -> list[ResultRecord]:
 def records_text(records: Sequence[ResultRecord]) -> str:
     """The content of a ``results.jsonl`` holding ``records``."""
     return "".join(r.to_json() + "\n" for r in records)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A fit or evaluation cell that raised, or did not run because a fit it needs failed."""
+
+    kind: str  # "fit" or "eval"
+    label: str
+    seed: int
+    error: str
+    cell: str = ""  # "dataset/split shift" for an evaluation cell; "" for a fit or a whole fit's cells
+
+    def line(self) -> str:
+        where = f"{self.label} seed {self.seed}" + (f" {self.cell}" if self.cell else "")
+        return f"{self.kind} {where}: {self.error}"
+
+
+class ResultsFile:
+    """``results.jsonl`` of a run, rewritten atomically as cells finish (never a torn line).
+
+    A run never destroys records: when the file already holds records of cells this run does not
+    produce (another grid, other settings), it is first moved aside to ``results-<time>.jsonl``.
+    """
+
+    def __init__(self, path: Path, eval_keys: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.order = {k: i for i, k in enumerate(eval_keys)}
+        self.records: dict[str, ResultRecord] = {}
+        self.backup: Path | None = None
+
+    def keep_foreign_records(self) -> Path | None:
+        """Move an existing file aside if it holds records this run would drop; returns where."""
+        if not self.path.is_file():
+            return None
+        try:
+            keys = {r.eval_key for r in read_records(self.path)}
+        except UadbenchError:
+            keys = {"<unreadable>"}
+        if keys <= set(self.order):
+            return None
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.backup = self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}")
+        os.replace(self.path, self.backup)
+        return self.backup
+
+    def add(self, records: Iterable[ResultRecord]) -> None:
+        self.records.update((r.eval_key, r) for r in records)
+        write_text_atomic(self.path, records_text(self.ordered()))
+
+    def ordered(self) -> list[ResultRecord]:
+        return sorted(self.records.values(), key=lambda r: self.order.get(r.eval_key, len(self.order)))

@@ -13,6 +13,7 @@ import difflib
 import fnmatch
 import importlib.metadata
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, cast
@@ -108,6 +109,19 @@ class Registry(Generic[T]):
             for ep in self._entry_points():
                 self._load_entry_point(ep)
             self._all_loaded = True
+
+    def runtime_modules(self) -> list[str]:
+        """Importable modules that registered items here without an entry point (a user's script
+        module or a test module): worker processes import them to know those items too."""
+        ep_modules = {ep.value.split(":")[0] for ep in self._entry_points()}
+        out = set()
+        for obj in self._items.values():
+            module = getattr(obj, "__module__", None)
+            if not module or module == "__main__" or module in ep_modules or module.startswith("uadbench."):
+                continue
+            if getattr(sys.modules.get(module), "__spec__", None) is not None:
+                out.add(module)
+        return sorted(out)
 
     def load_errors(self) -> list[str]:
         """One line per plugin module that failed to import (after :meth:`names` or :meth:`get`)."""
@@ -212,6 +226,11 @@ def register_shift(name: str) -> Callable[[T], T]:
 def register_metric(name: str, description: str | None = None) -> Callable[[T], T]:
     """Register a metric under ``name``."""
     return METRICS.register(name, description=description)
+
+
+def runtime_modules() -> list[str]:
+    """Modules that registered methods, datasets, shifts or metrics outside the entry points."""
+    return sorted({m for registry in REGISTRIES.values() for m in registry.runtime_modules()})
 
 
 def list_methods(pattern: str = "*") -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from uadbench.evaluation.metrics import MetricInfo, metric_info
-from uadbench.records import ResultRecord, coerce_records, read_records
+from uadbench.records import Failure, ResultRecord, coerce_records, read_records
 
 __all__ = ["leaderboard_csv", "leaderboard_latex", "leaderboard_markdown", "leaderboard_terminal", "read_records", "summarise"]
 
@@ -116,7 +116,16 @@ def _params(n: float) -> str:
     return f"{int(n)}"
 
 
-def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "uadbench leaderboard") -> str:
+def failures_markdown(failures: Sequence[Failure]) -> list[str]:
+    """A "Failed" section: one line per fit or cell that raised or could not run."""
+    if not failures:
+        return []
+    return ["## Failed", "", *[f"- {f.line()}" for f in failures], "",
+            "Rerun the same command to retry only these (finished fits and cells come from the cache).", ""]
+
+
+def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "uadbench leaderboard",
+                         failures: Sequence[Failure] = ()) -> str:
     rows = summarise(records)
     lines = [f"# {title}", ""]
     lines.append(
@@ -161,10 +170,11 @@ def leaderboard_markdown(records: Sequence[ResultRecord | dict], title: str = "u
                     cells.append("–")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += failures_markdown(failures)
     return "\n".join(lines)
 
 
-def leaderboard_terminal(records: Sequence[ResultRecord | dict]) -> str:
+def leaderboard_terminal(records: Sequence[ResultRecord | dict], failures: Sequence[Failure] = ()) -> str:
     """A compact plain-text table for the terminal."""
     rows = summarise(records)
     cols = [("Method", 14), ("Dataset", 22), ("Shift", 10), ("AUPRC", 8), ("AUROC", 8), ("Dice@val", 9), ("Dice@oracle*", 12), ("Train s", 8)]
@@ -178,6 +188,7 @@ def leaderboard_terminal(records: Sequence[ResultRecord | dict]) -> str:
         vals = [r["label"], r["dataset"], r["shift"], *metrics, f"{r['train_seconds']:.1f}"]
         out.append("  ".join(str(v)[:w].ljust(w) for v, (_, w) in zip(vals, cols)))
     out.append("* Dice@oracle uses the test labels: an upper bound, not a result.")
+    out += [f"FAILED {f.line()}" for f in failures]
     return "\n".join(out)
 
 

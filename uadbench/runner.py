@@ -20,8 +20,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,11 +34,13 @@ from uadbench.data.pipeline import ImageGrid, preprocess
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import evaluate_dataset
-from uadbench.executors import Executor, Task, create_executor
+from uadbench.executors import Executor, Task, TaskFailure, create_executor
 from uadbench.grid import NO_SHIFT_SPEC, EvalJob, FitJob, GridSpec, load_grid
-from uadbench.inference import MapSource
+from uadbench.inference import MapSource, fit_dir, load_fitted, resolve_device
 from uadbench.io_utils import atomic_path, write_json_atomic, write_text_atomic
-from uadbench.records import ResultRecord, records_text, versions
+from uadbench.progress import GridProgress
+from uadbench.records import Failure, ResultRecord, ResultsFile, versions
+from uadbench.registry import runtime_modules
 from uadbench.tracking import create_tracker
 
 Progress = Callable[[str], None]
@@ -63,20 +66,6 @@ def prepare_split(dataset: str, split: str, *, grid: ImageGrid, data_seed: int, 
 
 
 # -- 3. fits --------------------------------------------------------------------------------------
-def fit_dir(cache_dir: Path, job: FitJob) -> Path:
-    return cache_dir / "fits" / job.key
-
-
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UadbenchError("device 'cuda' requested but no CUDA device is available; use device = 'cpu'")
-    return torch.device(device)
-
-
 def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress = _print_progress) -> dict:
     """Train one method (or read it from the cache); returns the fit's meta record.
 
@@ -118,63 +107,59 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "train_dataset": job.train_dataset, "image_grid": job.image_grid.to_dict(),
         "train_seconds": seconds + sum(r["train_seconds"] for r in reused),  # a reused fit's training counts in the cost
         "own_train_seconds": seconds, "dependencies": {d.method.name: d.key for d in job.depends_on},
-        "num_parameters": method.num_parameters(), "history": history, "device": str(dev), "versions": versions(),
+        "num_parameters": method.num_parameters(), "history": history, "device": str(dev), "threads": torch.get_num_threads(),
+        "versions": versions(),
     }
     write_json_atomic(out / "meta.json", meta)
     progress(f"{tag} done in {seconds:.1f} s")
     return {**meta, "cached": False}
 
 
-def load_fitted(job: FitJob, cache_dir: Path, device: str = "cpu"):
-    """The fitted method of ``job`` from the cache, in eval mode on ``device``."""
-    import torch
-
-    from uadbench.method import create_method
-
-    path = fit_dir(cache_dir, job) / "model.pt"
-    if not path.is_file():
-        raise UadbenchError(f"no checkpoint for {job.method.display} seed {job.seed} at {path}")
-    dev = resolve_device(device)
-    method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape)
-    method.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
-    method.to(dev)
-    for module in method.modules().values():
-        module.eval()
-    return method
-
-
 # -- 4. evaluation --------------------------------------------------------------------------------
-def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress: Progress = _print_progress) -> list[tuple[ResultRecord, bool]]:
-    """Every evaluation cell of one fit, as (record, read from the cache)."""
+def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta: dict) -> ResultRecord:
+    """One evaluation cell: the protocol on the test split, healthy scans and validation splits."""
+    spec, ds = ectx.spec, job.dataset
+    test = maps.volumes(ds.name, ds.test_split, job.shift)
+    healthy_test = maps.volumes(spec.train_dataset, "test", job.shift)  # once per shift, whatever the dataset
+    lesion_val = maps.volumes(ds.name, ds.val_split, NO_SHIFT_SPEC)
+    result = evaluate_dataset(
+        test + healthy_test,
+        lesion_val=lesion_val if all(v.lesion_mask is not None for v in lesion_val) else None,
+        healthy_val=maps.volumes(spec.train_dataset, "val", NO_SHIFT_SPEC),
+        source_names={"lesion_val": f"{ds.name}/{ds.val_split}", "healthy_val": f"{spec.train_dataset}/val"},
+        seed=fit.seed,
+    )
+    seconds = maps.seconds(ds.name, ds.test_split, job.shift)
+    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device))
+    if job.shift.name == NO_SHIFT_SPEC.name:
+        save_example(ectx.example_dir(job), test[0])
+    write_json_atomic(ectx.eval_path(job), record.to_dict())
+    return record
+
+
+CellOutcome = tuple[ResultRecord | Failure, bool]  # (the cell's record or failure, read from the cache)
+
+
+def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress: Progress = _print_progress) -> list[CellOutcome]:
+    """Every evaluation cell of one fit, as (record, read from the cache); a cell that raises is a
+    :class:`Failure` and the other cells go on."""
     done = {job.key: ResultRecord.from_json(p.read_text(), str(p)) for job in jobs if (p := ectx.eval_path(job)).is_file()}
     if len(done) == len(jobs):
         return [(done[j.key], True) for j in jobs]
-    spec = ectx.spec
     meta = json.loads((fit_dir(ectx.cache_dir, fit) / "meta.json").read_text())
-    maps = MapSource(fit, spec=spec, cache_dir=ectx.cache_dir, data_root=ectx.data_root, device=resolve_device(ectx.device),
+    maps = MapSource(fit, spec=ectx.spec, cache_dir=ectx.cache_dir, data_root=ectx.data_root, device=resolve_device(ectx.device),
                      load_method=lambda: load_fitted(fit, ectx.cache_dir, ectx.device), prepare=prepare_split)
-    out = []
+    out: list[CellOutcome] = []
     for job in jobs:
         if job.key in done:
             out.append((done[job.key], True))
             continue
-        ds = job.dataset
-        progress(f"[eval {fit.method.display} seed {fit.seed}] {ds.name}/{ds.test_split} shift {job.shift.label}")
-        test = maps.volumes(ds.name, ds.test_split, job.shift)
-        healthy_test = maps.volumes(spec.train_dataset, "test", job.shift)  # once per shift, whatever the dataset
-        lesion_val = maps.volumes(ds.name, ds.val_split, NO_SHIFT_SPEC)
-        result = evaluate_dataset(
-            test + healthy_test,
-            lesion_val=lesion_val if all(v.lesion_mask is not None for v in lesion_val) else None,
-            healthy_val=maps.volumes(spec.train_dataset, "val", NO_SHIFT_SPEC),
-            source_names={"lesion_val": f"{ds.name}/{ds.val_split}", "healthy_val": f"{spec.train_dataset}/val"},
-            seed=fit.seed,
-        )
-        record = cell_record(fit, job, ectx, result, test, len(healthy_test), maps.seconds(ds.name, ds.test_split, job.shift), meta, str(maps.device))
-        if job.shift.name == NO_SHIFT_SPEC.name:
-            save_example(ectx.example_dir(job), test[0])
-        write_json_atomic(ectx.eval_path(job), record.to_dict())
-        out.append((record, False))
+        cell = f"{job.dataset.name}/{job.dataset.test_split} shift {job.shift.label}"
+        progress(f"[eval {fit.method.display} seed {fit.seed}] {cell}")
+        try:
+            out.append((run_cell(fit, job, maps, ectx, meta), False))
+        except Exception as exc:  # recorded; the other cells go on
+            out.append((Failure("eval", fit.method.display, fit.seed, TaskFailure.from_exception(exc).error, cell), False))
     return out
 
 
@@ -182,7 +167,7 @@ def _fit_task(job: FitJob, cache_dir: Path, data_root: Path | None, device: str)
     return run_fit(job, cache_dir=cache_dir, data_root=data_root, device=device)
 
 
-def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[tuple[ResultRecord, bool]]:
+def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[CellOutcome]:
     return run_fit_evals(fit, jobs, ectx)
 
 
@@ -208,6 +193,34 @@ class RunSummary:
     experiment: str
     seconds: float
     table: str = ""
+    failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What a grid's tasks gave so far: fit metas, records (written as they come) and failures."""
+
+    results: ResultsFile
+    tracker: Any
+    ectx: EvalContext
+    fit_metas: dict[str, dict] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+    def take(self, task: Task, result: Any) -> str:
+        """Record one finished task; returns a line that names it."""
+        job, kind = task.args[0], task.key.split(":")[0]
+        if isinstance(result, TaskFailure):
+            self.failures.append(Failure(kind, job.method.display, job.seed, result.error, "" if kind == "fit" else "all cells"))
+        elif kind == "fit":
+            self.fit_metas[job.key] = result
+            self.tracker.log_fit(job, result)
+        else:
+            self.failures += [item for item, _ in result if isinstance(item, Failure)]
+            done = [(item, cached) for item, cached in result if isinstance(item, ResultRecord)]
+            self.results.add(rec for rec, _ in done)
+            for rec, cached in done:
+                self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key))
+        return f"{kind} {job.method.display} seed {job.seed}" + (" FAILED" if isinstance(result, TaskFailure) else "")
 
 
 def default_run_dir(spec: GridSpec) -> Path:
@@ -218,17 +231,19 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
              data_root: str | os.PathLike | None = None, tracking_uri: str | None = None, track: bool = True, workers: int = 1,
              threads_per_worker: int = 1, device: str | None = None, executor: Executor | None = None,
              progress: Progress = _print_progress) -> RunSummary:
-    """Run every fit and evaluation cell of ``grid``; returns where everything was written."""
+    """Run every fit and evaluation cell of ``grid``; returns where everything was written.
+
+    A fit or cell that fails is recorded in ``RunSummary.failures`` (and the leaderboard) and the
+    others go on; rerunning the same call retries only what failed or did not finish."""
     start = time.perf_counter()
-    # 1. the grid, its job graph and where things go
+    # 1. the grid, its job graph (keys know the thread count and device) and where things go
     spec = grid if isinstance(grid, GridSpec) else load_grid(grid)
-    executor = executor or create_executor(workers, threads_per_worker)
+    executor = executor or create_executor(workers, threads_per_worker, runtime_modules())
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(spec)
     ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else run_dir / "cache",
                        Path(data_root) if data_root is not None else None, device or spec.device)
-    fits = spec.fit_jobs()
-    graph = spec.fit_graph(fits)
-    evals = spec.eval_jobs(fits)
+    fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": resolve_device(ectx.device).type})
+    graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
     run_dir.mkdir(parents=True, exist_ok=True)
     progress(f"uadbench: grid {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {len(fits)} fits "
              f"({len(graph)} with reused ones), {len(evals)} evaluation cells; {executor.describe()}; run dir {run_dir}")
@@ -237,29 +252,29 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
     for name, split in spec.splits():
         vols = prepare_split(name, split, grid=spec.image_grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
         progress(f"  {name}/{split}: {len(vols)} volumes")
+    results = ResultsFile(run_dir / "results.jsonl", [job.key for job in evals])
+    if (moved := results.keep_foreign_records()) is not None:
+        progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
     tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
-    tracker.start_grid(spec, executor.describe())
-    status = "FAILED"
+    tracker.start_grid(spec, executor.describe(), run_dir)
+    outcome = Outcome(results, tracker, ectx)
+    tasks = job_graph(graph, evals, ectx)
+    bar = GridProgress(len(tasks))
     try:
-        # 3. and 4. fits, dependencies first, then each fit's evaluation cells
-        fit_metas: dict[str, dict] = {}
-        cells: dict[str, tuple[ResultRecord, bool]] = {}
-        for task, result in executor.run(job_graph(graph, evals, ectx)):
-            if task.key.startswith("fit:"):
-                fit_metas[task.args[0].key] = result
-                tracker.log_fit(task.args[0], result)
-            else:
-                cells.update((rec.eval_key, (rec, cached)) for rec, cached in result)
-        records = [cells[job.key][0] for job in evals]
-        # 5. results, leaderboard, tracking
-        results_path, leaderboard_path = run_dir / "results.jsonl", run_dir / "leaderboard.md"
-        write_text_atomic(results_path, records_text(records))
-        write_text_atomic(leaderboard_path, report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}"))
-        for job in evals:
-            tracker.log_cell(cells[job.key][0], cells[job.key][1], ectx.example_dir(job))
-        tracker.log_outputs(results_path, leaderboard_path)
-        status = "FINISHED"
+        # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes
+        for task, result in executor.run(tasks):
+            bar.advance(outcome.take(task, result))
+        # 5. results (written above), leaderboard, tracking
+        records = results.ordered()
+        leaderboard_path = run_dir / "leaderboard.md"
+        board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures)
+        write_text_atomic(leaderboard_path, board)
+        if not results.path.is_file():
+            results.add([])
+        tracker.log_outputs(results.path, leaderboard_path)
     finally:
-        tracker.end_grid(status)
-    return RunSummary(run_dir, records, [fit_metas[j.key] for j in fits], results_path, leaderboard_path, tracker.tracking_uri,
-                      f"uadbench-{spec.name}", time.perf_counter() - start, report.leaderboard_terminal(records))
+        bar.close()
+        tracker.end_grid("FINISHED" if not outcome.failures and len(outcome.fit_metas) == len(graph) else "FAILED")
+    return RunSummary(run_dir, records, [outcome.fit_metas[j.key] for j in fits if j.key in outcome.fit_metas], results.path,
+                      leaderboard_path, tracker.tracking_uri, f"uadbench-{spec.name}", time.perf_counter() - start,
+                      report.leaderboard_terminal(records, failures=outcome.failures), outcome.failures)

@@ -1,11 +1,17 @@
-"""Dataset sources: named collections of subjects with splits, loaded as raw Volumes."""
+"""Dataset sources: named collections of subjects with splits, loaded as raw Volumes.
+
+A :class:`DatasetSource` is what a registered dataset name builds (``create_dataset(name,
+root=..., seed=...)``). Generated datasets (the phantom) subclass it directly; datasets read from
+NIfTI files subclass :class:`uadbench.data.scans.FileDataset`, which adds layout discovery,
+checked reading, computed splits and content fingerprints.
+"""
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
@@ -49,6 +55,22 @@ class DatasetSource(ABC):
     def has_lesions(self, split: str) -> bool:
         return split in self.lesion_splits
 
+    def available(self) -> bool:
+        """False when this source has no data where it looks (a real dataset not downloaded).
+
+        Generated datasets are always available; file-backed ones check their folder. Loading an
+        unavailable dataset raises a one-line :class:`DataError` saying where the data belong.
+        """
+        return True
+
+    def subject_info(self, split: str) -> dict[str, dict[str, Any]]:
+        """subject id -> facts about the subject (``age``, ``sex``, ...) for the result records.
+
+        Empty unless the dataset ships such a table (IXI's participants.csv).
+        """
+        self.check_split(split)
+        return {}
+
     @abstractmethod
     def subjects(self, split: str) -> list[str]:
         """Subject ids of ``split`` (stable order)."""
@@ -62,6 +84,8 @@ class DatasetSource(ABC):
         return f"{self.name}:seed={self.seed}"
 
 
-def create_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> DatasetSource:
+def create_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0, **options: Any) -> DatasetSource:
+    """Build the registered dataset ``name``; ``options`` go to its constructor (``directory=``,
+    ``fold=``, the phantom's ``sizes=``)."""
     cls = DATASETS.get(name)
-    return cls(root=root, seed=seed)
+    return cls(root=root, seed=seed, **options)

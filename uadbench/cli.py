@@ -49,6 +49,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from uadbench.registry import REGISTRIES
 
     registry = REGISTRIES[args.kind]
+    if args.cards:  # dataset cards: register them before listing
+        from uadbench.data.cards import register_cards
+
+        register_cards(args.cards)
     names = registry.names(args.pattern)
     for problem in registry.load_errors():  # a broken plugin is one line; the others still list
         print(f"uadbench: warning: {problem}", file=sys.stderr)
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered methods, datasets, shifts or metrics")
     ls.add_argument("kind", choices=["methods", "datasets", "shifts", "metrics"])
     ls.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. '*ddpm*'")
+    ls.add_argument("--cards", action="append", metavar="DIR", help="also register the dataset cards (*.toml) in DIR (repeatable)")
     ls.set_defaults(func=_cmd_list)
 
     rep = sub.add_parser("report", help="render a leaderboard from a results.jsonl")

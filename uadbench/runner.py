@@ -38,6 +38,7 @@ from uadbench.executors import Executor, Task, TaskFailure, create_executor
 from uadbench.grid import NO_SHIFT_SPEC, EvalJob, FitJob, GridSpec, load_grid
 from uadbench.inference import MapSource, fit_dir, load_fitted, resolve_device
 from uadbench.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from uadbench.locks import hold
 from uadbench.progress import GridProgress
 from uadbench.records import Failure, ResultRecord, ResultsFile, versions
 from uadbench.registry import runtime_modules
@@ -210,6 +211,8 @@ class Outcome:
         """Record one finished task; returns a line that names it."""
         job, kind = task.args[0], task.key.split(":")[0]
         if isinstance(result, TaskFailure):
+            if kind == "eval" and result.dependency is not None:  # its fit's failure is recorded already
+                return f"{kind} {job.method.display} seed {job.seed} not run"
             self.failures.append(Failure(kind, job.method.display, job.seed, result.error, "" if kind == "fit" else "all cells"))
         elif kind == "fit":
             self.fit_metas[job.key] = result
@@ -244,37 +247,37 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
                        Path(data_root) if data_root is not None else None, device or spec.device)
     fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": resolve_device(ectx.device).type})
     graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    progress(f"uadbench: grid {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {len(fits)} fits "
-             f"({len(graph)} with reused ones), {len(evals)} evaluation cells; {executor.describe()}; run dir {run_dir}")
-    # 2. data, prepared once here so that jobs only read the cache
-    progress(f"uadbench: preparing data on the {spec.image_grid.name} grid {spec.image_grid.shape} at {spec.image_grid.spacing:g} mm")
-    for name, split in spec.splits():
-        vols = prepare_split(name, split, grid=spec.image_grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
-        progress(f"  {name}/{split}: {len(vols)} volumes")
-    results = ResultsFile(run_dir / "results.jsonl", [job.key for job in evals])
-    if (moved := results.keep_foreign_records()) is not None:
-        progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
-    tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
-    tracker.start_grid(spec, executor.describe(), run_dir)
-    outcome = Outcome(results, tracker, ectx)
-    tasks = job_graph(graph, evals, ectx)
-    bar = GridProgress(len(tasks))
-    try:
-        # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes
-        for task, result in executor.run(tasks):
-            bar.advance(outcome.take(task, result))
-        # 5. results (written above), leaderboard, tracking
-        records = results.ordered()
-        leaderboard_path = run_dir / "leaderboard.md"
-        board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures)
-        write_text_atomic(leaderboard_path, board)
-        if not results.path.is_file():
-            results.add([])
-        tracker.log_outputs(results.path, leaderboard_path)
-    finally:
-        bar.close()
-        tracker.end_grid("FINISHED" if not outcome.failures and len(outcome.fit_metas) == len(graph) else "FAILED")
-    return RunSummary(run_dir, records, [outcome.fit_metas[j.key] for j in fits if j.key in outcome.fit_metas], results.path,
-                      leaderboard_path, tracker.tracking_uri, f"uadbench-{spec.name}", time.perf_counter() - start,
-                      report.leaderboard_terminal(records, failures=outcome.failures), outcome.failures)
+    with hold(run_dir), hold(ectx.cache_dir):  # and sweep what a killed run left half-written
+        progress(f"uadbench: grid {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {len(fits)} fits "
+                 f"({len(graph)} with reused ones), {len(evals)} evaluation cells; {executor.describe()}; run dir {run_dir}")
+        # 2. data, prepared once here so that jobs only read the cache
+        progress(f"uadbench: preparing data on the {spec.image_grid.name} grid {spec.image_grid.shape} at {spec.image_grid.spacing:g} mm")
+        for name, split in spec.splits():
+            vols = prepare_split(name, split, grid=spec.image_grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
+            progress(f"  {name}/{split}: {len(vols)} volumes")
+        results = ResultsFile(run_dir / "results.jsonl", [job.key for job in evals])
+        if (moved := results.keep_foreign_records()) is not None:
+            progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
+        tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
+        tracker.start_grid(spec, executor.describe(), run_dir)
+        outcome = Outcome(results, tracker, ectx)
+        tasks = job_graph(graph, evals, ectx)
+        bar = GridProgress(len(tasks))
+        try:
+            # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes
+            for task, result in executor.run(tasks):
+                bar.advance(outcome.take(task, result))
+            # 5. results (written above), leaderboard, tracking
+            records = results.ordered()
+            leaderboard_path = run_dir / "leaderboard.md"
+            board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures)
+            write_text_atomic(leaderboard_path, board)
+            if not results.path.is_file():
+                results.add([])
+            tracker.log_outputs(results.path, leaderboard_path)
+        finally:
+            bar.close()
+            tracker.end_grid("FINISHED" if not outcome.failures and len(outcome.fit_metas) == len(graph) else "FAILED")
+        return RunSummary(run_dir, records, [outcome.fit_metas[j.key] for j in fits if j.key in outcome.fit_metas], results.path,
+                          leaderboard_path, tracker.tracking_uri, f"uadbench-{spec.name}", time.perf_counter() - start,
+                          report.leaderboard_terminal(records, failures=outcome.failures), outcome.failures)

@@ -456,7 +456,7 @@ def test_card_relative_root_nested_subjects_and_healthy_cohort(tmp_path):
 
 CARD_ERRORS = {
     "escape": ({"image": "../other/{subject}.nii.gz"}, "escapes the card's root"),
-    "escape root": ({"root": "../elsewhere"}, "escapes the card's root"),
+    "escape root": ({"root": "../elsewhere"}, "escapes the card's folder"),
     "no subject": ({"image": "scan.nii.gz"}, "must contain {subject}"),
     "unknown key": ({"colour": "blue"}, "unknown key(s) 'colour'; valid keys"),
     "bad cohort": ({"cohort": "sick"}, "cohort must be one of"),

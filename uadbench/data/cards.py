@@ -100,7 +100,8 @@ class DatasetCard:
 def _relative_ok(card: Path, key: str, value: str) -> None:
     """A relative path may not climb out with ``..`` (write it absolute instead)."""
     if not PurePosixPath(value).is_absolute() and ".." in PurePosixPath(value).parts:
-        raise ConfigError(f"{card}: {key} = {value!r} escapes the card's root with '..'; paths stay inside root unless written absolute")
+        anchor = "the card's folder" if key == "root" else "the card's root"
+        raise ConfigError(f"{card}: {key} = {value!r} escapes {anchor} with '..'; paths stay inside unless written absolute")
 
 
 def read_card(path: str | os.PathLike) -> DatasetCard:

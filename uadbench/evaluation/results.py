@@ -27,7 +27,8 @@ class EvalVolume:
 
     ``anomaly_map`` (X, Y, Z) float32, slices restacked along Z; ``brain_mask`` bool;
     ``lesion_mask`` bool or None for healthy scans; ``spacing`` isotropic voxel size in mm;
-    ``image`` / ``reconstruction`` optional, in [0, 1], for l1 and reconstruction quality.
+    ``image`` / ``reconstruction`` optional, in [0, 1], for l1 and reconstruction quality;
+    ``affine`` optional 4x4 voxel-to-world matrix of the grid, for writing the volume as NIfTI.
     """
 
     subject_id: str
@@ -37,6 +38,7 @@ class EvalVolume:
     spacing: float
     image: np.ndarray | None = None
     reconstruction: np.ndarray | None = None
+    affine: np.ndarray | None = None
 
 
 @dataclass

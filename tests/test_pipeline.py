@@ -1,8 +1,13 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from uadbench.data import IMAGE_GRIDS, SliceDataset, Volume, get_image_grid, preprocess
+from uadbench.data.cache import load_split, save_split
+from uadbench.data.geometry import NATIVE_AFFINE, NATIVE_SHAPE
 from uadbench.data.nifti import read_subject, write_subject
 from uadbench.data.pipeline import crop_or_pad, percentile_normalise
 from uadbench.errors import ConfigError
@@ -52,6 +57,53 @@ def test_preprocess_shapes_and_range(grid_name):
     np.testing.assert_allclose(out.spacing, (grid.spacing,) * 3)
     # the lesion is the brightest tissue after normalisation
     assert out.image[out.lesion_mask].mean() > out.image[out.brain_mask & ~out.lesion_mask].mean()
+
+
+def test_preprocess_centres_the_grid_on_the_brain():
+    """2 mm in, 2 mm out: the brain's bounding box is cut out around its centre, not resampled."""
+    vol = _volume()
+    grid = IMAGE_GRIDS["paper"]
+    out = preprocess(vol, grid)
+    starts = []
+    for axis, n in enumerate(grid.shape):
+        hits = np.flatnonzero(vol.brain_mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo, extent = hits[0], hits[-1] - hits[0] + 1
+        starts.append(lo + (extent - n) // 2)
+    block = tuple(slice(s, s + n) for s, n in zip(starts, grid.shape))
+    assert all(s >= 0 for s in starts) and all(b.stop <= m for b, m in zip(block, vol.shape))
+    np.testing.assert_array_equal(out.brain_mask, vol.brain_mask[block])
+    np.testing.assert_array_equal(out.lesion_mask, vol.lesion_mask[block])
+    np.testing.assert_allclose(out.affine, _shifted(vol.affine, starts))
+    assert out.meta[NATIVE_SHAPE] == vol.shape
+    np.testing.assert_array_equal(out.meta[NATIVE_AFFINE], vol.affine)
+
+
+def _shifted(affine, starts):
+    out = affine.copy()
+    out[:3, 3] = affine[:3, :3] @ np.asarray(starts, float) + affine[:3, 3]
+    return out
+
+
+def test_pipeline_module_imports_neither_torch_nor_monai():
+    code = "import sys, uadbench.data.pipeline, uadbench.data.cache; print(sorted(m for m in ('torch', 'monai') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"importing the pipeline loaded {out}"
+
+
+def test_split_cache_keeps_each_volumes_affine_and_native_geometry(tmp_path):
+    grid = IMAGE_GRIDS["smoke"]
+    shifted = _volume(seed=1)
+    shifted.affine[:3, 3] = [-90.0, -120.0, 30.0]
+    volumes = [preprocess(_volume(), grid), preprocess(shifted, grid)]
+    assert not np.allclose(volumes[0].affine, volumes[1].affine)
+    save_split(tmp_path / "split.npz", volumes)
+    back = load_split(tmp_path / "split.npz")
+    for v, w in zip(volumes, back):
+        np.testing.assert_array_equal(w.affine, v.affine)
+        np.testing.assert_array_equal(w.image, v.image)
+        np.testing.assert_array_equal(w.lesion_mask, v.lesion_mask)
+        np.testing.assert_array_equal(w.meta[NATIVE_AFFINE], v.meta[NATIVE_AFFINE])
+        assert w.meta[NATIVE_SHAPE] == v.meta[NATIVE_SHAPE]
 
 
 def test_paper_grid_is_96x96x50_at_2mm():

@@ -1,25 +1,35 @@
 """The volume pipeline of the reference implementation (METHOD_SPEC §3.3), for any image grid.
 
-1. centre crop/pad (zeros) to the grid's field of view, at the volume's own voxel size;
-2. clip to the 1st-99th intensity percentiles inside the brain mask and rescale to [0, 1];
-   voxels outside the brain mask are set to 0 (the reference works on skull-stripped images);
-3. resample to the grid's voxel size (cubic B-spline for the image, nearest for masks);
-4. crop/pad to the grid's exact shape.
+1. clip to the 1st-99th intensity percentiles inside the brain mask and rescale to [0, 1], in the
+   scan's native space; voxels outside the brain mask are set to 0 (the reference works on
+   skull-stripped images);
+2. put the volume on the grid with MONAI (:func:`uadbench.data.geometry.to_grid`): reorient to
+   RAS, resample to the grid's voxel size (cubic B-spline for the image, nearest for masks) and
+   cut the grid's shape centred on the brain mask's bounding box, with an exact affine;
+3. clip the B-spline's overshoot back to [0, 1] and zero the image outside the resampled brain.
 
-The ``paper`` grid is 96x96x50 at 2 mm (a 192x192x100 mm field of view).
+Axial slices are the last array axis (inferior -> superior). The ``paper`` grid is 96x96x50 at
+2 mm (a 192x192x100 mm field of view).
+
+Deviations from the reference: the reference cuts each registered scan to its brain's bounding
+box offline, centre-crops 192x192x100 voxels at 1 mm and takes the percentiles over the brain
+inside that box. Here the field of view is centred on the brain's bounding box in world space,
+for any orientation and voxel size, and the percentiles are taken over the whole brain at the
+scan's own resolution, so they do not depend on the grid (the two differ where the grid's field
+of view cuts the brain, as the paper grid's 100 mm does).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
+from uadbench.data.geometry import to_grid
 from uadbench.data.volume import Volume
-from uadbench.errors import ConfigError
+from uadbench.errors import ConfigError, DataError
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -119,37 +129,16 @@ def percentile_normalise(image: np.ndarray, brain_mask: np.ndarray, low: float =
 
 
 def preprocess(volume: Volume, grid: ImageGrid) -> Volume:
-    """Run the pipeline; returns a new Volume on ``grid`` with an affine of the grid's spacing."""
-    spacing = np.asarray(volume.spacing)
-    fov_vox = tuple(int(round(f / s)) for f, s in zip(grid.fov_mm, spacing))
-    # 1. crop/pad to the field of view at native resolution
-    image = crop_or_pad(volume.image, fov_vox)
-    brain = crop_or_pad(volume.brain_mask.astype(np.uint8), fov_vox).astype(bool)
-    lesion = None
-    if volume.lesion_mask is not None:
-        lesion = crop_or_pad(volume.lesion_mask.astype(np.uint8), fov_vox).astype(bool)
-    # 2. percentile normalisation inside the brain mask
-    image = percentile_normalise(image, brain)
-    # 3. resample to the grid's voxel size
-    zoom = tuple(s / grid.spacing for s in spacing)
-    if not np.allclose(zoom, 1.0):
-        image = ndimage.zoom(image, zoom, order=3, mode="grid-constant", grid_mode=True)
-        brain = ndimage.zoom(brain.astype(np.uint8), zoom, order=0, mode="grid-constant", grid_mode=True).astype(bool)
-        if lesion is not None:
-            lesion = ndimage.zoom(lesion.astype(np.uint8), zoom, order=0, mode="grid-constant", grid_mode=True).astype(bool)
-    # 4. exact grid shape; B-spline overshoot is clipped back to [0, 1]
-    image = np.clip(crop_or_pad(image, grid.shape), 0.0, 1.0).astype(np.float32)
-    brain = crop_or_pad(brain, grid.shape)
-    image[~brain] = 0.0
-    if lesion is not None:
-        lesion = crop_or_pad(lesion, grid.shape)
-    affine = np.diag([grid.spacing, grid.spacing, grid.spacing, 1.0])
-    affine[:3, 3] = volume.affine[:3, 3]
-    return Volume(
-        image=image,
-        affine=affine,
-        brain_mask=brain,
-        lesion_mask=lesion,
-        subject_id=volume.subject_id,
-        meta=dict(volume.meta),
-    )
+    """Run the pipeline; returns a new Volume on ``grid`` whose affine maps each voxel to its
+    world position (``meta`` records the input's affine and shape, see
+    :func:`uadbench.data.geometry.to_native`)."""
+    if not volume.brain_mask.any():
+        raise DataError(f"volume {volume.subject_id!r}: brain mask is empty; the pipeline needs a brain mask with at least one voxel")
+    # 1. percentile normalisation inside the brain mask, at native resolution
+    normalised = volume.with_image(percentile_normalise(volume.image, volume.brain_mask))
+    # 2. RAS, the grid's voxel size and shape, exact affine (MONAI)
+    placed = to_grid(normalised, spacing=grid.spacing, shape=grid.shape, image_order=3)
+    # 3. B-spline overshoot clipped back to [0, 1]; nothing outside the brain
+    image = np.clip(placed.image, 0.0, 1.0).astype(np.float32)
+    image[~placed.brain_mask] = 0.0
+    return replace(placed, image=image)

@@ -72,8 +72,8 @@ class CDDPMConfig(DiffusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.cond_dim < 1 or self.pretrain_steps < 0:
-            raise ConfigError("cond_dim must be positive and pretrain_steps non-negative")
+        if self.cond_dim < 1 or self.pretrain_steps < 0 or self.pretrain_decoder_width < 1:
+            raise ConfigError("cond_dim and pretrain_decoder_width must be positive and pretrain_steps non-negative")
         if not 0 < self.pretrain_mask_ratio < 1:
             raise ConfigError(f"pretrain_mask_ratio must lie in (0, 1), got {self.pretrain_mask_ratio}")
 
@@ -127,6 +127,7 @@ def pretrain_encoder(encoder: nn.Module, config: CDDPMConfig, train, ctx: FitCon
         lr=config.pretrain_lr,
         name="pretrain",
         optimizer=opt,
+        modules={"mim": mim},
     )
     encoder.reset_classifier(config.cond_dim)
     encoder.to(ctx.device)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from uadbench.config import require_positive
 from uadbench.errors import ConfigError
 from uadbench.method import FitContext, ReconstructionMethod
 from uadbench.nn.dae_unet import DenoisingUNet
@@ -120,6 +121,11 @@ class DAEConfig:
     batch_size: int = 32
     steps: int = 19200
 
+    def __post_init__(self) -> None:
+        require_positive(self, "depth", "base_channels", "noise_resolution")
+        if self.noise_std < 0 or self.lr_period < 0:
+            raise ConfigError(f"noise_std and lr_period must be >= 0 (lr_period 0: constant lr), got {self.noise_std} and {self.lr_period}")
+
 
 @register_method("dae")
 class DenoisingAutoencoder(ReconstructionMethod):
@@ -157,7 +163,7 @@ class DenoisingAutoencoder(ReconstructionMethod):
         train_loop(
             parameters=self.model.parameters(), loss_fn=loss_fn, train=train, ctx=ctx, steps=cfg.steps,
             batch_size=cfg.batch_size, lr=cfg.lr, name="dae", optimizer=opt,
-            lr_at=lambda step: cosine_lr(step, cfg.lr, cfg.lr_period),
+            lr_at=lambda step: cosine_lr(step, cfg.lr, cfg.lr_period), generators=[noise_gen],
         )
         self.model.eval()
         if val is not None:

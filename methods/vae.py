@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from uadbench.config import require_positive
 from uadbench.errors import ConfigError
 from uadbench.method import FitContext, ReconstructionMethod
 from uadbench.nn.autoencoders import DenseBottleneckAutoencoder, gaussian_kl, reconstruction_loss
@@ -50,6 +51,11 @@ class VAEConfig:
     lr: float = 1e-4
     batch_size: int = 32
     steps: int = 19200
+
+    def __post_init__(self) -> None:
+        require_positive(self, "channels", "latent_dim", "kernel_size")
+        if self.beta < 0:
+            raise ConfigError(f"beta (the KL weight) must be >= 0, got {self.beta}")
 
 
 def vae_loss(
@@ -106,7 +112,7 @@ class VariationalAutoencoder(ReconstructionMethod):
 
         train_loop(
             parameters=self.model.parameters(), loss_fn=loss_fn, train=train, ctx=ctx,
-            steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, name="vae",
+            steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, name="vae", generators=[noise],
         )
         self.model.eval()
         if val is not None:

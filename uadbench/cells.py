@@ -19,6 +19,7 @@ class EvalContext:
     cache_dir: Path
     data_root: Path | None
     device: str
+    checkpoint_every: int = 500  # training steps between checkpoints of a fit (0: none)
 
     def eval_path(self, job: EvalJob | str) -> Path:
         return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}.json"

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from uadbench.checkpoints import Checkpointer
 from uadbench.config import create_config
 from uadbench.registry import METHODS
 
@@ -46,6 +47,8 @@ class FitContext:
     progress: Callable[[str], None] = _no_progress
     # fitted methods this one builds on (see Method.dependencies), by registered name
     dependencies: dict[str, Method] = field(default_factory=dict)
+    # where training loops save checkpoints and resume from (None: no checkpoints)
+    checkpoint: Checkpointer | None = None
 
 
 class Method(ABC):

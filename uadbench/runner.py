@@ -28,6 +28,7 @@ import numpy as np
 
 from uadbench import report
 from uadbench.cells import EvalContext, cell_record, save_example
+from uadbench.checkpoints import Checkpointer
 from uadbench.data.cache import data_key, load_split, save_split
 from uadbench.data.dataset import create_dataset
 from uadbench.data.pipeline import ImageGrid, preprocess
@@ -67,7 +68,8 @@ def prepare_split(dataset: str, split: str, *, grid: ImageGrid, data_seed: int, 
 
 
 # -- 3. fits --------------------------------------------------------------------------------------
-def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress = _print_progress) -> dict:
+def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress = _print_progress,
+            checkpoint_every: int = 500) -> dict:
     """Train one method (or read it from the cache); returns the fit's meta record.
 
     The fits ``job`` reuses (``job.depends_on``) are read from the cache, or fitted first when the
@@ -88,9 +90,10 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     dev = resolve_device(device)
     method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape).to(dev)
     reused = [run_fit(d, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress) for d in job.depends_on]
-    history: list[tuple[int, dict[str, float]]] = []
+    ckpt = Checkpointer(cache_dir / "work" / job.key, checkpoint_every, method.modules)
+    history = ckpt.history  # kept across a resume
     ctx = FitContext(
-        device=dev, generator=torch.Generator().manual_seed(job.seed), seed=job.seed,
+        device=dev, generator=torch.Generator().manual_seed(job.seed), seed=job.seed, checkpoint=ckpt,
         log_metrics=lambda metrics, step: history.append((int(step), {k: float(v) for k, v in metrics.items()})),
         progress=lambda msg: progress(f"{tag} {msg}"),
         dependencies={d.method.name: load_fitted(d, cache_dir, device) for d in job.depends_on},
@@ -112,6 +115,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "versions": versions(),
     }
     write_json_atomic(out / "meta.json", meta)
+    ckpt.clear()
     progress(f"{tag} done in {seconds:.1f} s")
     return {**meta, "cached": False}
 
@@ -164,8 +168,8 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
     return out
 
 
-def _fit_task(job: FitJob, cache_dir: Path, data_root: Path | None, device: str) -> dict:
-    return run_fit(job, cache_dir=cache_dir, data_root=data_root, device=device)
+def _fit_task(job: FitJob, cache_dir: Path, data_root: Path | None, device: str, checkpoint_every: int) -> dict:
+    return run_fit(job, cache_dir=cache_dir, data_root=data_root, device=device, checkpoint_every=checkpoint_every)
 
 
 def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[CellOutcome]:
@@ -174,7 +178,7 @@ def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[Cell
 
 def job_graph(fits: list[FitJob], evals: list[EvalJob], ectx: EvalContext) -> list[Task]:
     """The tasks of a grid: every fit (after the fits it reuses), then one evaluation task per fit."""
-    args = (ectx.cache_dir, ectx.data_root, ectx.device)
+    args = (ectx.cache_dir, ectx.data_root, ectx.device, ectx.checkpoint_every)
     tasks = [Task(f"fit:{f.key}", _fit_task, (f, *args), tuple(f"fit:{d.key}" for d in f.depends_on)) for f in fits]
     for fit in {e.fit.key: e.fit for e in evals}.values():
         jobs = [e for e in evals if e.fit.key == fit.key]
@@ -232,7 +236,7 @@ def default_run_dir(spec: GridSpec) -> Path:
 
 def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              data_root: str | os.PathLike | None = None, tracking_uri: str | None = None, track: bool = True, workers: int = 1,
-             threads_per_worker: int = 1, device: str | None = None, executor: Executor | None = None,
+             threads_per_worker: int = 1, device: str | None = None, executor: Executor | None = None, checkpoint_every: int = 500,
              progress: Progress = _print_progress) -> RunSummary:
     """Run every fit and evaluation cell of ``grid``; returns where everything was written.
 
@@ -244,7 +248,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
     executor = executor or create_executor(workers, threads_per_worker, runtime_modules())
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(spec)
     ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else run_dir / "cache",
-                       Path(data_root) if data_root is not None else None, device or spec.device)
+                       Path(data_root) if data_root is not None else None, device or spec.device, checkpoint_every)
     fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": resolve_device(ectx.device).type})
     graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
     with hold(run_dir), hold(ectx.cache_dir):  # and sweep what a killed run left half-written

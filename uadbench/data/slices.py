@@ -51,17 +51,32 @@ class SliceDataset:
         z = torch.randint(self.slices_per_volume, (self.num_volumes,), generator=generator)
         return self.volumes[order, z[order]]
 
-    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    def batches(self, batch_size: int, generator: torch.Generator) -> BatchStream:
         """An endless stream of (batch_size, 1, H, W) batches drawn epoch after epoch."""
-        buffer: list[Tensor] = []
-        have = 0
-        while True:
-            while have < batch_size:
-                ep = self.epoch(generator)
-                buffer.append(ep)
-                have += ep.shape[0]
-            stacked = torch.cat(buffer)
-            yield stacked[:batch_size]
-            rest = stacked[batch_size:]
-            buffer = [rest] if rest.shape[0] else []
-            have = rest.shape[0]
+        return BatchStream(self, batch_size, generator)
+
+
+class BatchStream(Iterator[Tensor]):
+    """Batches drawn epoch after epoch; its state (the slices drawn but not yet used) can be saved
+    and restored, so that a resumed training loop sees the same batches."""
+
+    def __init__(self, data: SliceDataset, batch_size: int, generator: torch.Generator) -> None:
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.rest = data.volumes.new_zeros((0, *data.volumes.shape[2:]))
+
+    def __next__(self) -> Tensor:
+        parts = [self.rest]
+        have = self.rest.shape[0]
+        while have < self.batch_size:
+            ep = self.data.epoch(self.generator)
+            parts.append(ep)
+            have += ep.shape[0]
+        stacked = torch.cat(parts) if len(parts) > 1 else parts[0]
+        self.rest = stacked[self.batch_size:]
+        return stacked[: self.batch_size]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"rest": self.rest.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.rest = state["rest"].to(self.data.volumes.dtype)

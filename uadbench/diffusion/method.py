@@ -13,6 +13,7 @@ training loop; the rest of the folder is the diffusion maths and the model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -192,7 +193,8 @@ def fit_diffusion(
         parameters=model.parameters(),
         loss_fn=loss_fn,
         train=train,
-        ctx=ctx,
+        # the best-weights record is not part of a checkpoint: a fit that keeps it is not resumed
+        ctx=dataclasses.replace(ctx, checkpoint=None) if track else ctx,
         steps=config.steps,
         batch_size=config.batch_size,
         lr=config.lr,

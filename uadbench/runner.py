@@ -28,7 +28,6 @@ import numpy as np
 
 from uadbench import report
 from uadbench.cells import EvalContext, cell_record, save_example
-from uadbench.checkpoints import Checkpointer
 from uadbench.data.cache import data_key, load_split, save_split
 from uadbench.data.dataset import create_dataset
 from uadbench.data.pipeline import ImageGrid, preprocess
@@ -77,6 +76,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     import torch
 
     from uadbench.data.slices import SliceDataset
+    from uadbench.checkpoints import Checkpointer
     from uadbench.method import FitContext, create_method
 
     out = fit_dir(cache_dir, job)

@@ -111,6 +111,7 @@ def check_volume(vol: EvalVolume, role: str) -> EvalVolume:
         spacing=float(vol.spacing),
         image=arrays["image"],
         reconstruction=arrays["reconstruction"],
+        affine=vol.affine,
     )
 
 

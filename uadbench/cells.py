@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uadbench.data.dataset import create_dataset
 from uadbench.grid import EvalJob, FitJob, GridSpec
 from uadbench.records import ResultRecord, now_utc, versions
 
@@ -28,6 +29,14 @@ class EvalContext:
         return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}-example"
 
 
+def subject_facts(ectx: EvalContext, job: EvalJob) -> dict[str, dict]:
+    """Facts the datasets know about the cell's subjects (age, sex, ...), by subject id."""
+    out: dict[str, dict] = {}
+    for name, split in ((job.dataset.name, job.dataset.test_split), (ectx.spec.train_dataset, "test")):
+        out.update(create_dataset(name, root=ectx.data_root, seed=ectx.spec.data_seed).subject_info(split))
+    return out
+
+
 def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list, n_healthy: int, seconds: list[float],
                 meta: dict, device: str) -> ResultRecord:
     """The result record of one evaluation cell (``meta``: the fit's meta record)."""
@@ -44,6 +53,7 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0]))},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
         versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
+        subjects=subject_facts(ectx, job),
     )
 
 

@@ -108,6 +108,7 @@ class ResultRecord:
     dataset_stats: dict[str, Any] = field(default_factory=dict)
     device: str = ""
     threads: int = 0  # torch threads the fit trained with (part of its cache key: it can change numbers)
+    subjects: dict[str, dict[str, Any]] = field(default_factory=dict)  # age, sex, ... by subject id, where known
     created: str = ""
     schema: int = RECORD_SCHEMA
 

@@ -16,6 +16,7 @@ split it needs; 3. fit, dependencies first; 4. evaluate every (fit, dataset, shi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -75,8 +76,8 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     caller did not run them."""
     import torch
 
-    from uadbench.data.slices import SliceDataset
     from uadbench.checkpoints import Checkpointer
+    from uadbench.data.slices import SliceDataset
     from uadbench.method import FitContext, create_method
 
     out = fit_dir(cache_dir, job)
@@ -245,6 +246,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
     start = time.perf_counter()
     # 1. the grid, its job graph (keys know the thread count and device) and where things go
     spec = grid if isinstance(grid, GridSpec) else load_grid(grid)
+    spec = dataclasses.replace(spec, data_root=str(data_root) if data_root is not None else spec.data_root)
     executor = executor or create_executor(workers, threads_per_worker, runtime_modules())
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(spec)
     ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else run_dir / "cache",

@@ -32,16 +32,23 @@ def subject_seed(*parts: Any) -> int:
     return int(stable_hash(list(parts), length=8), 16)
 
 
-def predict_volume(method, image: np.ndarray, *, seed: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray | None, float]:
+def predict_volume(method, image: np.ndarray, *, seed: int, batch_size: int, device,
+                   precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None, float]:
     """The method's anomaly map (and reconstruction) of one (X, Y, Z) volume, axial slice batch by
-    slice batch; returns (map, reconstruction or None, seconds)."""
+    slice batch, under ``precision`` (``bf16``/``fp16``: autocast); returns (map, reconstruction or
+    None, seconds)."""
+    import contextlib
+
     import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))[:, None].float()  # (Z,1,X,Y)
     generator = torch.Generator().manual_seed(seed)
     maps, recons = [], []
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for i in range(0, x.shape[0], batch_size):
             batch = x[i : i + batch_size]
             out = method.predict(batch.to(device), generator=generator)
@@ -76,13 +83,13 @@ class SplitMaps:
 
 
 def predict_split(method, volumes: list[Volume], *, shift_name: str, severity: float | None, seed: int,
-                  batch_size: int, device) -> SplitMaps:
+                  batch_size: int, device, precision: str = "fp32") -> SplitMaps:
     """Predict every volume of a split under a shift (seeded per subject)."""
     maps, recons, seconds = [], [], []
     for v in volumes:
         image = shifted_image(v, shift_name, severity, seed)
         amap, recon, sec = predict_volume(method, image, seed=subject_seed("predict", seed, v.subject_id),
-                                          batch_size=batch_size, device=device)
+                                          batch_size=batch_size, device=device, precision=precision)
         if not np.isfinite(amap).all():
             raise UadbenchError(f"method produced a non-finite anomaly map for volume {v.subject_id!r}")
         maps.append(amap)
@@ -190,7 +197,7 @@ class MapSource:
             if self._method is None:
                 self._method = self._load_method()
             maps = predict_split(self._method, self._split(dataset, split), shift_name=shift.name, severity=shift.severity,
-                                 seed=self.fit.seed, batch_size=batch, device=self.device)
+                                 seed=self.fit.seed, batch_size=batch, device=self.device, precision=self.fit.method.precision)
             self.cache.save(key, maps)
         self._maps[mem] = maps
         return maps

@@ -49,6 +49,10 @@ class FitContext:
     dependencies: dict[str, Method] = field(default_factory=dict)
     # where training loops save checkpoints and resume from (None: no checkpoints)
     checkpoint: Checkpointer | None = None
+    # training arithmetic: "fp32", "bf16" (autocast) or "fp16" (autocast and a gradient scaler)
+    precision: str = "fp32"
+    # compile the networks that dominate a step with torch.compile (methods that support it)
+    compile: bool = False
 
 
 class Method(ABC):

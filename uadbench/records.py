@@ -109,6 +109,7 @@ class ResultRecord:
     device: str = ""
     threads: int = 0  # torch threads the fit trained with (part of its cache key: it can change numbers)
     subjects: dict[str, dict[str, Any]] = field(default_factory=dict)  # age, sex, ... by subject id, where known
+    precision: str = "fp32"  # the arithmetic the fit trained and predicted with
     created: str = ""
     schema: int = RECORD_SCHEMA
 

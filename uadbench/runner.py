@@ -95,6 +95,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     history = ckpt.history  # kept across a resume
     ctx = FitContext(
         device=dev, generator=torch.Generator().manual_seed(job.seed), seed=job.seed, checkpoint=ckpt,
+        precision=job.method.precision, compile=job.method.compile,
         log_metrics=lambda metrics, step: history.append((int(step), {k: float(v) for k, v in metrics.items()})),
         progress=lambda msg: progress(f"{tag} {msg}"),
         dependencies={d.method.name: load_fitted(d, cache_dir, device) for d in job.depends_on},
@@ -113,6 +114,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "train_seconds": seconds + sum(r["train_seconds"] for r in reused),  # a reused fit's training counts in the cost
         "own_train_seconds": seconds, "dependencies": {d.method.name: d.key for d in job.depends_on},
         "num_parameters": method.num_parameters(), "history": history, "device": str(dev), "threads": torch.get_num_threads(),
+        "precision": job.method.precision, "compile": job.method.compile,
         "versions": versions(),
     }
     write_json_atomic(out / "meta.json", meta)

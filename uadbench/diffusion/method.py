@@ -189,6 +189,9 @@ def fit_diffusion(
             check_val(step - 1)  # weights after step-1 updates
         return model.loss(batch, ctx.generator)
 
+    if ctx.compile:
+        model.unet.compile()  # in place: the state dict keeps its keys
+
     losses = train_loop(
         parameters=model.parameters(),
         loss_fn=loss_fn,

@@ -70,15 +70,17 @@ def simplex_octaves(
     octaves: int = 6,
     persistence: float = 0.8,
     frequency: float = 64.0,
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Octave sum of OpenSimplex noise on a (height, width) pixel grid, float64.
+    """Octave sum of OpenSimplex noise on a (height, width) pixel grid, float64, computed on
+    ``device`` (the same values on every device: the permutation decides them).
 
     Octave k samples at ``pixel / (frequency / 2**k)`` with amplitude ``persistence**k``, as in
     AnoDDPM's ``rand_2D_octaves``; the sum is not rescaled.
     """
-    ys = torch.arange(height, dtype=torch.float64)[:, None]
-    xs = torch.arange(width, dtype=torch.float64)[None, :]
-    field = torch.zeros(height, width, dtype=torch.float64)
+    ys = torch.arange(height, dtype=torch.float64, device=device)[:, None]
+    xs = torch.arange(width, dtype=torch.float64, device=device)[None, :]
+    field = torch.zeros(height, width, dtype=torch.float64, device=device)
     amplitude, freq = 1.0, float(frequency)
     for _ in range(octaves):
         field += amplitude * opensimplex2d(xs / freq, ys / freq, perm)
@@ -88,15 +90,16 @@ def simplex_octaves(
 
 
 class NoiseSampler(Protocol):
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor: ...
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str | None = None) -> Tensor: ...
 
 
 @dataclass(frozen=True)
 class GaussianNoise:
     """Independent standard normal noise per pixel and sample."""
 
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        return torch.randn(shape, generator=generator)
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
+        # drawn from the (CPU) generator, so that every device sees the same noise
+        return torch.randn(shape, generator=generator).to(device or "cpu")
 
 
 @dataclass(frozen=True)
@@ -115,19 +118,19 @@ class SimplexNoise:
                 f"octaves={self.octaves}, frequency={self.frequency}, persistence={self.persistence}"
             )
 
-    def field(self, height: int, width: int, generator: torch.Generator) -> Tensor:
-        """One (height, width) float32 field from a fresh random permutation."""
+    def field(self, height: int, width: int, generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
+        """One (height, width) float32 field from a fresh random permutation, computed on ``device``."""
         perm = random_permutation(generator)
         return simplex_octaves(
-            height, width, perm, octaves=self.octaves, persistence=self.persistence, frequency=self.frequency
+            height, width, perm, octaves=self.octaves, persistence=self.persistence, frequency=self.frequency, device=device
         ).float()
 
-    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str | None = None) -> Tensor:
         *lead, h, w = shape
         if self.shared:
-            return self.field(h, w, generator).expand(*shape).contiguous()
+            return self.field(h, w, generator, device).expand(*shape).contiguous()
         n = math.prod(lead)
-        return torch.stack([self.field(h, w, generator) for _ in range(n)]).reshape(shape)
+        return torch.stack([self.field(h, w, generator, device) for _ in range(n)]).reshape(shape)
 
 
 def create_noise(

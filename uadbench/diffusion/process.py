@@ -54,7 +54,7 @@ class DiffusionProcess:
         return a * x0 + s * noise
 
     def sample_noise(self, like: Tensor, generator: torch.Generator) -> Tensor:
-        return self.noise(tuple(like.shape), generator).to(device=like.device, dtype=like.dtype)
+        return self.noise(tuple(like.shape), generator, like.device).to(dtype=like.dtype)
 
     # -- training -----------------------------------------------------------------------------
     def training_batch(self, x0: Tensor, generator: torch.Generator) -> TrainingBatch:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from uadbench.config import require_positive
 from uadbench.method import FitContext, ReconstructionMethod
 from uadbench.nn.autoencoders import DenseBottleneckAutoencoder, reconstruction_loss
 from uadbench.nn.utils import module_device
@@ -49,6 +50,9 @@ class AEConfig:
     lr: float = 1e-4
     batch_size: int = 32
     steps: int = 19200
+
+    def __post_init__(self) -> None:
+        require_positive(self, "channels", "latent_dim", "kernel_size")
 
 
 @register_method("ae")

@@ -45,6 +45,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from uadbench.config import require_positive
 from uadbench.errors import ConfigError
 from uadbench.method import AnomalyOutput, FitContext, Method
 from uadbench.nn.gan import LatentEncoder, build_gan, gradient_penalty
@@ -67,6 +68,13 @@ class FAnoGANConfig:
     batch_size: int = 32
     gan_steps: int = 19200
     encoder_steps: int = 19200
+
+    def __post_init__(self) -> None:
+        require_positive(self, "latent_dim", "width", "encoder_channels", "n_critic")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas (Adam's) must lie in [0, 1), got {self.betas}")
+        if self.gp_weight < 0 or self.kappa < 0:
+            raise ConfigError(f"gp_weight and kappa must be >= 0, got {self.gp_weight} and {self.kappa}")
 
 
 def _freeze(module: torch.nn.Module) -> None:

@@ -4,6 +4,13 @@ A method's ``Config`` is a frozen dataclass whose defaults are the paper's value
 a preset name ("paper", "cpu", "smoke", ...) to the field values that differ from the defaults.
 :func:`build_config` applies a preset and then user overrides, rejecting unknown keys with the list
 of valid ones and coercing TOML values (lists -> tuples, ints -> floats) to the declared types.
+
+Every value a preset or an override sets is checked before the config is built, by type and by
+the conventions of field names (:func:`check_field`): numbers are finite (no NaN, no inf); a
+learning rate (``lr``, ``*_lr``) is > 0; a step count (``steps``, ``*_steps``) is an integer in
+[0, MAX_STEPS]; a batch size (``batch_size``, ``*_batch_size``) in [1, MAX_BATCH_SIZE]; a dropout
+(``dropout``, ``*_dropout``, ``drop_path_rate``) in [0, 1); a weight decay >= 0. Rules particular
+to one method live in its Config's ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +27,8 @@ from uadbench.errors import ConfigError
 from uadbench.registry import METHODS
 
 REQUIRED_PRESETS = ("paper", "cpu", "smoke")
+MAX_STEPS = 10**8  # far beyond any real budget (the paper trains for 19,200 steps)
+MAX_BATCH_SIZE = 65536
 
 
 def config_fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -71,12 +81,38 @@ def _coerce(value: Any, annotation: Any, key: str, owner: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{owner}.{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{owner}.{key} must be a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{owner}.{key} must be a string, got {value!r}")
         return value
     return value
+
+
+def _name_is(key: str, name: str) -> bool:
+    return key == name or key.endswith(f"_{name}")
+
+
+def check_field(key: str, value: Any, owner: str = "config") -> None:
+    """The checks every config value gets from its field name (see the module docstring)."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{owner}.{key} must be a finite number, got {value!r}")
+    if not isinstance(value, (int, float)):
+        return
+    if _name_is(key, "lr") and not value > 0:
+        raise ConfigError(f"{owner}.{key} (a learning rate) must be > 0, got {value!r}")
+    if _name_is(key, "steps") and not 0 <= value <= MAX_STEPS:
+        raise ConfigError(f"{owner}.{key} (a step count) must lie in [0, {MAX_STEPS:,}], got {value!r}")
+    if _name_is(key, "batch_size") and not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(f"{owner}.{key} must lie in [1, {MAX_BATCH_SIZE}], got {value!r}")
+    if (_name_is(key, "dropout") or _name_is(key, "drop_path_rate")) and not 0 <= value < 1:
+        raise ConfigError(f"{owner}.{key} must lie in [0, 1), got {value!r}")
+    if _name_is(key, "weight_decay") and value < 0:
+        raise ConfigError(f"{owner}.{key} must be >= 0, got {value!r}")
 
 
 def build_config(
@@ -104,10 +140,21 @@ def build_config(
             )
         for key, value in source.items():
             values[key] = _coerce(value, hints[key], key, owner)
+            check_field(key, values[key], owner)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:  # from the Config's own __post_init__
         raise ConfigError(f"invalid {owner} config: {exc}") from exc
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """For a Config's ``__post_init__``: each named field, an integer or a list of integers, is >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
+            what = "a non-empty list of integers >= 1" if isinstance(value, (tuple, list)) else "an integer >= 1"
+            raise ConfigError(f"{name} must be {what}, got {value!r}")
 
 
 def create_config(method: str, preset: str = "paper", overrides: Mapping[str, Any] | None = None, /, **more: Any):

@@ -31,6 +31,8 @@ metrics and shifts (:func:`uadbench.records.component_versions`).
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -52,6 +54,9 @@ METHOD_KEYS = {"name", "preset", "overrides", "label"}
 DATASET_KEYS = {"name", "val_split", "test_split"}
 SHIFT_KEYS = {"name", "severities"}
 FIT_FORMAT = "2"  # the layout of a cached fit (model.pt + meta.json)
+SEED_LIMIT = 2**32  # seeds and data_seed lie in [0, 2^32): numpy's seeding range
+MAX_VOXELS = 256**3  # per volume on the image grid: a whole head at 1 mm (see _check_image_grid)
+MAX_EVAL_BATCH_SIZE = 4096  # slices per predict call
 
 
 @dataclass(frozen=True)
@@ -247,13 +252,50 @@ class GridSpec:
         return jobs
 
 
-def _require_table_list(raw: dict, key: str, source: str) -> list[dict]:
+def _require_table_list(raw: dict, key: str, source: str, *, required: bool = True) -> list[dict]:
     value = raw.get(key)
     if value is None:
+        if not required:
+            return []
         raise ConfigError(f"{source}: missing [[{key}]] entries; add at least one")
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError(f"{source}: '{key}' must be an array of tables ([[{key}]])")
+    if required and not value:
+        raise ConfigError(f"{source}: '{key}' is empty; a grid needs at least one [[{key}]] table")
     return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_seeds(seeds: Any, source: str) -> tuple[int, ...]:
+    if (not isinstance(seeds, list) or not seeds or not all(_is_int(s) and 0 <= s < SEED_LIMIT for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"{source}: seeds must be a non-empty list of distinct integers in [0, 2^32), got {seeds!r}")
+    return tuple(seeds)
+
+
+def _check_image_grid(spec: Any, source: str) -> ImageGrid:
+    """The grid's image grid, refused when a volume on it would be too large to hold in memory.
+
+    The rule: at most MAX_VOXELS voxels per volume (256^3, a whole head at 1 mm; the paper's grid
+    has 96 x 96 x 50). The runner holds every prepared split in memory as float32 images plus two
+    masks (6 bytes a voxel), so 256^3 is already about 100 MB per volume."""
+    try:
+        grid = get_image_grid(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    if not math.isfinite(grid.spacing):
+        raise ConfigError(f"{source}: image grid spacing must be a finite positive number of mm, got {grid.spacing!r}")
+    voxels = math.prod(grid.shape)
+    if voxels > MAX_VOXELS:
+        raise ConfigError(
+            f"{source}: image grid shape {list(grid.shape)} has {voxels:,} voxels per volume, more than the {MAX_VOXELS:,} "
+            f"(256^3, a whole head at 1 mm) allowed: each prepared volume is held in memory as float32 plus two masks "
+            f"({voxels * 6 / 2**30:.1f} GiB a volume); use a coarser spacing or a smaller shape"
+        )
+    return grid
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -271,10 +313,10 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     name = raw.get("name") or Path(source).stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{source}: name must be letters, digits, '-' or '_', got {name!r}")
-    image_grid = get_image_grid(raw.get("image_grid", "paper"))
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(f"{source}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    image_grid = _check_image_grid(raw.get("image_grid", "paper"), source)
+    seeds = _check_seeds(raw.get("seeds", [0]), source)
+    if not isinstance(raw.get("description", ""), str):
+        raise ConfigError(f"{source}: description must be a string")
     train = raw.get("train_dataset")
     if not isinstance(train, str):
         raise ConfigError(f"{source}: train_dataset must name a healthy dataset; available: {', '.join(DATASETS.names())}")
@@ -296,8 +338,14 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         overrides = m.get("overrides", {})
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: overrides must be a table of config keys")
-        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), str(m.get("label", "")))
-        create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # fail early
+        for key in ("preset", "label"):
+            if not isinstance(m.get(key, ""), str):
+                raise ConfigError(f"{where}: {key} must be a string, got {m[key]!r}")
+        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), m.get("label", ""))
+        try:
+            create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # every value checked here
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
         methods.append(method_spec)
     labels = [m.display for m in methods]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
@@ -311,19 +359,24 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         if not isinstance(d.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available datasets: {', '.join(DATASETS.names())}")
         cls = DATASETS.get(d["name"])
+        for key in ("val_split", "test_split"):
+            if not isinstance(d.get(key, ""), str):
+                raise ConfigError(f"{where}: {key} must name a split of {d['name']!r} ({', '.join(cls.splits)}), got {d[key]!r}")
         dataset_spec = DatasetSpec(d["name"], d.get("val_split", "val"), d.get("test_split", "test"))
         for split in (dataset_spec.val_split, dataset_spec.test_split):
             if split not in cls.splits:
                 raise ConfigError(f"{where}: dataset {dataset_spec.name!r} has no split {split!r}; available: {', '.join(cls.splits)}")
         if dataset_spec.val_split == dataset_spec.test_split:
             raise ConfigError(f"{where}: val_split and test_split are both {dataset_spec.val_split!r}; thresholds must come from another split")
+        if dataset_spec in datasets:
+            raise ConfigError(f"{where}: dataset {dataset_spec.name!r} with these splits is listed twice")
         datasets.append(dataset_spec)
 
+    from uadbench.shifts import check_severity
+
     shifts = [ShiftSpec("none", None)]
-    for i, s in enumerate(raw.get("shifts", []) or []):
+    for i, s in enumerate(_require_table_list(raw, "shifts", source, required=False)):
         where = f"{source}: shifts[{i}]"
-        if not isinstance(s, dict):
-            raise ConfigError(f"{where}: each shift is a table with name and severities")
         _check_keys(s, SHIFT_KEYS, where)
         if not isinstance(s.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available shifts: {', '.join(SHIFTS.names())}")
@@ -331,23 +384,30 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         if s["name"] == "none":
             continue
         sev = s.get("severities")
-        if not isinstance(sev, list) or not sev or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sev):
+        if not isinstance(sev, list) or not sev:
             raise ConfigError(f"{where}: severities must be a non-empty list of numbers, got {sev!r}")
-        shifts.extend(ShiftSpec(s["name"], float(v)) for v in sev)
+        for v in sev:
+            try:
+                spec = ShiftSpec(s["name"], check_severity(s["name"], v))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+            if spec in shifts:
+                raise ConfigError(f"{where}: shift {spec.label} is listed twice")
+            shifts.append(spec)
 
     data_seed = raw.get("data_seed", 0)
-    if not isinstance(data_seed, int) or data_seed < 0:
-        raise ConfigError(f"{source}: data_seed must be a non-negative integer")
+    if not _is_int(data_seed) or not 0 <= data_seed < SEED_LIMIT:
+        raise ConfigError(f"{source}: data_seed must be an integer in [0, 2^32), got {data_seed!r}")
     device = raw.get("device", "cpu")
     if device not in ("cpu", "cuda", "auto"):
         raise ConfigError(f"{source}: device must be 'cpu', 'cuda' or 'auto', got {device!r}")
     ebs = raw.get("eval_batch_size", 64)
-    if not isinstance(ebs, int) or ebs < 1:
-        raise ConfigError(f"{source}: eval_batch_size must be a positive integer")
+    if not _is_int(ebs) or not 1 <= ebs <= MAX_EVAL_BATCH_SIZE:
+        raise ConfigError(f"{source}: eval_batch_size (slices per predict call) must be an integer in [1, {MAX_EVAL_BATCH_SIZE}], got {ebs!r}")
     return GridSpec(
         name=name,
         image_grid=image_grid,
-        seeds=tuple(seeds),
+        seeds=seeds,
         train_dataset=train,
         methods=methods,
         datasets=datasets,
@@ -364,12 +424,19 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
 def load_grid(path: str | os.PathLike) -> GridSpec:
     """Read and validate a grid TOML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"grid file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"grid path {path} is a directory; pass a grid TOML file, e.g. leaderboard/quickstart.toml") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file") from exc
+    except OSError as exc:
+        what = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot read grid file {path}: {what}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return parse_grid(raw, str(path))

@@ -8,14 +8,21 @@ volume in [0, 1]. Shifts never touch masks, never reach training data, and keep 
 Every shift declares its neutral severity as the attribute ``neutral`` (set with
 :func:`neutral_severity`): the severity at which it returns a preprocessed image unchanged
 (``None`` for ``none``, which takes no severity). The contract tests check it for every
-registered shift.
+registered shift. A shift also declares the severities it accepts with :func:`severity_range`
+(the attribute ``valid_severities``, a :class:`SeverityRange`); a grid is checked against it when
+it is read (:func:`check_severity`), so a bad severity never waits until after training.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
+from uadbench.errors import ConfigError
 from uadbench.registry import SHIFTS, register_shift
 
 NO_SHIFT = "none"
@@ -32,6 +39,62 @@ def neutral_severity(value: float | None):
     return mark
 
 
+@dataclass(frozen=True)
+class SeverityRange:
+    """The severities a shift accepts: finite numbers between ``low`` and ``high`` (None: unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            return False
+        if self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """'a finite number > 0', 'a finite number in [0, 1]', ..."""
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return f"a finite number in {'[' if self.low_inclusive else '('}{lo:g}, {hi:g}{']' if self.high_inclusive else ')'}"
+        if lo is not None:
+            return f"a finite number {'>=' if self.low_inclusive else '>'} {lo:g}"
+        if hi is not None:
+            return f"a finite number {'<=' if self.high_inclusive else '<'} {hi:g}"
+        return "a finite number"
+
+
+ANY_FINITE = SeverityRange()
+
+
+def severity_range(low: float | None = None, high: float | None = None, *, low_inclusive: bool = True, high_inclusive: bool = True):
+    """Decorator: declare the severities a shift accepts (finite, within [low, high] by default)."""
+
+    def mark(fn):
+        fn.valid_severities = SeverityRange(low, high, low_inclusive, high_inclusive)
+        return fn
+
+    return mark
+
+
+def check_severity(name: str, severity: object) -> float:
+    """``severity`` as a float if shift ``name`` accepts it; a ConfigError naming the valid range if not.
+
+    A shift that declares no range accepts any finite number."""
+    fn = SHIFTS.get(name)
+    valid: SeverityRange = getattr(fn, "valid_severities", ANY_FINITE)
+    if severity not in valid:
+        neutral = getattr(fn, "neutral", None)
+        hint = f" ({neutral:g} leaves the image unchanged)" if isinstance(neutral, numbers.Real) else ""
+        raise ConfigError(f"shift {name!r}: severity must be {valid.describe()}, got {severity!r}{hint}")
+    return float(severity)  # type: ignore[arg-type]
+
+
 @register_shift("none")
 @neutral_severity(None)
 def no_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
@@ -41,6 +104,7 @@ def no_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np
 
 @register_shift("gamma")
 @neutral_severity(1.0)
+@severity_range(0.0, None, low_inclusive=False)
 def gamma_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Simulated contrast x**cl with cl = severity (the paper's cl in {0.3, 0.7, 1.0, 1.5, 2.0})."""
     if severity <= 0:
@@ -52,6 +116,7 @@ def gamma_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng:
 
 @register_shift("bias")
 @neutral_severity(0.0)
+@severity_range(0.0, None)
 def bias_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth multiplicative bias field with peak amplitude severity (0.2 = +-20 %), then clipped to [0, 1]."""
     if severity < 0:
@@ -66,6 +131,7 @@ def bias_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: 
 
 @register_shift("noise")
 @neutral_severity(0.0)
+@severity_range(0.0, None)
 def noise_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Rician noise of standard deviation severity (in units of the [0, 1] intensity range)."""
     if severity < 0:
@@ -83,4 +149,4 @@ def apply_shift(name: str, image: np.ndarray, brain_mask: np.ndarray, severity: 
         return image
     if severity is None:
         raise TypeError(f"shift {name!r} needs a severity, got None")
-    return fn(image, brain_mask, float(severity), rng)
+    return fn(image, brain_mask, check_severity(name, severity), rng)

@@ -1,21 +1,70 @@
-"""Atomic file writes: results, checkpoints and caches are never left half-written."""
+"""Atomic file writes: results, checkpoints and caches are never left half-written; checks that
+a directory can be written before any work starts."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from uadbench.errors import UadbenchError
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _first_loop(path: Path) -> Path:
+    """The shortest prefix of ``path`` whose symlinks loop."""
+    for prefix in (*reversed(path.parents), path):
+        try:
+            os.stat(prefix)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return prefix
+    return path
+
+
+def check_directory(path: str | os.PathLike, what: str) -> None:
+    """A one-line UadbenchError unless ``path`` is a writable directory or can be created as one.
+
+    Creates nothing. ``what`` names the path for the message (``"--out"``, ``"$UADBENCH_DATA"``).
+    Refused: a file where a directory is needed (the path itself or a folder above it), a symlink
+    loop or a dangling symlink, and a directory that is read-only or not writable by this process."""
+    given = Path(path)
+    absolute = Path(os.path.abspath(given))
+    for candidate in (absolute, *absolute.parents):
+        try:
+            st = os.stat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.islink(candidate):
+                raise UadbenchError(f"{what} {given}: {candidate} is a symlink to a path that does not exist") from None
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UadbenchError(f"{what} {given}: {_first_loop(candidate)} is a symlink loop") from None
+            raise UadbenchError(f"{what} {given}: cannot access {candidate}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            if candidate == absolute:
+                raise UadbenchError(f"{what} {given} is a file, not a directory")
+            raise UadbenchError(f"{what} {given} cannot be created: {candidate} is a file, not a directory")
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            read_only = bool(os.statvfs(candidate).f_flag & os.ST_RDONLY) if hasattr(os, "statvfs") else False
+            reason = "on a read-only file system" if read_only else "not writable by this user"
+            if candidate == absolute:
+                raise UadbenchError(f"{what} {given} is {reason}")
+            raise UadbenchError(f"{what} {given} cannot be created: {candidate} is {reason}")
+        return
 
 
 @contextlib.contextmanager
@@ -52,6 +101,38 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """The temporary files and folders :func:`atomic_path` / :func:`atomic_dir` made for ``path``.
+
+    A process killed inside either block leaves its temporary behind (``.<name>.<random>[suffix].tmp``
+    beside ``path``); a live one is still writing it. Remove them only while holding the lock that
+    every writer of ``path`` holds (:func:`remove_stale_temporaries`)."""
+    path = Path(path)
+    # mkstemp / mkdtemp names: prefix + 8 characters from [a-z0-9_] + suffix
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}(\.[^/]*)?\.tmp")
+    try:
+        entries = list(path.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(p for p in entries if pattern.fullmatch(p.name))
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete what :func:`stale_temporaries` finds for ``path``; returns what was removed.
+
+    Call it only while holding the lock every writer of ``path`` takes: then no live process is
+    writing any of them."""
+    removed = []
+    for tmp in stale_temporaries(path):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        removed.append(tmp)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -6,7 +6,9 @@ On disk
     layout of :mod:`uadbench.data.nifti` (with a manifest of sha256 checksums); the three
     modalities of a cohort are rendered from the same subjects in one pass. Directories are
     built under a temporary name and renamed into place; a lock file serialises concurrent
-    generators, and a second process reuses what the first one wrote. The suffix
+    generators, and a second process reuses what the first one wrote. The temporary folders of a
+    generator that was killed are removed by the next one that takes the lock (a live generator
+    holds it while its folders exist). The suffix
     ``-<sizes>`` (e.g. ``-train4-val2-test2``) is added only when the split sizes differ from
     the defaults.
 
@@ -36,7 +38,7 @@ from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, MODAL
 from uadbench.data.phantom.subject import COHORTS, get_cohort, subject_id
 from uadbench.data.phantom.synthesis import generate_subject, render, to_volume
 from uadbench.errors import ConfigError, DataError
-from uadbench.io_utils import atomic_dir
+from uadbench.io_utils import atomic_dir, remove_stale_temporaries, stale_temporaries
 
 fcntl: ModuleType | None
 try:
@@ -112,18 +114,29 @@ def cohort_dir_name(cohort: str, modality: str, sizes: Mapping[str, int], scanne
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX flock); a no-op where fcntl is unavailable."""
+def _file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock (POSIX flock); yields whether it is held (always, when blocking).
+
+    A no-op where fcntl is unavailable (it then yields True)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:  # pragma: no cover - Windows
-        yield
+        yield True
         return
     with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _cohort_dirs(base: Path, cohort: str, sizes: Mapping[str, int], scanner: str) -> list[Path]:
+    """Every modality folder of one cohort: those one generator lock (see ``ensure_cohort``) guards."""
+    return [base / cohort_dir_name(cohort, m, sizes, scanner) for m in ALL_MODALITIES]
 
 
 def ensure_cohort(
@@ -147,10 +160,19 @@ def ensure_cohort(
     sizes = resolve_sizes(cohort, sizes)
     base = phantom_root(root, seed)
     dirs = {m: base / cohort_dir_name(cohort, m, sizes, scanner) for m in modalities}
+    lock = base / f".{cohort_dir_name(cohort, 'all', sizes, scanner)}.lock"
+    guarded = _cohort_dirs(base, cohort, sizes, scanner)
     if all((d / "manifest.json").is_file() for d in dirs.values()):
+        # leftovers of a killed generator; a live one holds the lock (then leave them to it)
+        if any(stale_temporaries(d) for d in guarded):
+            with _file_lock(lock, blocking=False) as held:
+                if held:
+                    for d in guarded:
+                        remove_stale_temporaries(d)
         return dirs
-    lock_name = f".{cohort_dir_name(cohort, 'all', sizes, scanner)}.lock"
-    with _file_lock(base / lock_name):
+    with _file_lock(lock):
+        for d in guarded:  # no live process writes these while we hold the lock
+            remove_stale_temporaries(d)
         missing = [m for m, d in dirs.items() if not (d / "manifest.json").is_file()]
         if not missing:
             return dirs

@@ -44,14 +44,49 @@ def metric_key(name: str) -> str:
     return _INVALID.sub("_", name.replace("@", ".at.").replace("%", "pct"))
 
 
-def default_tracking_uri(run_dir: Path) -> str:
-    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+_URI_PLAIN = re.compile(r"[^A-Za-z0-9/._~+,=@:-]")
+
+
+def default_tracking_uri(run_dir: str | os.PathLike) -> str:
+    """``sqlite:///<run dir>/mlflow.db``, read right whatever characters the path holds.
+
+    SQLAlchemy takes what follows a ``?`` as query parameters and percent-decodes the path, while
+    MLflow creates the parent folder of the undecoded path. So the path stays plain up to the last
+    folder before its first unusual character (space, ``?``, ``#``, ``%``, non-ASCII, ...), and the
+    rest is percent-encoded, ``/`` included: the folder MLflow creates is a real ancestor of the run
+    directory, and SQLAlchemy decodes the whole path."""
+    from urllib.parse import quote
+
+    path = str(Path(run_dir).resolve() / "mlflow.db")
+    unusual = _URI_PLAIN.search(path)
+    if unusual is None:
+        return f"sqlite:///{path}"
+    cut = path.rfind("/", 0, unusual.start()) + 1
+    return f"sqlite:///{path[:cut]}{quote(path[cut:], safe='')}"
+
+
+def _relocate_artifacts(store: Path, experiment_id: str, old: str, new: str) -> None:
+    """Point an experiment of a run directory's own store, and its runs, at artifact root ``new``.
+
+    The run directory was moved or copied (its artifacts travelled with it): new runs then write
+    their artifacts where the run directory is now, and the earlier ones are found there."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store, timeout=60)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, int(experiment_id)))
+        con.execute(
+            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+            (new, len(old) + 1, int(experiment_id), len(old), old),
+        )
 
 
 class Tracker:
     """Logs a grid invocation to MLflow through an explicit client (no global active run)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_dir: Path | None = None) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_dir: Path | None = None, own_store: Path | None = None) -> None:
+        """``own_store``: the sqlite file of a store that lives in the run directory with ``artifact_dir``;
+        if the run directory was moved or copied, its experiment is pointed at ``artifact_dir`` again."""
         import logging
 
         import mlflow
@@ -64,11 +99,13 @@ class Tracker:
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
+            location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
             if exp is None:
-                location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 self.experiment_id = exp.experiment_id
+                if own_store is not None and location is not None and exp.artifact_location != location:
+                    _relocate_artifacts(own_store, exp.experiment_id, exp.artifact_location, location)
         except Exception as exc:
             raise UadbenchError(f"cannot open MLflow tracking store {tracking_uri!r}: {exc}") from exc
         self.parent_id: str | None = None
@@ -195,7 +232,10 @@ class NullTracker:
 def create_tracker(track: bool, tracking_uri: str | None, run_dir: Path, experiment: str) -> Tracker | NullTracker:
     if not track:
         return NullTracker()
-    return Tracker(tracking_uri or default_tracking_uri(run_dir), experiment, artifact_dir=Path(run_dir) / "mlartifacts")
+    if tracking_uri:
+        return Tracker(tracking_uri, experiment, artifact_dir=Path(run_dir) / "mlartifacts")
+    store = Path(run_dir).resolve() / "mlflow.db"
+    return Tracker(default_tracking_uri(run_dir), experiment, artifact_dir=Path(run_dir) / "mlartifacts", own_store=store)
 
 
 def search_runs(tracking_uri: str, experiment: str):

@@ -7,7 +7,8 @@
     uadbench phantom --out DIR [--preview]        write the phantom cohorts as NIfTI for a viewer
     uadbench ui --run-dir runs/quickstart         serve the MLflow store on 127.0.0.1
 
-User errors print one line (``uadbench: error: ...``) and exit with status 2.
+User errors print one line (``uadbench: error: ...``) and exit with status 2, before anything is
+written: options, the grid and every path are checked first.
 """
 
 from __future__ import annotations
@@ -20,12 +21,41 @@ from pathlib import Path
 from uadbench.errors import UadbenchError
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from uadbench.runner import run_grid
+def _require_cuda(where: str) -> None:
+    import torch
 
+    if not torch.cuda.is_available():
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        raise UadbenchError(f"device 'cuda' requested ({where}) but torch sees no CUDA device (torch {torch.__version__}, {built}); "
+                            "use --device cpu or auto")
+
+
+def _check_run_paths(args: argparse.Namespace, run_dir: Path) -> None:
+    """Every folder a run writes: a directory, or creatable as one, and writable."""
+    from uadbench.data.dataset import default_data_root
+    from uadbench.io_utils import check_directory
+
+    check_directory(run_dir, "--out" if args.out else "run directory")
+    check_directory(Path(args.cache) if args.cache else run_dir / "cache", "--cache" if args.cache else "cache directory")
+    if args.data_root:
+        check_directory(Path(args.data_root), "--data-root")
+    else:
+        check_directory(default_data_root(), "$UADBENCH_DATA" if os.environ.get("UADBENCH_DATA") else "data root")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from uadbench.grid import load_grid
+    from uadbench.runner import default_run_dir, run_grid
+
+    # everything is checked before anything is written
+    spec = load_grid(args.grid)
+    if (args.device or spec.device) == "cuda":
+        _require_cuda("--device cuda" if args.device else f"device = 'cuda' in {args.grid}")
+    run_dir = Path(args.out) if args.out is not None else default_run_dir(spec)
+    _check_run_paths(args, run_dir)
     summary = run_grid(
-        args.grid,
-        out_dir=args.out,
+        spec,
+        out_dir=run_dir,
         cache_dir=args.cache,
         data_root=args.data_root,
         tracking_uri=args.tracking_uri,
@@ -65,11 +95,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from uadbench import report
+def _read_results(path: str) -> list:
     from uadbench.records import read_records
 
-    records = read_records(args.results)
+    if Path(path).is_dir():
+        raise UadbenchError(f"{path} is a directory; pass a results file (a run writes <run dir>/results.jsonl)")
+    return read_records(path)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from uadbench import report
+
+    records = _read_results(args.results)
     render = {
         "md": report.leaderboard_markdown,
         "text": report.leaderboard_terminal,
@@ -82,13 +119,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from uadbench.evaluation.stats import compare_per_subject
-    from uadbench.records import read_records
 
-    records = read_records(args.results)
+    if args.a == args.b:
+        raise UadbenchError(f"compare needs two different methods, got {args.a!r} twice")
+    records = _read_results(args.results)
     labels = sorted({r.label for r in records})
     for label in (args.a, args.b):
         if label not in labels:
             raise UadbenchError(f"no method {label!r} in {args.results}; methods there: {', '.join(labels)}")
+    choices = {
+        "--dataset": (args.dataset, {r.dataset for r in records}),
+        "--shift": (args.shift, {r.shift_label for r in records}),
+        "--metric": (args.metric, {m for r in records if r.label in (args.a, args.b) for v in r.per_volume.values() for m in v}),
+    }
+    for option, (value, valid) in choices.items():
+        if value is not None and value not in valid:
+            raise UadbenchError(f"{option} {value!r} is not in {args.results}; valid there: {', '.join(sorted(valid)) or '(none)'}")
     cells: dict[tuple, dict] = {}
     for r in records:
         if (args.dataset and r.dataset != args.dataset) or (args.shift and r.shift_label != args.shift):
@@ -111,25 +157,66 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
+    from uadbench.io_utils import check_directory
+
+    if not args.out and not args.preview:
+        raise UadbenchError("uadbench phantom needs --out DIR and/or --preview FILE.png")
+    if args.preview:
+        preview = Path(args.preview)
+        if preview.is_dir():
+            raise UadbenchError(f"--preview {preview} is a directory; name the PNG file to write, e.g. {preview / 'phantom-preview.png'}")
+        check_directory(preview.parent, f"--preview {preview}: folder")
+    if args.out:
+        check_directory(Path(args.out), "--out")
     try:
         from uadbench.data import phantom
     except ImportError as exc:  # pragma: no cover - phantom is part of the distribution
         raise UadbenchError(f"the phantom generator is not available: {exc}") from exc
     if args.preview:
-        out = Path(args.preview)
-        phantom.render_preview(out, seed=args.seed)
-        print(f"preview: {out}")
+        phantom.render_preview(Path(args.preview), seed=args.seed)
+        print(f"preview: {args.preview}")
     if args.out:
         path = phantom.write_cohorts(Path(args.out), seed=args.seed)
         print(f"phantom cohorts: {path}")
-    if not args.out and not args.preview:
-        raise UadbenchError("uadbench phantom needs --out DIR and/or --preview FILE.png")
     return 0
 
 
+def mlflow_executable() -> Path:
+    """The ``mlflow`` command of this environment (beside ``sys.executable``), not the first on PATH."""
+    return Path(sys.executable).with_name("mlflow.exe" if sys.platform == "win32" else "mlflow")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once, as the server will: a port in use is one line now, not pages later."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UadbenchError(f"--host {host!r}: cannot resolve it ({exc})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise UadbenchError(f"cannot serve on {host}:{port}: {exc.strerror}; is another server using it? pick another --port") from None
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import shutil
     import subprocess
+
+    from uadbench.tracking import default_tracking_uri
 
     if args.tracking_uri:
         uri = args.tracking_uri
@@ -137,12 +224,34 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         db = Path(args.run_dir) / "mlflow.db"
         if not db.is_file():
             raise UadbenchError(f"no MLflow store at {db}; pass --run-dir of a finished run or --tracking-uri")
-        uri = f"sqlite:///{db.resolve()}"
-    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    cmd = [mlflow_bin, "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
+        uri = default_tracking_uri(args.run_dir)
+    mlflow_bin = mlflow_executable()
+    if not mlflow_bin.is_file():
+        raise UadbenchError(f"no mlflow command beside {sys.executable} ({mlflow_bin}); install uadbench with its dependencies in this environment")
+    _check_port_free(args.host, args.port)
+    if not _is_loopback(args.host):
+        print(f"uadbench: warning: --host {args.host} is not a loopback address: anyone who can reach this machine can read, edit "
+              "and delete the runs (the MLflow server has no authentication)", file=sys.stderr)
+    cmd = [str(mlflow_bin), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
     print(f"serving {uri} on http://{args.host}:{args.port}", flush=True)
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     return subprocess.call(cmd, env=env)
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        valid = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {value}")
+        return value
+
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="where datasets are generated/prepared (default: $UADBENCH_DATA or ~/.cache/uadbench/data)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<run dir>/mlflow.db)")
     r.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    r.add_argument("--workers", type=int, default=1, help="worker processes (each uses --threads torch threads)")
-    r.add_argument("--threads", type=int, default=1, help="torch threads per worker process (default 1)")
+    r.add_argument("--workers", type=_int_in(1), default=1, help="worker processes (each uses --threads torch threads)")
+    r.add_argument("--threads", type=_int_in(1), default=1, help="torch threads per worker process (default 1)")
     r.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the grid's device")
     r.set_defaults(func=_cmd_run)
 
@@ -184,20 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--metric", default="auprc", help="per-volume metric (default auprc)")
     cmp_.add_argument("--dataset", help="only this dataset")
     cmp_.add_argument("--shift", help="only this shift, e.g. none or gamma@1.5")
-    cmp_.add_argument("--rounds", type=int, default=10_000)
+    cmp_.add_argument("--rounds", type=_int_in(1, 10**7), default=10_000)
     cmp_.set_defaults(func=_cmd_compare)
 
     ph = sub.add_parser("phantom", help="write phantom cohorts as NIfTI and/or a preview PNG")
     ph.add_argument("--out", help="directory to write the cohorts to")
     ph.add_argument("--preview", nargs="?", const="phantom-preview.png", help="write a preview PNG (default name phantom-preview.png)")
-    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     ph.set_defaults(func=_cmd_phantom)
 
     ui = sub.add_parser("ui", help="serve an MLflow store on 127.0.0.1")
     ui.add_argument("--run-dir", default="runs/quickstart")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=_int_in(1, 65535), default=5000)
     ui.set_defaults(func=_cmd_ui)
     return p
 
@@ -209,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UadbenchError as exc:
         print(f"uadbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not file-system trouble: a bug to see in full
+            raise
+        # file-system trouble the checks up front could not foresee (a disk that filled up, a folder
+        # removed while running): one line naming the path
+        target = f" -> {exc.filename2}" if exc.filename2 else ""
+        print(f"uadbench: error: {exc.strerror or exc}: {exc.filename}{target}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("uadbench: interrupted; finished cells are cached, run the same command to resume", file=sys.stderr)

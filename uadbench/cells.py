@@ -21,6 +21,7 @@ class EvalContext:
     data_root: Path | None
     device: str
     checkpoint_every: int = 500  # training steps between checkpoints of a fit (0: none)
+    quiet: bool = False  # fits print no progress lines (the grid's process shows their progress)
 
     def eval_path(self, job: EvalJob | str) -> Path:
         return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}.json"

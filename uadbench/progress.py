@@ -29,9 +29,11 @@ class GridProgress:
         self.start = time.perf_counter()
         use_bar = self.stream.isatty() if bar is None else bar
         self._bar: Any = None
+        self._fits: dict[str, Any] = {}  # a bar per running fit (terminal only)
         if use_bar and total:
             from tqdm import tqdm
 
+            self._tqdm = tqdm
             self._bar = tqdm(total=total, file=self.stream, unit="task", desc="uadbench", dynamic_ncols=True)
 
     def message(self, text: str) -> None:
@@ -51,7 +53,26 @@ class GridProgress:
         print(f"uadbench: [{self.done}/{self.total}] {what} (elapsed {elapsed:.0f} s, ETA {_eta(self.done, self.total, elapsed)})",
               file=self.stream, flush=True)
 
+    def fit(self, key: str, label: str, step: int, steps: int) -> None:
+        """A running fit reached ``step`` of ``steps`` (of its current training loop)."""
+        if self._bar is None:
+            return  # plain output: the fits print their own lines
+        bar = self._fits.get(key)
+        if bar is None or bar.total != steps:
+            if bar is not None:
+                bar.close()
+            bar = self._fits[key] = self._tqdm(total=steps, desc=label[:24], file=self.stream, unit="step", leave=False,
+                                                position=len(self._fits) + 1, dynamic_ncols=True)
+        bar.update(step - bar.n)
+
+    def fit_done(self, key: str) -> None:
+        bar = self._fits.pop(key, None)
+        if bar is not None:
+            bar.close()
+
     def close(self) -> None:
+        for key in list(self._fits):
+            self.fit_done(key)
         if self._bar is not None:
             self._bar.close()
 

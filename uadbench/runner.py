@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,9 @@ from uadbench.executors import Executor, Task, TaskFailure, create_executor
 from uadbench.grid import NO_SHIFT_SPEC, EvalJob, FitJob, GridSpec, load_grid
 from uadbench.inference import MapSource, fit_dir, load_fitted, resolve_device
 from uadbench.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from uadbench.live import LiveReader, LiveWriter, live_path
 from uadbench.locks import hold
+from uadbench.outcome import Outcome
 from uadbench.progress import GridProgress
 from uadbench.records import Failure, ResultRecord, ResultsFile, versions
 from uadbench.registry import runtime_modules
@@ -68,12 +70,13 @@ def prepare_split(dataset: str, split: str, *, grid: ImageGrid, data_seed: int, 
 
 
 # -- 3. fits --------------------------------------------------------------------------------------
-def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress = _print_progress,
+def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress | None = _print_progress,
             checkpoint_every: int = 500) -> dict:
     """Train one method (or read it from the cache); returns the fit's meta record.
 
     The fits ``job`` reuses (``job.depends_on``) are read from the cache, or fitted first when the
-    caller did not run them."""
+    caller did not run them. Metrics and progress also go to the fit's live log (:mod:`uadbench.live`);
+    ``progress=None`` prints nothing."""
     import torch
 
     from uadbench.checkpoints import Checkpointer
@@ -84,23 +87,24 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     if (out / "meta.json").is_file() and (out / "model.pt").is_file():
         return {**json.loads((out / "meta.json").read_text()), "cached": True}
     tag = f"[fit {job.method.display} seed {job.seed}]"
+    live = LiveWriter(live_path(cache_dir, job.key), echo=(lambda msg: progress(f"{tag} {msg}")) if progress else None)
     train, val = (prepare_split(job.train_dataset, s, grid=job.image_grid, data_seed=job.data_seed, cache_dir=cache_dir, data_root=data_root)
                   for s in ("train", "val"))
     torch.manual_seed(job.seed)
     np.random.seed(job.seed % (2**32))
     dev = resolve_device(device)
     method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape).to(dev)
-    reused = [run_fit(d, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress) for d in job.depends_on]
+    reused = [run_fit(d, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress, checkpoint_every=checkpoint_every)
+              for d in job.depends_on]
     ckpt = Checkpointer(cache_dir / "work" / job.key, checkpoint_every, method.modules)
     history = ckpt.history  # kept across a resume
     ctx = FitContext(
         device=dev, generator=torch.Generator().manual_seed(job.seed), seed=job.seed, checkpoint=ckpt,
         precision=job.method.precision, compile=job.method.compile,
-        log_metrics=lambda metrics, step: history.append((int(step), {k: float(v) for k, v in metrics.items()})),
-        progress=lambda msg: progress(f"{tag} {msg}"),
+        log_metrics=lambda metrics, step: live.metrics(metrics, step, history), progress=live.progress,
         dependencies={d.method.name: load_fitted(d, cache_dir, device) for d in job.depends_on},
     )
-    progress(f"{tag} training on {len(train)} healthy volumes ({job.train_dataset}/train)")
+    live.progress(f"training on {len(train)} healthy volumes ({job.train_dataset}/train)")
     start = time.perf_counter()
     slices = [SliceDataset([v.image for v in split], [v.subject_id for v in split]) for split in (train, val)]
     method.fit(slices[0], slices[1], ctx)
@@ -119,7 +123,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     }
     write_json_atomic(out / "meta.json", meta)
     ckpt.clear()
-    progress(f"{tag} done in {seconds:.1f} s")
+    live.progress(f"done in {seconds:.1f} s")
     return {**meta, "cached": False}
 
 
@@ -171,8 +175,9 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
     return out
 
 
-def _fit_task(job: FitJob, cache_dir: Path, data_root: Path | None, device: str, checkpoint_every: int) -> dict:
-    return run_fit(job, cache_dir=cache_dir, data_root=data_root, device=device, checkpoint_every=checkpoint_every)
+def _fit_task(job: FitJob, cache_dir: Path, data_root: Path | None, device: str, checkpoint_every: int, quiet: bool) -> dict:
+    return run_fit(job, cache_dir=cache_dir, data_root=data_root, device=device, checkpoint_every=checkpoint_every,
+                   progress=None if quiet else _print_progress)
 
 
 def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[CellOutcome]:
@@ -181,7 +186,7 @@ def _eval_task(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext) -> list[Cell
 
 def job_graph(fits: list[FitJob], evals: list[EvalJob], ectx: EvalContext) -> list[Task]:
     """The tasks of a grid: every fit (after the fits it reuses), then one evaluation task per fit."""
-    args = (ectx.cache_dir, ectx.data_root, ectx.device, ectx.checkpoint_every)
+    args = (ectx.cache_dir, ectx.data_root, ectx.device, ectx.checkpoint_every, ectx.quiet)
     tasks = [Task(f"fit:{f.key}", _fit_task, (f, *args), tuple(f"fit:{d.key}" for d in f.depends_on)) for f in fits]
     for fit in {e.fit.key: e.fit for e in evals}.values():
         jobs = [e for e in evals if e.fit.key == fit.key]
@@ -204,35 +209,6 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
 
 
-@dataclass
-class Outcome:
-    """What a grid's tasks gave so far: fit metas, records (written as they come) and failures."""
-
-    results: ResultsFile
-    tracker: Any
-    ectx: EvalContext
-    fit_metas: dict[str, dict] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-
-    def take(self, task: Task, result: Any) -> str:
-        """Record one finished task; returns a line that names it."""
-        job, kind = task.args[0], task.key.split(":")[0]
-        if isinstance(result, TaskFailure):
-            if kind == "eval" and result.dependency is not None:  # its fit's failure is recorded already
-                return f"{kind} {job.method.display} seed {job.seed} not run"
-            self.failures.append(Failure(kind, job.method.display, job.seed, result.error, "" if kind == "fit" else "all cells"))
-        elif kind == "fit":
-            self.fit_metas[job.key] = result
-            self.tracker.log_fit(job, result)
-        else:
-            self.failures += [item for item, _ in result if isinstance(item, Failure)]
-            done = [(item, cached) for item, cached in result if isinstance(item, ResultRecord)]
-            self.results.add(rec for rec, _ in done)
-            for rec, cached in done:
-                self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key))
-        return f"{kind} {job.method.display} seed {job.seed}" + (" FAILED" if isinstance(result, TaskFailure) else "")
-
-
 def default_run_dir(spec: GridSpec) -> Path:
     return Path("runs") / spec.name
 
@@ -252,7 +228,8 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
     executor = executor or create_executor(workers, threads_per_worker, runtime_modules())
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(spec)
     ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else run_dir / "cache",
-                       Path(data_root) if data_root is not None else None, device or spec.device, checkpoint_every)
+                       Path(data_root) if data_root is not None else None, device or spec.device, checkpoint_every,
+                       quiet=executor.polls and sys.stdout.isatty())  # a terminal shows a bar per fit instead of lines
     fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": resolve_device(ectx.device).type})
     graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
     with hold(run_dir), hold(ectx.cache_dir):  # and sweep what a killed run left half-written
@@ -268,9 +245,10 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
             progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
         tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
         tracker.start_grid(spec, executor.describe(), run_dir)
-        outcome = Outcome(results, tracker, ectx)
         tasks = job_graph(graph, evals, ectx)
         bar = GridProgress(len(tasks))
+        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar)
+        executor.on_idle = outcome.poll  # while the executor waits: live curves and per-fit bars
         try:
             # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes
             for task, result in executor.run(tasks):

@@ -1,0 +1,80 @@
+"""What a running fit reports while it trains, read by the process that runs the grid.
+
+A fit (in this process, a pool worker, a Slurm job or a Ray task) appends one JSON line per
+logged metric row and per progress message to ``<cache>/live/<fit key>.jsonl``; the grid's process
+reads the new lines while it waits, puts the metrics on the fit's MLflow run (so training curves
+appear while the fit runs) and draws a bar per running fit. A file, not a pipe, so that every
+executor works the same way, a cluster's included (the cache is on a shared file system there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_STEP = re.compile(r"\bstep (\d+)/(\d+)\b")
+
+
+def live_path(cache_dir: Path, fit_key: str) -> Path:
+    return Path(cache_dir) / "live" / f"{fit_key}.jsonl"
+
+
+class LiveWriter:
+    """The fit's side: appends lines (each written whole with one write call)."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None] | None = None) -> None:
+        self.path, self.echo = path, echo
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # a resumed fit starts a fresh log (its history comes from the checkpoint)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def metrics(self, metrics: dict[str, float], step: int, history: list) -> None:
+        """A row of the fit's metrics: appended to ``history`` and to the log (with its index there)."""
+        row = {k: float(v) for k, v in metrics.items()}
+        history.append((int(step), row))
+        self._write({"i": len(history) - 1, "step": int(step), "metrics": row})
+
+    def progress(self, message: str) -> None:
+        """A progress message: to the log, and to ``echo`` (the fit's own output) when given."""
+        self._write({"msg": message})
+        if self.echo is not None:
+            self.echo(message)
+
+
+class LiveReader:
+    """The grid's side: the complete lines written since the last read, per fit."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.offsets: dict[str, int] = {}
+
+    def read(self, fit_key: str) -> list[dict[str, Any]]:
+        path = live_path(self.cache_dir, fit_key)
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self.offsets.get(fit_key, 0):
+                    self.offsets[fit_key] = 0  # the fit started again (resumed): a fresh log
+                f.seek(self.offsets.get(fit_key, 0))
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+        self.offsets[fit_key] = self.offsets.get(fit_key, 0) + end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+    def forget(self, fit_key: str) -> None:
+        live_path(self.cache_dir, fit_key).unlink(missing_ok=True)
+        self.offsets.pop(fit_key, None)
+
+
+def step_of(message: str) -> tuple[int, int] | None:
+    """(step, steps) of a training loop's progress message, if it is one."""
+    m = _STEP.search(message)
+    return (int(m.group(1)), int(m.group(2))) if m else None

@@ -70,7 +70,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"results:     {summary.results_path}")
     print(f"leaderboard: {summary.leaderboard_path}")
     if summary.tracking_uri:
-        print(f"mlflow:      {summary.tracking_uri} (experiment {summary.experiment!r}; `uadbench ui --run-dir {summary.run_dir}`)")
+        import shlex
+
+        print(f"mlflow:      {summary.tracking_uri} (experiment {summary.experiment!r}; "
+              f"`uadbench ui --run-dir {shlex.quote(str(summary.run_dir))}`)")
     print(f"wall time:   {summary.seconds:.1f} s")
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from uadbench.errors import UadbenchError
@@ -43,6 +44,33 @@ def _check_run_paths(args: argparse.Namespace, run_dir: Path) -> None:
         check_directory(default_data_root(), "$UADBENCH_DATA" if os.environ.get("UADBENCH_DATA") else "data root")
 
 
+SLURM_FLAGS = {"partition": "--slurm-partition", "time": "--slurm-time", "mem": "--slurm-mem", "gpus": "--slurm-gpus", "cpus": "--slurm-cpus"}
+
+
+def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
+    """The executor of ``uadbench run``: ``--executor`` and its flags over the grid's ``[executor]`` table."""
+    from uadbench.executors import EXECUTOR_OPTIONS, create_executor
+    from uadbench.grid import executor_table
+    from uadbench.registry import runtime_modules
+
+    table = executor_table(spec.raw, spec.source)
+    kind = args.executor or table.pop("kind", "local")
+    table.pop("kind", None)
+    flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in SLURM_FLAGS.items()}
+    flags = {key: value for key, value in flags.items() if value is not None}
+    if flags and kind != "slurm":
+        raise UadbenchError(f"{', '.join(SLURM_FLAGS[k] for k in flags)} need --executor slurm (the executor is {kind!r})")
+    if args.ray_address is not None and kind != "ray":
+        raise UadbenchError(f"--ray-address needs --executor ray (the executor is {kind!r})")
+    options = {key: value for key, value in table.items() if key in EXECUTOR_OPTIONS[kind]}  # the grid's, where they apply
+    options.update(flags)
+    if kind == "slurm":
+        options["folder"] = run_dir / "slurm"
+    if args.ray_address is not None:
+        options["address"] = args.ray_address
+    return create_executor(args.workers, args.threads, runtime_modules(), kind=kind, **options)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from uadbench.grid import load_grid
     from uadbench.runner import default_run_dir, run_grid
@@ -53,6 +81,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _require_cuda("--device cuda" if args.device else f"device = 'cuda' in {args.grid}")
     run_dir = Path(args.out) if args.out is not None else default_run_dir(spec)
     _check_run_paths(args, run_dir)
+    executor = _run_executor(args, spec, run_dir)
     summary = run_grid(
         spec,
         out_dir=run_dir,
@@ -63,6 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads_per_worker=args.threads,
         device=args.device,
+        executor=executor,
     )
     print()
     print(summary.table)
@@ -75,6 +105,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"mlflow:      {summary.tracking_uri} (experiment {summary.experiment!r}; "
               f"`uadbench ui --run-dir {shlex.quote(str(summary.run_dir))}`)")
     print(f"wall time:   {summary.seconds:.1f} s")
+    if summary.failures:
+        import shlex
+
+        first = summary.failures[0].line()
+        retry = "uadbench " + shlex.join(args.argv)
+        print(f"uadbench: error: {len(summary.failures)} fit(s) or cell(s) failed (first: {first}); "
+              f"`{retry}` retries only those", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -110,12 +148,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from uadbench import report
 
     records = _read_results(args.results)
-    render = {
+    renderers: dict[str, Callable[..., str]] = {
         "md": report.leaderboard_markdown,
         "text": report.leaderboard_terminal,
         "csv": report.leaderboard_csv,
         "latex": report.leaderboard_latex,
-    }[args.format]
+    }
+    render = renderers[args.format]
     print(render(records), end="" if args.format == "csv" else "\n")
     return 0
 
@@ -276,6 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_int_in(1), default=1, help="worker processes (each uses --threads torch threads)")
     r.add_argument("--threads", type=_int_in(1), default=1, help="torch threads per worker process (default 1)")
     r.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the grid's device")
+    r.add_argument("--executor", choices=["local", "slurm", "ray"],
+                   help="where jobs run (default: the grid's [executor] kind, else local); slurm and ray need "
+                        "pip install 'uadbench[slurm]' / 'uadbench[ray]'")
+    r.add_argument("--slurm-partition", help="slurm: partition of every job (default: the cluster's default partition)")
+    r.add_argument("--slurm-time", help="slurm: time limit per job, minutes or [D-]HH:MM:SS (default: the partition's)")
+    r.add_argument("--slurm-mem", help="slurm: memory per job, e.g. 16G (default: the partition's)")
+    r.add_argument("--slurm-gpus", type=_int_in(0), help="slurm: GPUs per job (default 0)")
+    r.add_argument("--slurm-cpus", type=_int_in(1), help="slurm: CPUs per job, also its torch threads (default: --threads)")
+    r.add_argument("--ray-address", help="ray: address of a running cluster, e.g. auto or ray://head:10001 "
+                                         "(default: a local cluster on 127.0.0.1 for the run)")
     r.set_defaults(func=_cmd_run)
 
     ls = sub.add_parser("list", help="list registered methods, datasets, shifts or metrics")
@@ -317,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except UadbenchError as exc:

@@ -178,9 +178,11 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 
-def config_hash(method_name: str, config: Any) -> str:
-    """Hash of everything that determines a method's trained weights, short of data and seed."""
-    return stable_hash({"method": method_name, "config": config_to_dict(config)})
+def config_hash(method_name: str, config: Any, precision: str = "fp32", compile: bool = False) -> str:
+    """Hash of everything that determines a method's trained weights, short of data and seed: the
+    config, and the arithmetic it trains with (``precision``, ``compile``) where not the default."""
+    extra = {} if (precision, compile) == ("fp32", False) else {"precision": precision, "compile": compile}
+    return stable_hash({"method": method_name, "config": config_to_dict(config), **extra})
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,8 +3,12 @@
 The runner hands an executor a list of :class:`Task` s, each naming the tasks it depends on (a
 fit that reuses another fit; the evaluation of a fit). :meth:`Executor.run` starts a task once
 every task it depends on has finished and yields ``(task, result)`` pairs as tasks finish, so the
-caller can write results as they come. Cluster executors (Slurm job arrays with dependencies, Ray)
-receive the same graph.
+caller can write results as they come. A task that raises yields a :class:`TaskFailure` instead
+of a result, the tasks that depend on it yield one without running, and every other task goes on.
+Cluster executors (Slurm job arrays with dependencies, Ray) receive the same graph.
+
+Worker processes of the local pool die with the process that started them: a killed run leaves
+no workers behind.
 
 Both executors run torch with the same number of threads per job, so a grid gives the same numbers
 whichever executor runs it.
@@ -31,6 +35,31 @@ class Task:
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """What a task that raised (or whose dependency failed) yields instead of a result."""
+
+    error: str  # one line: "ExceptionType: message"
+    traceback: str = ""
+    dependency: str | None = None  # the failed task this one depended on, when it did not run
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> TaskFailure:
+        import traceback
+
+        text = str(exc).strip().splitlines()
+        return cls(f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "),
+                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def failed_dependency(task: Task, failed: dict[str, TaskFailure]) -> TaskFailure | None:
+    """A failure for ``task`` if one of its dependencies failed, else None."""
+    for dep in task.depends_on:
+        if dep in failed:
+            return TaskFailure(f"not run: {dep} failed ({failed[dep].error})", dependency=dep)
+    return None
 
 
 def check_graph(tasks: Sequence[Task]) -> None:
@@ -64,12 +93,23 @@ def set_torch_threads(threads: int) -> int:
 
 
 class Executor(ABC):
-    """Runs a task graph; ``threads`` torch threads per task."""
+    """Runs a task graph; ``threads`` torch threads per task.
+
+    An executor that waits for tasks running elsewhere (``polls``) calls ``on_idle`` every
+    ``idle_every`` seconds while it waits: the runner reads the fits' live logs then."""
+
+    polls: bool = False
+    idle_every: float = 2.0
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:
             raise UadbenchError(f"threads per worker must be >= 1, got {threads}")
         self.threads = threads
+        self.on_idle: Callable[[], None] | None = None
+
+    def idle(self) -> None:
+        if self.on_idle is not None:
+            self.on_idle()
 
     @abstractmethod
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, Any]]:
@@ -88,12 +128,20 @@ class SerialExecutor(Executor):
         old_omp = os.environ.get("OMP_NUM_THREADS")
         try:
             done: set[str] = set()
+            failed: dict[str, TaskFailure] = {}
             pending = list(tasks)
             while pending:
                 task = next(t for t in pending if set(t.depends_on) <= done)
-                result = task.fn(*task.args)
-                done.add(task.key)
                 pending.remove(task)
+                result = failed_dependency(task, failed)
+                if result is None:
+                    try:
+                        result = task.fn(*task.args)
+                    except Exception as exc:  # recorded; the other tasks go on
+                        result = TaskFailure.from_exception(exc)
+                if isinstance(result, TaskFailure):
+                    failed[task.key] = result
+                done.add(task.key)
                 yield task, result
         finally:
             set_torch_threads(old)
@@ -106,18 +154,51 @@ class SerialExecutor(Executor):
         return f"in-process, {self.threads} torch thread{'s' if self.threads > 1 else ''}"
 
 
-def _worker_init(threads: int) -> None:
+def die_with_parent() -> None:
+    """End this process when its parent dies: the kernel's parent-death signal where there is one
+    (Linux), and a watchdog thread that polls the parent's pid everywhere."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="uadbench-parent-watch", daemon=True).start()
+
+
+def _worker_init(threads: int, modules: tuple[str, ...] = ()) -> None:
+    import importlib
+
+    die_with_parent()
     set_torch_threads(threads)
+    for module in modules:  # plugins the parent registered at run time (not through entry points)
+        importlib.import_module(module)
 
 
 class LocalPoolExecutor(Executor):
     """A pool of ``workers`` spawned processes with ``threads`` torch threads each."""
 
-    def __init__(self, workers: int, threads: int = 1) -> None:
+    polls = True
+
+    def __init__(self, workers: int, threads: int = 1, modules: Sequence[str] = ()) -> None:
         super().__init__(threads)
         if workers < 1:
             raise UadbenchError(f"workers must be >= 1, got {workers}")
         self.workers = workers
+        self.modules = tuple(modules)  # imported by each worker before its first task
 
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, Any]]:
         check_graph(tasks)
@@ -125,20 +206,38 @@ class LocalPoolExecutor(Executor):
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(self.threads,),
+            initargs=(self.threads, self.modules),
         )
         try:
             done: set[str] = set()
+            failed: dict[str, TaskFailure] = {}
             pending = list(tasks)
             running: dict[cf.Future, Task] = {}
             while pending or running:
                 for task in [t for t in pending if set(t.depends_on) <= done]:
-                    running[pool.submit(task.fn, *task.args)] = task
                     pending.remove(task)
-                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    skipped = failed_dependency(task, failed)
+                    if skipped is not None:
+                        failed[task.key] = skipped
+                        done.add(task.key)
+                        yield task, skipped
+                    else:
+                        running[pool.submit(task.fn, *task.args)] = task
+                if not running:
+                    continue
+                finished, _ = cf.wait(running, timeout=self.idle_every, return_when=cf.FIRST_COMPLETED)
+                if not finished:
+                    self.idle()
                 for fut in finished:
                     task = running.pop(fut)
-                    result = fut.result()
+                    try:
+                        result = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        raise
+                    except Exception as exc:  # recorded; the other tasks go on
+                        result = TaskFailure.from_exception(exc)
+                    if isinstance(result, TaskFailure):
+                        failed[task.key] = result
                     done.add(task.key)
                     yield task, result
         finally:
@@ -148,8 +247,41 @@ class LocalPoolExecutor(Executor):
         return f"local pool of {self.workers} processes, {self.threads} torch thread{'s' if self.threads > 1 else ''} each"
 
 
-def create_executor(workers: int = 1, threads: int = 1) -> Executor:
-    """In-process for one worker, a local process pool for more."""
-    if workers < 1:
+EXECUTOR_KINDS = ("local", "slurm", "ray")
+EXECUTOR_OPTIONS = {
+    "local": (),
+    "slurm": ("folder", "partition", "time", "mem", "gpus", "cpus", "job_name", "poll_s", "squeue_s", "result_grace_s", "extra"),
+    "ray": ("address", "gpus", "cpus", "local_cpus", "init_options"),
+}
+
+
+def create_executor(workers: int = 1, threads: int = 1, modules: Sequence[str] = (), *, kind: str = "local", **options: Any) -> Executor:
+    """An executor by ``kind``; every task imports the run-time plugin ``modules`` first.
+
+    ``local``: in-process for one worker, a process pool of ``workers`` for more, ``threads``
+    torch threads each. ``slurm`` (:class:`uadbench.cluster.SlurmExecutor`): one job per task with
+    ``cpus`` CPUs (default ``threads``) and as many torch threads; ``gpus``, ``partition``,
+    ``time``, ``mem``, ``folder``. ``ray`` (:class:`uadbench.cluster.RayExecutor`): ``address``
+    of a running cluster, or none for a local one on 127.0.0.1 of ``workers`` x ``cpus`` CPUs (all
+    CPUs for one worker); ``cpus`` (default ``threads``) and ``gpus`` per task. The cluster module
+    and its optional packages are imported only for those kinds.
+    """
+    if kind not in EXECUTOR_KINDS:
+        raise UadbenchError(f"unknown executor {kind!r}; choose one of: {', '.join(EXECUTOR_KINDS)}")
+    unknown = sorted(set(options) - set(EXECUTOR_OPTIONS[kind]))
+    if unknown:
+        valid = ", ".join(EXECUTOR_OPTIONS[kind]) or "none"
+        raise UadbenchError(f"the {kind} executor has no option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; valid: {valid}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UadbenchError(f"workers must be >= 1, got {workers}")
-    return SerialExecutor(threads) if workers == 1 else LocalPoolExecutor(workers, threads)
+    if kind == "local":
+        return SerialExecutor(threads) if workers == 1 else LocalPoolExecutor(workers, threads, modules)
+    from uadbench import cluster
+
+    cpus = options.pop("cpus", None)
+    per_task = threads if cpus is None else cpus
+    if kind == "slurm":
+        return cluster.SlurmExecutor(per_task, modules=modules, **options)
+    if options.get("address") is None and "local_cpus" not in options and workers > 1:
+        options["local_cpus"] = workers * per_task
+    return cluster.RayExecutor(per_task, modules=modules, **options)

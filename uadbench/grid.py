@@ -35,6 +35,7 @@ import errno
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,10 @@ from uadbench.registry import DATASETS, METHODS, SHIFTS
 
 GRID_KEYS = {
     "name", "description", "image_grid", "seeds", "train_dataset", "methods", "datasets",
-    "shifts", "data_seed", "device", "eval_batch_size",
+    "shifts", "data_seed", "device", "eval_batch_size", "executor",
 }
-METHOD_KEYS = {"name", "preset", "overrides", "label"}
+METHOD_KEYS = {"name", "preset", "overrides", "label", "precision", "compile"}
+PRECISIONS = ("fp32", "bf16", "fp16")
 DATASET_KEYS = {"name", "val_split", "test_split"}
 SHIFT_KEYS = {"name", "severities"}
 FIT_FORMAT = "2"  # the layout of a cached fit (model.pt + meta.json)
@@ -65,6 +67,8 @@ class MethodSpec:
     preset: str = "paper"
     overrides: tuple[tuple[str, Any], ...] = ()
     label: str = ""
+    precision: str = "fp32"  # training and prediction arithmetic: fp32, bf16 or fp16 (with a grad scaler)
+    compile: bool = False  # torch.compile the networks that dominate a step (methods that support it)
 
     @property
     def overrides_dict(self) -> dict[str, Any]:
@@ -95,9 +99,10 @@ class ShiftSpec:
 NO_SHIFT_SPEC = ShiftSpec("none")
 
 
-def data_term(dataset: str, data_seed: int, image_grid: ImageGrid) -> dict[str, Any]:
-    """What sets a prepared split: the dataset's fingerprint, the pipeline version, the grid."""
-    source = create_dataset(dataset, seed=data_seed)
+def data_term(dataset: str, data_seed: int, image_grid: ImageGrid, data_root: str | None = None) -> dict[str, Any]:
+    """What sets a prepared split: the dataset's fingerprint (what the data are, wherever they
+    lie), the pipeline version and the grid. ``data_root`` only says where to find the data."""
+    source = create_dataset(dataset, root=data_root, seed=data_seed)
     return {"fingerprint": source.fingerprint(), "pipeline": PIPELINE_VERSION, "grid": image_grid.to_dict()}
 
 
@@ -112,6 +117,7 @@ class FitJob:
     image_grid: ImageGrid
     key: str
     depends_on: tuple[FitJob, ...] = ()  # fits this one reuses (Method.dependencies)
+    data_root: str | None = None  # where the data lie (not part of the key: the fingerprint is)
 
 
 @dataclass(frozen=True)
@@ -122,12 +128,15 @@ class EvalJob:
     key: str
 
 
-def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid) -> FitJob:
-    """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights."""
+def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid,
+                 runtime: Mapping[str, Any] | None = None, data_root: str | None = None) -> FitJob:
+    """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights,
+    ``runtime`` included (torch threads and device type: both can change the numbers)."""
     config = create_config(method.name, method.preset, method.overrides_dict)
     cls = METHODS.get(method.name)
     deps = tuple(
-        make_fit_job(MethodSpec(name, preset, tuple(sorted(dict(overrides).items()))), train_dataset, data_seed, seed, image_grid)
+        make_fit_job(MethodSpec(name, preset, tuple(sorted(dict(overrides).items())), "", method.precision, method.compile),
+                     train_dataset, data_seed, seed, image_grid, runtime, data_root)
         for name, (preset, overrides) in cls.dependencies(config).items()
     )
     key = stable_hash(
@@ -135,13 +144,17 @@ def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: i
             "format": FIT_FORMAT,
             "method": method.name,
             "config": config_to_dict(config),
-            "train": data_term(train_dataset, data_seed, image_grid),
+            "precision": method.precision,
+            "compile": method.compile,
+            "train": data_term(train_dataset, data_seed, image_grid, data_root),
             "seed": seed,
             "depends_on": [d.key for d in deps],
+            "runtime": dict(runtime or {}),
         },
         length=16,
     )
-    return FitJob(method, config, config_hash(method.name, config), train_dataset, data_seed, seed, image_grid, key, deps)
+    chash = config_hash(method.name, config, method.precision, method.compile)
+    return FitJob(method, config, chash, train_dataset, data_seed, seed, image_grid, key, deps, data_root)
 
 
 def topological(fits: list[FitJob]) -> list[FitJob]:
@@ -163,7 +176,7 @@ def map_key(fit: FitJob, dataset: str, split: str, shift: ShiftSpec, batch_size:
     return stable_hash(
         {
             "fit": fit.key,
-            "data": data_term(dataset, fit.data_seed, fit.image_grid),
+            "data": data_term(dataset, fit.data_seed, fit.image_grid, fit.data_root),
             "dataset": dataset,
             "split": split,
             "shift": [shift.name, shift.severity],
@@ -189,6 +202,7 @@ class GridSpec:
     eval_batch_size: int = 64
     source: str = ""
     raw: dict = field(default_factory=dict)
+    data_root: str | None = None  # where the runner finds the data (set by run_grid)
 
     def predict_batch_size(self, method: str) -> int:
         """Slices per predict call: a whole volume for methods that declare ``whole_volume``."""
@@ -198,13 +212,14 @@ class GridSpec:
     def spec_hash(self) -> str:
         """The benchmark's identity: everything that sets its numbers, nothing presentational."""
         def data(name: str) -> dict[str, Any]:
-            return data_term(name, self.data_seed, self.image_grid)
+            return data_term(name, self.data_seed, self.image_grid, self.data_root)
 
         return stable_hash(
             {
                 "train": data(self.train_dataset),
                 "seeds": list(self.seeds),
-                "methods": [[m.name, config_to_dict(create_config(m.name, m.preset, m.overrides_dict))] for m in self.methods],
+                "methods": [[m.name, config_to_dict(create_config(m.name, m.preset, m.overrides_dict)), m.precision, m.compile]
+                            for m in self.methods],
                 "datasets": [[d.name, d.val_split, d.test_split, data(d.name)] for d in self.datasets],
                 "shifts": [[s.name, s.severity] for s in self.shifts],
                 "eval_batch_size": self.eval_batch_size,
@@ -219,10 +234,11 @@ class GridSpec:
         needed |= {(ds.name, s) for ds in self.datasets for s in (ds.val_split, ds.test_split)}
         return sorted(needed)
 
-    def fit_jobs(self) -> list[FitJob]:
-        """The fits the grid lists (one per method and seed), in grid order."""
+    def fit_jobs(self, runtime: Mapping[str, Any] | None = None) -> list[FitJob]:
+        """The fits the grid lists (one per method and seed), in grid order; ``runtime`` (threads,
+        device type) goes into their keys."""
         return [
-            make_fit_job(m, self.train_dataset, self.data_seed, seed, self.image_grid)
+            make_fit_job(m, self.train_dataset, self.data_seed, seed, self.image_grid, runtime, self.data_root)
             for m in self.methods
             for seed in self.seeds
         ]
@@ -341,7 +357,12 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         for key in ("preset", "label"):
             if not isinstance(m.get(key, ""), str):
                 raise ConfigError(f"{where}: {key} must be a string, got {m[key]!r}")
-        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), m.get("label", ""))
+        precision, compile_ = m.get("precision", "fp32"), m.get("compile", False)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if not isinstance(compile_, bool):
+            raise ConfigError(f"{where}: compile must be true or false, got {compile_!r}")
+        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), m.get("label", ""), precision, compile_)
         try:
             create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # every value checked here
         except ConfigError as exc:
@@ -419,6 +440,29 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         source=source,
         raw=raw,
     )
+
+
+# [executor]: where `uadbench run` runs the grid unless its flags say otherwise (not part of the
+# spec hash: the numbers do not depend on it). Values are checked by create_executor.
+EXECUTOR_KEYS: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "partition": (str,), "time": (str, int), "mem": (str, int), "gpus": (int,), "cpus": (int,), "address": (str,),
+}
+
+
+def executor_table(raw: dict, source: str = "<grid>") -> dict[str, Any]:
+    """The grid's optional ``[executor]`` table, e.g. ``kind = "slurm"``, ``partition``, ``time``,
+    ``mem``, ``gpus``, ``cpus`` (Slurm) or ``address`` (Ray); its keys and value types checked."""
+    table = raw.get("executor", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: 'executor' must be a table ([executor]) with keys {', '.join(EXECUTOR_KEYS)}")
+    _check_keys(table, set(EXECUTOR_KEYS), f"{source}: [executor]")
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, EXECUTOR_KEYS[key]):
+            kinds = " or ".join("a string" if t is str else "an integer" for t in EXECUTOR_KEYS[key])
+            raise ConfigError(f"{source}: [executor] {key} must be {kinds}, got {value!r}")
+    if table.get("kind", "local") not in ("local", "slurm", "ray"):
+        raise ConfigError(f"{source}: [executor] kind must be 'local', 'slurm' or 'ray', got {table['kind']!r}")
+    return dict(table)
 
 
 def load_grid(path: str | os.PathLike) -> GridSpec:

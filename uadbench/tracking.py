@@ -109,6 +109,7 @@ class Tracker:
         except Exception as exc:
             raise UadbenchError(f"cannot open MLflow tracking store {tracking_uri!r}: {exc}") from exc
         self.parent_id: str | None = None
+        self.live_runs: dict[str, str] = {}  # fit key -> run id of fits that stream metrics
 
     def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
@@ -166,16 +167,46 @@ class Tracker:
             self.client.set_terminated(self.parent_id, status=status)
 
     # -- the grid's schema (see the module docstring) ---------------------------------------------
-    def start_grid(self, spec: Any, executor: str) -> None:
+    def start_grid(self, spec: Any, executor: str, run_dir: Path) -> None:
+        """The parent run of this invocation; earlier parents of the same run directory that are
+        still RUNNING (their process was killed) are marked KILLED first, with their children."""
+        where = str(Path(run_dir).resolve())
+        self.close_killed_runs(where)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         params = {"grid": spec.source, "spec_hash": spec.spec_hash, "image_grid": json.dumps(spec.image_grid.to_dict()),
                   "seeds": json.dumps(list(spec.seeds)), "train_dataset": spec.train_dataset, "executor": executor}
-        self.start_parent(f"{spec.name}-{stamp}", params, {"uadbench.grid": spec.name, "uadbench.spec_hash": spec.spec_hash})
+        tags = {"uadbench.grid": spec.name, "uadbench.spec_hash": spec.spec_hash, "uadbench.run_dir": where,
+                "uadbench.pid": str(os.getpid())}
+        self.start_parent(f"{spec.name}-{stamp}", params, tags)
 
-    def log_fit(self, job: Any, meta: Mapping[str, Any]) -> None:
-        name, tags, params = fit_run(job, meta)
-        run_id = self.child_run(name, tags=tags, params=params)
-        self.log_history(run_id, [(s, m) for s, m in meta.get("history", [])])
+    def close_killed_runs(self, run_dir: str) -> list[str]:
+        """Mark RUNNING parent runs of ``run_dir`` (and their RUNNING children) KILLED; returns their ids."""
+        quoted = run_dir.replace("'", "\\'")
+        running = "attributes.status = 'RUNNING'"
+        parents = self.client.search_runs([self.experiment_id], filter_string=f"tags.`uadbench.run_dir` = '{quoted}' and {running}")
+        for parent in parents:
+            children = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and {running}")
+            for run in [*children, parent]:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+        return [p.info.run_id for p in parents]
+
+    def log_live(self, job: Any, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Metrics of a fit that is still training, on its run (created, RUNNING, on first use)."""
+        if job.key not in self.live_runs:
+            name, tags, params = fit_run(job, {"cached": False})
+            self.live_runs[job.key] = self.child_run(name, tags=tags, params=params)
+        self.log_history(self.live_runs[job.key], rows)
+
+    def log_fit(self, job: Any, meta: Mapping[str, Any], streamed: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        """A finished fit: its run (the live one, if metrics were streamed) gets the history rows
+        not streamed yet, its cost, and ends."""
+        run_id = self.live_runs.pop(job.key, None)
+        if run_id is None:
+            name, tags, params = fit_run(job, meta)
+            run_id = self.child_run(name, tags=tags, params=params)
+        history = [(s, m) for i, (s, m) in enumerate(meta.get("history", [])) if i not in streamed]
+        self.log_history(run_id, history)
         self.log_metrics(run_id, {"train_seconds": meta["train_seconds"], "num_parameters": meta["num_parameters"]})
         self.end_run(run_id)
 
@@ -218,9 +249,11 @@ class NullTracker:
 
     tracking_uri: str | None = None
 
-    def start_grid(self, spec: Any, executor: str) -> None: ...
+    def start_grid(self, spec: Any, executor: str, run_dir: Path) -> None: ...
 
-    def log_fit(self, job: Any, meta: Mapping[str, Any]) -> None: ...
+    def log_live(self, job: Any, rows: list[tuple[int, dict[str, float]]]) -> None: ...
+
+    def log_fit(self, job: Any, meta: Mapping[str, Any], streamed: set[int] = frozenset()) -> None: ...  # type: ignore[assignment]
 
     def log_cell(self, rec: ResultRecord, cached: bool, example_dir: Path | None = None) -> None: ...
 

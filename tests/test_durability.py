@@ -71,7 +71,8 @@ def test_a_failing_fit_is_recorded_and_the_other_methods_go_on(tmp_path, data_ro
 
 def test_a_run_never_replaces_records_with_fewer(tmp_path, data_root):
     out = tmp_path / "run"
-    two = {**GRID, "methods": [{"name": "thresh", "preset": "smoke"}, {"name": "thresh", "preset": "smoke", "label": "inv", "overrides": {"invert": True}}]}
+    inverted = {"name": "thresh", "preset": "smoke", "label": "inv", "overrides": {"invert": True}}
+    two = {**GRID, "methods": [{"name": "thresh", "preset": "smoke"}, inverted]}
     first = run_grid(parse_grid(two), out_dir=out, track=False, progress=lambda m: None)
     before = (out / "results.jsonl").read_text()
     assert len(first.records) == 2

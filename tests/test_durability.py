@@ -173,3 +173,13 @@ def test_runtime_registered_methods_reach_pool_workers(tmp_path, data_root):
 
 def teardown_module(module):
     METHODS.unregister("test-broken")
+
+
+def test_same_numbers_whatever_the_worker_count(tmp_path, data_root):
+    """One torch thread per job by default, in-process or in a pool: the same records."""
+    grid = parse_grid({**GRID, "methods": [{"name": "ae", "preset": "smoke"}, {"name": "thresh", "preset": "smoke"}]})
+    one = run_grid(grid, out_dir=tmp_path / "one", track=False, workers=1, progress=lambda m: None)
+    two = run_grid(grid, out_dir=tmp_path / "two", track=False, workers=2, progress=lambda m: None)
+    assert [r.eval_key for r in one.records] == [r.eval_key for r in two.records]  # the same keys: thread count and device agree
+    assert [(r.metrics, r.per_volume, r.thresholds) for r in one.records] == [(r.metrics, r.per_volume, r.thresholds) for r in two.records]
+    assert {r.threads for r in one.records + two.records} == {1}

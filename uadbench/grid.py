@@ -425,6 +425,7 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     ebs = raw.get("eval_batch_size", 64)
     if not _is_int(ebs) or not 1 <= ebs <= MAX_EVAL_BATCH_SIZE:
         raise ConfigError(f"{source}: eval_batch_size (slices per predict call) must be an integer in [1, {MAX_EVAL_BATCH_SIZE}], got {ebs!r}")
+    executor_table(raw, source)  # checked when the grid is read, used by `uadbench run`
     return GridSpec(
         name=name,
         image_grid=image_grid,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from uadbench import report
-from uadbench.cells import EvalContext, cell_record, save_example
+from uadbench.cells import EvalContext, cell_record, floor_evaluation, save_example
 from uadbench.data.cache import data_key, load_split, save_split
 from uadbench.data.dataset import create_dataset
 from uadbench.data.pipeline import ImageGrid, preprocess
@@ -134,17 +134,17 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     test = maps.volumes(ds.name, ds.test_split, job.shift)
     healthy_test = maps.volumes(spec.train_dataset, "test", job.shift)  # once per shift, whatever the dataset
     lesion_val = maps.volumes(ds.name, ds.val_split, NO_SHIFT_SPEC)
-    result = evaluate_dataset(
-        test + healthy_test,
+    protocol = dict(
         lesion_val=lesion_val if all(v.lesion_mask is not None for v in lesion_val) else None,
         healthy_val=maps.volumes(spec.train_dataset, "val", NO_SHIFT_SPEC),
         source_names={"lesion_val": f"{ds.name}/{ds.val_split}", "healthy_val": f"{spec.train_dataset}/val"},
         seed=fit.seed,
     )
+    result = evaluate_dataset(test + healthy_test, **protocol)  # type: ignore[arg-type]
+    floor = floor_evaluation(test + healthy_test, **protocol)  # the same protocol on a map constant on the brain
     seconds = maps.seconds(ds.name, ds.test_split, job.shift)
-    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device))
-    if job.shift.name == NO_SHIFT_SPEC.name:
-        save_example(ectx.example_dir(job), test[0])
+    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor)
+    save_example(ectx.example_dir(job), test[0], f"{fit.method.display}, {ds.name} {job.shift.label}, {test[0].subject_id}")
     write_json_atomic(ectx.eval_path(job), record.to_dict())
     return record
 
@@ -230,7 +230,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
     ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else run_dir / "cache",
                        Path(data_root) if data_root is not None else None, device or spec.device, checkpoint_every,
                        quiet=executor.polls and sys.stdout.isatty())  # a terminal shows a bar per fit instead of lines
-    fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": resolve_device(ectx.device).type})
+    fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": executor.device_type(ectx.device)})
     graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
     with hold(run_dir), hold(ectx.cache_dir):  # and sweep what a killed run left half-written
         progress(f"uadbench: grid {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {len(fits)} fits "

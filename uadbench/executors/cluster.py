@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from uadbench.errors import UadbenchError
-from uadbench.executors import Executor, Task, TaskFailure, check_graph, failed_dependency, set_torch_threads
+from uadbench.executors.base import Executor, Task, TaskFailure, check_graph, failed_dependency, set_torch_threads
 
 LOG_TAIL_LINES = 30
 
@@ -326,6 +326,12 @@ class SlurmExecutor(Executor):
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
 
+    def device_type(self, requested: str) -> str:
+        """The jobs run elsewhere: with GPUs per task they train on cuda (auto or cuda), else on the CPU."""
+        if requested == "cpu":
+            return "cpu"
+        return "cuda" if self.gpus else ("cpu" if requested == "auto" else "cuda")
+
     def describe(self) -> str:
         limits = [f"partition {self.partition}" if self.partition else "default partition",
                   f"{self.threads} cpu{'s' if self.threads > 1 else ''}", f"{self.gpus} gpu{'s' if self.gpus != 1 else ''}"]
@@ -473,6 +479,12 @@ class RayExecutor(Executor):
                 for ref in pending:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
+
+    def device_type(self, requested: str) -> str:
+        """The jobs run elsewhere: with GPUs per task they train on cuda (auto or cuda), else on the CPU."""
+        if requested == "cpu":
+            return "cpu"
+        return "cuda" if self.gpus else ("cpu" if requested == "auto" else "cuda")
 
     def describe(self) -> str:
         where = f"Ray cluster at {self.address}" if self.address else "local Ray cluster on 127.0.0.1"

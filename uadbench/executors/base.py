@@ -1,0 +1,112 @@
+"""The executor interface: a task graph, failures as values, the Executor base class."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from uadbench.errors import UadbenchError
+
+
+@dataclass(frozen=True)
+class Task:
+    """A node of the job graph: ``fn(*args)``, run after the tasks named in ``depends_on``."""
+
+    key: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """What a task that raised (or whose dependency failed) yields instead of a result."""
+
+    error: str  # one line: "ExceptionType: message"
+    traceback: str = ""
+    dependency: str | None = None  # the failed task this one depended on, when it did not run
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> TaskFailure:
+        import traceback
+
+        text = str(exc).strip().splitlines()
+        return cls(f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "),
+                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def failed_dependency(task: Task, failed: dict[str, TaskFailure]) -> TaskFailure | None:
+    """A failure for ``task`` if one of its dependencies failed, else None."""
+    for dep in task.depends_on:
+        if dep in failed:
+            return TaskFailure(f"not run: {dep} failed ({failed[dep].error})", dependency=dep)
+    return None
+
+
+def check_graph(tasks: Sequence[Task]) -> None:
+    """Refuse duplicate keys, edges to unknown tasks and cycles."""
+    keys = [t.key for t in tasks]
+    if len(set(keys)) != len(keys):
+        raise UadbenchError(f"task graph has duplicate keys: {sorted({k for k in keys if keys.count(k) > 1})}")
+    known = set(keys)
+    for t in tasks:
+        missing = [d for d in t.depends_on if d not in known]
+        if missing:
+            raise UadbenchError(f"task {t.key} depends on unknown tasks {missing}")
+    done: set[str] = set()
+    pending = list(tasks)
+    while pending:
+        ready = [t for t in pending if set(t.depends_on) <= done]
+        if not ready:
+            raise UadbenchError(f"task graph has a cycle among {[t.key for t in pending]}")
+        done |= {t.key for t in ready}
+        pending = [t for t in pending if t.key not in done]
+
+
+def set_torch_threads(threads: int) -> int:
+    """Set torch's intra-op threads (and OMP_NUM_THREADS for new libraries); returns the old count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return old
+
+
+class Executor(ABC):
+    """Runs a task graph; ``threads`` torch threads per task.
+
+    An executor that waits for tasks running elsewhere (``polls``) calls ``on_idle`` every
+    ``idle_every`` seconds while it waits: the runner reads the fits' live logs then."""
+
+    polls: bool = False
+    idle_every: float = 2.0
+
+    def __init__(self, threads: int = 1) -> None:
+        if threads < 1:
+            raise UadbenchError(f"threads per worker must be >= 1, got {threads}")
+        self.threads = threads
+        self.on_idle: Callable[[], None] | None = None
+
+    def device_type(self, requested: str) -> str:
+        """The device type the tasks will train on, for ``requested`` (cpu, cuda or auto): what
+        this process sees; executors that run tasks on other machines answer for those."""
+        import torch
+
+        if requested == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(requested).type
+
+    def idle(self) -> None:
+        if self.on_idle is not None:
+            self.on_idle()
+
+    @abstractmethod
+    def run(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, Any]]:
+        """Yield ``(task, result)`` as tasks finish; a task starts after all it depends on."""
+
+    def describe(self) -> str:
+        return type(self).__name__

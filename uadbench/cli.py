@@ -94,6 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads_per_worker=args.threads,
         device=args.device,
+        checkpoint_every=args.checkpoint_every,
         executor=executor,
     )
     print()
@@ -355,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     r.add_argument("--workers", type=_int_in(1), default=1, help="worker processes (each uses --threads torch threads)")
     r.add_argument("--threads", type=_int_in(1), default=1, help="torch threads per worker process (default 1)")
+    r.add_argument("--checkpoint-every", type=_int_in(0), default=500,
+                   help="training steps between checkpoints a killed fit resumes from (default 500; 0: none)")
     r.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the grid's device")
     r.add_argument("--executor", choices=["local", "slurm", "ray"],
                    help="where jobs run (default: the grid's [executor] kind, else local); slurm and ray need "

@@ -5,7 +5,8 @@ MRI", BrainLes 2021 (arXiv 2109.06023); used as the "Thresh" row of Behrendt et 
 Original code: https://github.com/FeliMe/brain_sas_baseline
 
 The anomaly map is the normalised intensity itself: on T2-weighted and FLAIR images many lesions
-are hyperintense, so the image is already an anomaly score.
+are hyperintense, so the image is already an anomaly score. On T1-weighted images lesions are
+mostly dark: ``invert = true`` scores ``1 - x`` inside the brain.
 
 Deviations from the paper:
 - None in the map itself; the harness's common post-processing and thresholds apply as for every
@@ -34,7 +35,12 @@ class ThreshConfig:
 
 @register_method("thresh")
 class IntensityThreshold(Method):
-    """Intensity-threshold baseline: the anomaly map is the normalised image intensity."""
+    """Intensity-threshold baseline: the map is the normalised intensity (bright lesions); invert = true flags dark ones (T1)
+
+    On T1-weighted images lesions are mostly hypointense: set ``overrides = { invert = true }`` on
+    the method in a grid (or ``create_method("thresh", invert=True, ...)``) to score ``1 - x``
+    inside the brain instead.
+    """
 
     Config = ThreshConfig
     presets = {"paper": {}, "cpu": {}, "smoke": {}}

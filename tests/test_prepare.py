@@ -376,3 +376,34 @@ def test_unknown_settings_are_refused():
         PrepareSettings(skull_strip="bet").check()
     with pytest.raises(UadbenchError, match="margin"):
         PrepareSettings(margin=-1).check()
+
+
+# -- the public API on one's own scans --------------------------------------------------------------
+
+
+def test_evaluate_volumes_on_own_scans_with_crossfit_and_native_maps(tmp_path):
+    import uadbench
+
+    raw = _mslub_raw(tmp_path, 3)
+    scans = [uadbench.load_volume(raw / f"patient0{i}_MNI_T1.nii.gz", lesion_mask=raw / f"patient0{i}_MNI_GOLD_STANDARD.nii.gz")
+             for i in (1, 2, 3)]
+    assert [v.subject_id for v in scans] == ["patient01_MNI_T1", "patient02_MNI_T1", "patient03_MNI_T1"]
+    method = uadbench.create_method("thresh", invert=True, image_shape=(16, 16))
+    grid = {"shape": [16, 16, 8], "spacing": 2.0}  # the scans' own 2 mm
+    result = uadbench.evaluate_volumes(method, scans, grid=grid, crossfit=3, n_bootstrap=0)
+    assert sorted(result.evaluation.per_volume) == sorted(v.subject_id for v in scans)
+    assert "crossfit-bisection@3" in result.evaluation.thresholds and "dice@crossfit-bisection@3" in result.evaluation.aggregates
+    np.testing.assert_array_equal(result.maps["patient01_MNI_T1"], uadbench.predict_map(method, result.prepared["patient01_MNI_T1"]))
+    written = result.save_maps(tmp_path / "maps")
+    native = nib.load(tmp_path / "maps" / "patient01_MNI_T1_anomaly_map.nii.gz")
+    np.testing.assert_allclose(native.affine, nib.load(raw / "patient01_MNI_T1.nii.gz").affine)
+    assert native.shape == nifti_layouts.SHAPE and len(written) == 6
+    with pytest.raises(UadbenchError, match="lesion_val or crossfit"):
+        uadbench.evaluate_volumes(method, scans[:2], grid=grid, crossfit=2, lesion_val=scans[2:])
+    with pytest.raises(UadbenchError, match="needs grid="):
+        uadbench.evaluate_volumes(method, scans)
+    with pytest.raises(UadbenchError, match="no fitted 'ae' seed 0"):
+        uadbench.load_fitted_method(tmp_path / "run", "ae")
+    with pytest.raises(UadbenchError, match="empty file"):
+        (tmp_path / "empty.nii.gz").write_bytes(b"")
+        uadbench.load_volume(tmp_path / "empty.nii.gz")

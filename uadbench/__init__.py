@@ -39,6 +39,11 @@ _EXPORTS: dict[str, str] = {
     "run_grid": "uadbench.runner",
     "ResultRecord": "uadbench.records",
     "read_records": "uadbench.records",
+    # your own scans
+    "evaluate_volumes": "uadbench.api",
+    "load_fitted_method": "uadbench.api",
+    "load_volume": "uadbench.api",
+    "predict_map": "uadbench.api",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -58,6 +63,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from uadbench.api import evaluate_volumes, load_fitted_method, load_volume, predict_map
     from uadbench.config import create_config
     from uadbench.data.dataset import create_dataset
     from uadbench.method import AnomalyOutput, FitContext, Method, ReconstructionMethod, create_method

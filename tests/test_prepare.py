@@ -183,6 +183,9 @@ def test_prepared_layout_is_read_by_the_adapter(tmp_path, family, dataset):
     assert not list(out.rglob("*.tmp"))
 
 
+KEEP_GRID = {"register": "none"}  # the synthetic scans are boxes: nothing to register them to
+
+
 def _mslub_raw(tmp_path: Path, n: int = 3) -> Path:
     raw = tmp_path / "raw"
     nifti_layouts.write_mslub(raw, n)
@@ -191,7 +194,7 @@ def _mslub_raw(tmp_path: Path, n: int = 3) -> Path:
 
 def test_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path, capsys):
     raw, out = _mslub_raw(tmp_path), tmp_path / "out"
-    settings = PrepareSettings(resolution=2.0)
+    settings = PrepareSettings(resolution=2.0, **KEEP_GRID)
     first = prepare_dataset("mslub-t1", raw, out, settings, bar=False)
     assert first.prepared == ["patient01", "patient02", "patient03"] and not first.skipped
     lines = capsys.readouterr().out.splitlines()
@@ -212,13 +215,13 @@ def test_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path, capsys):
     p50 = lambda m: m["entries"]["mslub-t1/patient03"]["fingerprint"]["intensity_percentiles"]["p50"]  # noqa: E731
     assert p50(after) == pytest.approx(2 * p50(manifest))
     # other settings are another recipe: everything again
-    assert len(prepare_dataset("mslub-t1", raw, out, PrepareSettings(resolution=2.0, margin=2), bar=False).prepared) == 3
+    assert len(prepare_dataset("mslub-t1", raw, out, PrepareSettings(resolution=2.0, margin=2, **KEEP_GRID), bar=False).prepared) == 3
 
 
 def test_a_failing_subject_is_reported_and_the_rest_go_on(tmp_path, capsys):
     raw, out = _mslub_raw(tmp_path), tmp_path / "out"
     (raw / "patient02_MNI_T1.nii.gz").write_bytes(b"\x1f\x8b not a nifti")
-    code = main(["prepare", "mslub-t1", "--raw", str(raw), "--out", str(out), "--resolution", "2"])
+    code = main(["prepare", "mslub-t1", "--raw", str(raw), "--out", str(out), "--resolution", "2", "--register", "none"])
     captured = capsys.readouterr()
     assert code == 2  # the only failure is a bad input file
     assert "patient02 FAILED" in captured.out and "not a readable NIfTI file" in captured.out
@@ -230,13 +233,13 @@ def test_a_failing_subject_is_reported_and_the_rest_go_on(tmp_path, capsys):
 
 def test_a_shared_lesion_mask_is_never_overwritten_with_other_voxels(tmp_path):
     raw, out = _mslub_raw(tmp_path, 1), tmp_path / "out"
-    assert prepare_dataset("mslub-t1", raw, out, PrepareSettings(resolution=2.0), bar=False).prepared == ["patient01"]
+    assert prepare_dataset("mslub-t1", raw, out, PrepareSettings(resolution=2.0, **KEEP_GRID), bar=False).prepared == ["patient01"]
     gold = out / "mslub" / "patient01_MNI_GOLD_STANDARD.nii.gz"
     before = gold.read_bytes()
     # the same lesion mask, the same voxels: T2 shares it
-    assert prepare_dataset("mslub-t2", raw, out, PrepareSettings(resolution=2.0), bar=False).prepared == ["patient01"]
+    assert prepare_dataset("mslub-t2", raw, out, PrepareSettings(resolution=2.0, **KEEP_GRID), bar=False).prepared == ["patient01"]
     # other voxels (a 1 mm grid) would change T1's lesion mask under it: refused
-    report = prepare_dataset("mslub-flair", raw, out, PrepareSettings(resolution=1.0), bar=False)
+    report = prepare_dataset("mslub-flair", raw, out, PrepareSettings(resolution=1.0, **KEEP_GRID), bar=False)
     assert [f.subject_id for f in report.failures] == ["patient01"]
     assert "prepare this modality into another --out" in report.failures[0].reason
     assert gold.read_bytes() == before
@@ -257,7 +260,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys, argv
     if "would write" in message:
         raw.rename(tmp_path / "mslub")
         raw = tmp_path / "mslub"
-    code = main([a.format(raw=raw, out=out) for a in argv])
+    code = main([a.format(raw=raw, out=out) for a in argv] + ["--register", "none"])  # without ANTs too
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("uadbench: error: ") and message in err and err.count("\n") == 1

@@ -13,8 +13,9 @@ to a template, crop to the brain, N4 bias-field correction, each step a module:
   its adapter reads), and each family's defaults;
 - :mod:`.driver`: :func:`prepare_dataset`, the loop over subjects (progress, failures, reruns).
 
-ANTsPy (registration, N4) and HD-BET are optional: ``pip install 'uadbench[prepare]'``; data that
-are registered and bias-corrected already (MSLUB) prepare without them. Nothing here is imported
+ANTsPy (registration, N4) and HD-BET are optional: ``pip install 'uadbench[prepare]'``; data in
+the template's space and bias-corrected already prepare without them (``--register none --bias
+none``). Nothing here is imported
 by ``import uadbench``.
 """
 

@@ -167,7 +167,12 @@ def make_plan(dataset: str, source: FileDataset, settings: PrepareSettings) -> P
         strip = defaults.skull_strip
         if strip == "mask" and source.family == "ixi" and not layouts.ixi_has_masks(source):
             strip = "hd-bet"
-    plan = Plan(dataset, source.family, strip, defaults.register if settings.register == "auto" else settings.register,
+    reg = settings.register
+    if reg == "auto":
+        reg = defaults.register
+        if reg == "template-space":  # registered to the default template already
+            reg = "none" if settings.template is None else "affine"
+    plan = Plan(dataset, source.family, strip, reg,
                 defaults.bias if settings.bias == "auto" else settings.bias, float(settings.resolution), settings.margin,
                 bool(settings.fine_registration), settings.hd_bet_mode, settings.hd_bet_device, defaults.why)
     if plan.register == "affine" or plan.bias == "n4":

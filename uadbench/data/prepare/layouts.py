@@ -38,7 +38,7 @@ class FamilyDefaults:
     """What ``auto`` means for a dataset family, and why."""
 
     skull_strip: str  # "mask" (or "hd-bet" where no mask is found), "none"
-    register: str  # "affine", "none"
+    register: str  # "affine"; "template-space": none with the default MNI152 template (the data are in its space), else affine
     bias: str  # "n4", "none"
     why: str
 
@@ -48,10 +48,10 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
                                                    "affine registration, N4"),
     "brats21": FamilyDefaults("none", "affine", "n4", "BraTS scans are skull-stripped in SRI24 space: registered to the "
                                                       "template as the reference does, N4"),
-    "mslub": FamilyDefaults("none", "none", "none", "the MSLUB release is skull-stripped, N4-corrected and registered to "
-                                                    "MNI152 at 1 mm already: cropped only"),
-    "atlas": FamilyDefaults("mask", "none", "n4", "ATLAS scans are in MNI152NLin2009aSym space already, not skull-stripped: "
-                                                  "masks beside them, N4"),
+    "mslub": FamilyDefaults("none", "affine", "none", "the MSLUB release is skull-stripped and N4-corrected, and registered to "
+                                                      "FSL's MNI152, another template: registered to the template as the IXI scans are"),
+    "atlas": FamilyDefaults("mask", "template-space", "n4", "ATLAS scans are in MNI152NLin2009aSym space, the default template's, "
+                                                            "not skull-stripped: masks beside them, N4"),
     "wmh": FamilyDefaults("mask", "affine", "n4", "WMH scans are native-space heads: masks beside them, affine registration, N4"),
 }
 

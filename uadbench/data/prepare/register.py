@@ -7,7 +7,7 @@
   information, 4 levels) of the skull-stripped scan to the template brain, then one resampling of
   the scan onto the template's grid at the output resolution (cubic B-spline for the image,
   ``genericLabel`` for the brain mask and label maps, so labels keep their values).
-- :func:`resample_isotropic`: for data that are registered already (MSLUB, ATLAS): only the
+- :func:`resample_isotropic`: for data in the template's space already (ATLAS): only the
   resampling to the output resolution, along the scan's own axes (nothing is interpolated when the
   scan is at that resolution already).
 - :func:`crop_to_brain`: the bounding box of the brain mask (plus a margin), with the affine
@@ -21,7 +21,7 @@ Deviations from the reference scripts (METHOD_SPEC §3.2), with reasons:
   the scan is interpolated once, from its native grid straight onto the template's 1 mm grid.
 - The optimisation runs against a 2 mm copy of the template, in three levels (12, 8 and 4 mm)
   instead of ANTs's default four on the 1 mm template (6, 4, 2 and 1 mm): about 3-5 s per scan on
-  one CPU thread instead of 40-60 s. Measured on IXI scans of the 2 mm sample, the transforms
+  one CPU thread instead of 40-60 s (registration alone, 2-8 s against 41-58 s). Measured on IXI scans of the 2 mm sample, the transforms
   differ from those of ANTs's default ``Affine`` by 0.6-0.7 mm on average inside the brain
   (1.3-1.5 mm at most), under a voxel of every grid the benchmark uses (2, 3 and 6 mm);
   ``fine=True`` (``--fine-registration``) adds the 2 mm level: 0.2-0.3 mm on average (0.5-0.7

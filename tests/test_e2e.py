@@ -61,7 +61,7 @@ def test_smoke_grid_writes_results_leaderboard_and_prints_table(smoke_run):
             assert 0 < r["metrics"]["ssim"] <= 1 and r["metrics"]["psnr"] > 0
     board = (out / "leaderboard.md").read_text()
     assert "Dice@val-bisection" in board and "Dice@oracle (upper bound)" in board
-    assert "phantom-tumour-t2w, shift: gamma@1.5" in board
+    assert "phantom-tumour-t2w under gamma" in board and "| *floor* " in board
     assert not list(out.rglob("*.tmp"))
 
 

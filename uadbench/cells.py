@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from uadbench.data.dataset import create_dataset
+from uadbench.evaluation.protocol import evaluate_dataset
+from uadbench.evaluation.results import EvalVolume
 from uadbench.grid import EvalJob, FitJob, GridSpec
 from uadbench.records import ResultRecord, now_utc, versions
 
@@ -38,8 +40,34 @@ def subject_facts(ectx: EvalContext, job: EvalJob) -> dict[str, dict]:
     return out
 
 
+def constant_brain_map(vol: EvalVolume) -> EvalVolume:
+    """``vol`` with a map that is 1 on its brain mask and 0 elsewhere, and no image or reconstruction."""
+    brain = np.asarray(vol.brain_mask, dtype=bool)
+    return EvalVolume(vol.subject_id, brain.astype(np.float32), brain, vol.lesion_mask, vol.spacing, affine=vol.affine)
+
+
+def floor_evaluation(test: list[EvalVolume], *, lesion_val: list[EvalVolume] | None, healthy_val: list[EvalVolume] | None,
+                     **protocol) -> dict:
+    """The floor of a cell: the protocol's result (same volumes, same thresholds' recipe) for a map
+    constant on the brain mask, which involves no learning and no intensity. The protocol zeroes
+    every map outside the eroded brain, so such a map already scores about the brain-voxel
+    prevalence in AUPRC (not the prevalence over all voxels) and well above 50 % in AUROC."""
+    def constant(volumes: list[EvalVolume] | None) -> list[EvalVolume] | None:
+        return None if volumes is None else [constant_brain_map(v) for v in volumes]
+
+    result = evaluate_dataset([constant_brain_map(v) for v in test], lesion_val=constant(lesion_val), healthy_val=constant(healthy_val),
+                              **protocol)
+    res = result.to_dict()
+    lesioned = [v for v in test if v.lesion_mask is not None and np.any(v.lesion_mask)]
+    prevalence = [int(np.count_nonzero(np.asarray(v.lesion_mask, bool) & np.asarray(v.brain_mask, bool)))
+                  / max(int(np.count_nonzero(v.brain_mask)), 1) for v in lesioned]
+    return {"map": "1 on the brain mask, 0 elsewhere", "metrics": res["aggregates"], "per_volume": res["per_volume"],
+            "confidence_intervals": res.get("confidence_intervals", {}),
+            "brain_prevalence": float(np.mean(prevalence)) if prevalence else None}
+
+
 def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list, n_healthy: int, seconds: list[float],
-                meta: dict, device: str) -> ResultRecord:
+                meta: dict, device: str, floor: dict | None = None) -> ResultRecord:
     """The result record of one evaluation cell (``meta``: the fit's meta record)."""
     res = result.to_dict()
     lesion = [v.lesion_mask.mean() for v in test if v.lesion_mask is not None]
@@ -54,17 +82,26 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0]))},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
         versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
-        subjects=subject_facts(ectx, job), precision=fit.method.precision,
+        subjects=subject_facts(ectx, job), precision=fit.method.precision, floor=floor or {},
     )
 
 
-def save_example(prefix: Path, vol) -> None:
-    """A test volume's image, map and lesion mask as NIfTI (an MLflow artifact)."""
+def save_example(prefix: Path, vol, title: str = "") -> None:
+    """A test volume's image, reconstruction, map, lesion and brain masks as NIfTI, and its example
+    panel (input | reconstruction | map | ground truth) as ``panel.png`` (MLflow artifacts)."""
     from uadbench.data.nifti import save_nifti
+    from uadbench.report.figures import cell_panel, save_figure
 
     affine = vol.affine if vol.affine is not None else np.diag([vol.spacing, vol.spacing, vol.spacing, 1.0])
     prefix.mkdir(parents=True, exist_ok=True)
     save_nifti(prefix / f"{vol.subject_id}_anomaly_map.nii.gz", vol.anomaly_map, affine)
     save_nifti(prefix / f"{vol.subject_id}_image.nii.gz", vol.image, affine)
+    if vol.reconstruction is not None:
+        save_nifti(prefix / f"{vol.subject_id}_reconstruction.nii.gz", vol.reconstruction, affine)
     if vol.lesion_mask is not None:
         save_nifti(prefix / f"{vol.subject_id}_lesion.nii.gz", vol.lesion_mask.astype(np.uint8), affine)
+    save_nifti(prefix / f"{vol.subject_id}_brain.nii.gz", np.asarray(vol.brain_mask).astype(np.uint8), affine)
+    example = {"image": vol.image, "reconstruction": vol.reconstruction, "anomaly_map": vol.anomaly_map,
+               "lesion": vol.lesion_mask, "brain": vol.brain_mask}
+    fig = cell_panel(example, title or vol.subject_id)
+    save_figure(fig, prefix / "panel", formats=("png",), dpi=100)

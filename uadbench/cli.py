@@ -3,6 +3,7 @@
     uadbench run leaderboard/quickstart.toml      train and evaluate a grid, print the leaderboard
     uadbench list methods '*ddpm*'                what is registered (methods, datasets, shifts, metrics)
     uadbench report runs/quickstart/results.jsonl render a leaderboard from result records
+    uadbench leaderboard RESULTS --publish DIR     tables, figures, grid, records and environment in a folder
     uadbench compare results.jsonl cddpm ae       paired permutation test on per-subject values
     uadbench phantom --out DIR [--preview]        write the phantom cohorts as NIfTI for a viewer
     uadbench ui --run-dir runs/quickstart         serve the MLflow store on 127.0.0.1
@@ -151,14 +152,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from uadbench import report
 
     records = _read_results(args.results)
+    per_spec = {"per_spec": args.per_spec}
     renderers: dict[str, Callable[..., str]] = {
-        "md": report.leaderboard_markdown,
-        "text": report.leaderboard_terminal,
-        "csv": report.leaderboard_csv,
-        "latex": report.leaderboard_latex,
+        "md": lambda rs: report.leaderboard_markdown(rs, **per_spec),
+        "text": report.leaderboard_terminal,  # grouped by spec hash
+        "csv": report.leaderboard_csv,  # the spec hash is a column
+        "latex": lambda rs: report.leaderboard_latex(rs, **per_spec),
+        "html": lambda rs: report.leaderboard_html(rs, **per_spec),
     }
     render = renderers[args.format]
     print(render(records), end="" if args.format == "csv" else "\n")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    if args.publish is None:
+        return _cmd_report(args)
+    import shlex
+
+    from uadbench.io_utils import check_directory
+    from uadbench.report.publish import publish
+
+    out = Path(args.publish)
+    check_directory(out, "--publish")
+    if args.cache is not None:
+        check_directory(Path(args.cache), "--cache")
+    _read_results(args.results)  # a directory or a bad file is one line, before anything is written
+    command = "uadbench " + shlex.join(args.argv)
+    edition = publish(args.results, out, grid=args.grid, cache_dir=args.cache, per_spec=args.per_spec, title=args.title, dpi=args.dpi,
+                      command=command)
+    for path in edition.paths:
+        print(path)
+    for note in edition.notes:
+        print(f"uadbench: note: {note}", file=sys.stderr)
+    print(f"edition: {out} ({len(edition.tables)} tables, {len(edition.figures)} figure files)")
     return 0
 
 
@@ -377,10 +404,24 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--cards", action="append", metavar="DIR", help="also register the dataset cards (*.toml) in DIR (repeatable)")
     ls.set_defaults(func=_cmd_list)
 
+    formats = ["md", "text", "csv", "latex", "html"]
     rep = sub.add_parser("report", help="render a leaderboard from a results.jsonl")
     rep.add_argument("results")
-    rep.add_argument("--format", choices=["md", "text", "csv", "latex"], default="md")
+    rep.add_argument("--format", choices=formats, default="md")
+    rep.add_argument("--per-spec", action="store_true", help="one set of tables per spec hash (records of several are otherwise an error)")
     rep.set_defaults(func=_cmd_report)
+
+    lb = sub.add_parser("leaderboard", help="print a leaderboard, or publish tables, figures, grid, records and environment")
+    lb.add_argument("results", help="a results.jsonl (a run writes <run dir>/results.jsonl)")
+    lb.add_argument("--format", choices=formats, default="md", help="what to print without --publish (default md)")
+    lb.add_argument("--per-spec", action="store_true", help="one set of tables per spec hash (records of several are otherwise an error)")
+    lb.add_argument("--publish", metavar="DIR", help="write the edition into DIR: leaderboard.{md,tex,html,csv}, figures/*.{png,pdf}, "
+                                                     "grid.toml, results.jsonl, environment.json, README.md")
+    lb.add_argument("--grid", help="the grid file to include (default: leaderboard/<grid name>.toml where found)")
+    lb.add_argument("--cache", help="the run's cache, for the example slices (default: <results folder>/cache)")
+    lb.add_argument("--title", help="the edition's title (default: uadbench leaderboard: <grid>)")
+    lb.add_argument("--dpi", type=_int_in(30, 600), default=100, help="PNG resolution (default 100)")
+    lb.set_defaults(func=_cmd_leaderboard)
 
     cmp_ = sub.add_parser("compare", help="paired permutation test between two methods of a results.jsonl")
     cmp_.add_argument("results")

@@ -110,6 +110,9 @@ class ResultRecord:
     threads: int = 0  # torch threads the fit trained with (part of its cache key: it can change numbers)
     subjects: dict[str, dict[str, Any]] = field(default_factory=dict)  # age, sex, ... by subject id, where known
     precision: str = "fp32"  # the arithmetic the fit trained and predicted with
+    # the protocol's result for a map constant on the brain mask, on the same volumes (no learning,
+    # no intensity): metrics, per_volume, confidence_intervals, brain_prevalence; {} in older records
+    floor: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema: int = RECORD_SCHEMA
 

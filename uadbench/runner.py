@@ -141,7 +141,7 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
         seed=fit.seed,
     )
     result = evaluate_dataset(test + healthy_test, **protocol)  # type: ignore[arg-type]
-    floor = floor_evaluation(test + healthy_test, **protocol)  # the same protocol on a map constant on the brain
+    floor = floor_evaluation(test + healthy_test, **protocol)  # type: ignore[arg-type]  # the protocol on a map constant on the brain
     seconds = maps.seconds(ds.name, ds.test_split, job.shift)
     record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor)
     save_example(ectx.example_dir(job), test[0], f"{fit.method.display}, {ds.name} {job.shift.label}, {test[0].subject_id}")
@@ -256,7 +256,8 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
             # 5. results (written above), leaderboard, tracking
             records = results.ordered()
             leaderboard_path = run_dir / "leaderboard.md"
-            board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures)
+            board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures,
+                                                per_spec=True)  # cells cached under an earlier spec hash get their own tables
             write_text_atomic(leaderboard_path, board)
             if not results.path.is_file():
                 results.add([])

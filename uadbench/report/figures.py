@@ -1,0 +1,333 @@
+"""Figures from the tidy frame and the cells' example volumes (seaborn on matplotlib, no pyplot).
+
+- :func:`volume_boxes`: per-volume AUPRC and Dice boxes with points, by method and dataset;
+- :func:`severity_curves`: each metric against the severity of a shift family, one line per method;
+- :func:`example_panel`: input | reconstruction | map | ground truth of one test subject, one row
+  per method, at the same axial slice for every method (:func:`example_slice`).
+
+Every figure is a :class:`matplotlib.figure.Figure` built without pyplot (no global state, no GUI
+backend), written as PNG and PDF by :func:`save_figure`. matplotlib, seaborn and nibabel are
+imported when a figure is drawn, never by ``import uadbench.report``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: The metrics of the box and severity figures (fair ones only; the oracle is an upper bound).
+FIGURE_METRICS = ("auprc", "dice@val-bisection")
+FORMATS = ("png", "pdf")
+EXAMPLE_COLUMNS = ("input", "reconstruction", "map", "ground truth")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike, formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
+    """``fig`` as ``<stem>.png``, ``<stem>.pdf`` (and any other matplotlib format); the paths written.
+    The layout is computed once, for the first format, and kept for the others."""
+    from uadbench.io_utils import atomic_path
+
+    out = []
+    for i, fmt in enumerate(formats):
+        path = Path(f"{stem}.{fmt}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+        if i == 0:
+            fig.set_layout_engine("none")
+        out.append(path)
+    return out
+
+
+# -- example slices ---------------------------------------------------------------------------------
+def example_slice(lesion: np.ndarray | None, brain: np.ndarray | None = None) -> int:
+    """The axial slice (last axis) shown for a subject: the one with the most lesion voxels, else the
+    one with the most brain voxels. It depends on the masks only, so every method shows the same."""
+    for mask in (lesion, brain):
+        if mask is not None and np.any(mask):
+            return int(np.argmax(np.count_nonzero(np.asarray(mask), axis=(0, 1))))
+    shape = np.shape(lesion) if lesion is not None else np.shape(brain) if brain is not None else ()
+    return int(shape[-1] // 2) if shape else 0
+
+
+def _axial(volume: np.ndarray, z: int) -> np.ndarray:
+    return np.rot90(np.asarray(volume)[:, :, z])  # RAS arrays: anterior up, the subject's right on the left
+
+
+def draw_example_row(axes: Sequence[Axes], example: Mapping[str, Any], z: int, label: str = "") -> None:
+    """One method's row on four axes: input | reconstruction | map | ground truth at slice ``z``.
+
+    ``example``: ``image``, ``reconstruction`` (or None), ``anomaly_map``, ``lesion`` (or None),
+    ``brain`` (or None). The map is scaled from 0 to its 99.5th percentile inside the brain, per
+    method (maps of different methods have different units)."""
+    image, amap = example["image"], example["anomaly_map"]
+    recon, lesion, brain = example.get("reconstruction"), example.get("lesion"), example.get("brain")
+    inside = np.asarray(amap)[np.asarray(brain, dtype=bool)] if brain is not None and np.any(brain) else np.asarray(amap).ravel()
+    top = float(np.percentile(inside, 99.5)) if inside.size else 1.0
+    gray: dict[str, Any] = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "interpolation": "nearest"}
+    axes[0].imshow(_axial(image, z), **gray)
+    if recon is not None:
+        axes[1].imshow(_axial(recon, z), **gray)
+    else:
+        axes[1].imshow(np.zeros_like(_axial(image, z)), **gray)
+        axes[1].text(0.5, 0.5, "none", color="0.6", ha="center", va="center", transform=axes[1].transAxes, fontsize=8)
+    axes[2].imshow(_axial(amap, z), cmap="inferno", vmin=0.0, vmax=top if top > 0 else 1.0, interpolation="nearest")
+    axes[3].imshow(_axial(image, z), **gray)
+    if lesion is not None and np.any(lesion):
+        overlay = np.ma.masked_where(~_axial(np.asarray(lesion, dtype=bool), z), np.ones(_axial(image, z).shape))
+        axes[3].imshow(overlay, cmap="autumn", alpha=0.6, vmin=0, vmax=1, interpolation="nearest")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if label:
+        axes[0].set_ylabel(label, fontsize=8)
+
+
+def cell_panel(example: Mapping[str, Any], title: str = "") -> Figure:
+    """The example panel of one evaluation cell: one row, four images (an MLflow artifact)."""
+    z = example_slice(example.get("lesion"), example.get("brain"))
+    fig = _new_figure(6.4, 1.9)
+    axes = fig.subplots(1, 4)
+    draw_example_row(axes, example, z)
+    for ax, name in zip(axes, EXAMPLE_COLUMNS):
+        ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(f"{title} (axial slice {z})", fontsize=9)
+    return fig
+
+
+def read_example(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """An evaluation cell's example volume as written by ``uadbench.cells.save_example``
+    (``<subject>_{image,anomaly_map,reconstruction,lesion,brain}.nii.gz``); None if absent."""
+    import nibabel as nib
+
+    directory = Path(directory)
+    maps = sorted(directory.glob("*_anomaly_map.nii.gz")) if directory.is_dir() else []
+    if not maps:
+        return None
+    subject = maps[0].name[: -len("_anomaly_map.nii.gz")]
+
+    def load(kind: str) -> np.ndarray | None:
+        path = directory / f"{subject}_{kind}.nii.gz"
+        return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None  # type: ignore[attr-defined]
+
+    out: dict[str, Any] = {"subject": subject}
+    for kind in ("image", "anomaly_map", "reconstruction", "lesion", "brain"):
+        out[kind] = load(kind)
+    if out["image"] is None:
+        return None
+    return out
+
+
+def example_panel(examples: Mapping[str, Mapping[str, Any]], title: str = "") -> Figure:
+    """Rows = methods (``examples``: label -> :func:`read_example` result, one subject), columns =
+    input | reconstruction | map | ground truth, all at the slice :func:`example_slice` picks from
+    the first example's masks."""
+    if not examples:
+        raise ValueError("example_panel needs at least one method's example")
+    first = next(iter(examples.values()))
+    z = example_slice(first.get("lesion"), first.get("brain"))
+    rows = len(examples)
+    fig = _new_figure(6.4, 0.4 + 1.55 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, 4, squeeze=False))
+    for row, (label, example) in zip(axes, examples.items()):
+        draw_example_row(row, example, z, label)
+    for ax, name in zip(axes[0], EXAMPLE_COLUMNS):
+        ax.set_title(name, fontsize=8)
+    subject = first.get("subject", "")
+    fig.suptitle(title or f"{subject}, axial slice {z}", fontsize=9)
+    return fig
+
+
+# -- figures from the tidy frame ---------------------------------------------------------------------
+def _title(metric: str) -> str:
+    from uadbench.report.tables import metric_title
+
+    return metric_title(metric)
+
+
+def volume_boxes(frame: pd.DataFrame, metrics: Sequence[str] = FIGURE_METRICS) -> Figure | None:
+    """Per-volume values of ``metrics`` (unshifted cells): a box per method and dataset, with the
+    volumes as points (each volume's mean over seeds). Rows = metrics, columns = datasets; the
+    floor as a dashed line."""
+    import seaborn as sns
+
+    sub = frame[(frame["level"] == "subject") & (frame["shift"] == "none") & (frame["kind"] == "method") & frame["metric"].isin(metrics)]
+    if sub.empty:
+        return None
+    per_volume = sub.groupby(["dataset", "label", "metric", "subject"], sort=False, observed=True)["value"].mean().reset_index()
+    for col in ("dataset", "label", "metric"):
+        per_volume[col] = per_volume[col].astype(str)
+    datasets = list(dict.fromkeys(per_volume["dataset"]))
+    shown = [m for m in metrics if (per_volume["metric"] == m).any()]
+    order = list(dict.fromkeys(per_volume["label"]))
+    floors = _floor_values(frame, shown)
+    fig = _new_figure(1.4 + max(2.2, 0.42 * len(order)) * len(datasets), 0.8 + 2.3 * len(shown))
+    axes = np.atleast_2d(fig.subplots(len(shown), len(datasets), squeeze=False, sharey="row"))
+    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    for i, metric in enumerate(shown):
+        scale = 100.0 if _percent(metric) else 1.0
+        for j, dataset in enumerate(datasets):
+            ax = axes[i, j]
+            data = per_volume[(per_volume["metric"] == metric) & (per_volume["dataset"] == dataset)]
+            data = data.assign(value=data["value"] * scale)
+            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated vert= to bxp
+                warnings.simplefilter("ignore", DeprecationWarning)
+                sns.boxplot(data=data, x="label", y="value", hue="label", order=order, hue_order=order, palette=palette, ax=ax,
+                            showfliers=False, width=0.6, linewidth=0.8, legend=False)
+            sns.stripplot(data=data, x="label", y="value", order=order, color="0.15", size=2.0, jitter=0.2, ax=ax)
+            ax.set_xlabel("")
+            ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}" if j == 0 else "")
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+            if i == 0:
+                ax.set_title(dataset, fontsize=9)
+            floor = floors.get((dataset, "none", metric))
+            if floor is not None:
+                ax.axhline(floor * scale, color="0.35", linestyle="--", linewidth=0.8)
+                ax.annotate("floor", (1.0, floor * scale), xycoords=("axes fraction", "data"), fontsize=6, color="0.35",
+                            ha="right", va="bottom")
+    return fig
+
+
+def _percent(metric: str) -> bool:
+    from uadbench.evaluation.metrics import metric_info
+
+    try:
+        return metric_info(metric).percent
+    except Exception:
+        return False
+
+
+def _floor_values(frame: pd.DataFrame, metrics: Sequence[str]) -> dict[tuple[str, str, str], float]:
+    """The floor's mean over seeds by (dataset, shift, metric)."""
+    rows = frame[(frame["kind"] == "floor") & (frame["level"] == "cell") & frame["metric"].isin(metrics)]
+    if rows.empty:
+        return {}
+    means = rows.groupby(["dataset", "shift", "metric"], observed=True)["value"].mean()
+    return {(str(d), str(s), str(m)): float(v) for (d, s, m), v in means.items() if math.isfinite(v)}
+
+
+def severity_curves(frame: pd.DataFrame, family: str, metrics: Sequence[str] = FIGURE_METRICS,
+                    neutral: Mapping[str, float] | None = None) -> Figure | None:
+    """Each metric against the severity of shift ``family``: one line per method (mean over seeds,
+    error bars ± std over seeds), the unshifted cell at the family's neutral severity, the floor
+    dashed. Rows = metrics, columns = datasets."""
+    import seaborn as sns
+
+    cells = frame[(frame["level"] == "cell") & (frame["kind"] == "method") & frame["metric"].isin(metrics)
+                  & ((frame["shift_name"] == family) | (frame["shift"] == "none"))]
+    shifted = cells[cells["shift_name"] == family]
+    if shifted.empty:
+        return None
+    base = (neutral or {}).get(family, _neutral_severity(family))
+    data = cells.assign(severity=np.where(cells["shift"] == "none", math.nan if base is None else base, cells["severity"]))
+    data = data[np.isfinite(data["severity"])]
+    agg = data.groupby(["dataset", "metric", "label", "severity"], observed=True, sort=False)["value"].agg(["mean", "std"]).reset_index()
+    for col in ("dataset", "metric", "label"):
+        agg[col] = agg[col].astype(str)
+    datasets = list(dict.fromkeys(shifted["dataset"].astype(str)))
+    shown = [m for m in metrics if (agg["metric"] == m).any()]
+    order = list(dict.fromkeys(cells["label"].astype(str)))
+    floors = _floor_values(frame, shown)
+    fig = _new_figure(1.6 + 3.0 * len(datasets), 0.8 + 2.3 * len(shown))
+    axes = np.atleast_2d(fig.subplots(len(shown), len(datasets), squeeze=False, sharex=True))
+    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    for i, metric in enumerate(shown):
+        scale = 100.0 if _percent(metric) else 1.0
+        for j, dataset in enumerate(datasets):
+            ax = axes[i, j]
+            sel = agg[(agg["metric"] == metric) & (agg["dataset"] == dataset)].sort_values("severity")
+            sel = sel.assign(mean=sel["mean"] * scale, std=sel["std"].fillna(0.0) * scale)
+            sns.lineplot(data=sel, x="severity", y="mean", hue="label", hue_order=order, palette=palette, errorbar=None,
+                         marker="o", markersize=4, linewidth=1.0, ax=ax, legend=(i == 0 and j == len(datasets) - 1))
+            for label, part in sel.groupby("label", sort=False):
+                if (part["std"] > 0).any():
+                    ax.errorbar(part["severity"], part["mean"], yerr=part["std"], fmt="none", ecolor=palette[label], elinewidth=0.8, capsize=2)
+            if base is not None:
+                ax.axvline(base, color="0.85", linewidth=0.8, zorder=0)
+            floor = floors.get((dataset, "none", metric))
+            if floor is not None:
+                ax.axhline(floor * scale, color="0.35", linestyle="--", linewidth=0.8, label="floor")
+            ax.set_xlabel(f"{family} severity" if i == len(shown) - 1 else "")
+            ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}" if j == 0 else "")
+            if i == 0:
+                ax.set_title(dataset, fontsize=9)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    if axes[0, -1].get_legend() is not None:
+        axes[0, -1].get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+    return fig
+
+
+def _neutral_severity(family: str) -> float | None:
+    """The severity at which shift ``family`` leaves an image unchanged (where registered)."""
+    try:
+        from uadbench.registry import SHIFTS
+
+        value = getattr(SHIFTS.get(family), "neutral", None)
+    except Exception:
+        return None
+    return float(value) if value is not None else None
+
+
+def shift_families(frame: pd.DataFrame) -> list[str]:
+    names: Iterable[str] = frame.loc[frame["shift"] != "none", "shift_name"]
+    return list(dict.fromkeys(names))
+
+
+# -- every figure of an edition --------------------------------------------------------------------------
+def example_dirs(records: Sequence[Any], cache_dir: str | os.PathLike) -> dict[str, dict[str, Path]]:
+    """The example folders of the unshifted cells, by dataset then method label (first seed),
+    under ``<cache>/evals/<eval key>-example`` where they exist."""
+    out: dict[str, dict[str, Path]] = {}
+    for r in sorted(records, key=lambda r: r.seed):
+        if r.shift != "none":
+            continue
+        path = Path(cache_dir) / "evals" / f"{r.eval_key}-example"
+        if path.is_dir():
+            out.setdefault(r.dataset, {}).setdefault(r.label, path)
+    return out
+
+
+def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples: Mapping[str, Mapping[str, Path]] | None = None,
+                   formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
+    """Every figure of ``frame`` (a :func:`uadbench.report.tables.tidy_frame`) into ``out_dir``:
+    ``volume-boxes``, ``severity-<family>`` per shift family and, given ``examples`` (dataset ->
+    label -> example folder), ``examples-<dataset>``; each as PNG and PDF. Returns the paths."""
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for spec in list(dict.fromkeys(frame["spec_hash"])):
+        part = frame[frame["spec_hash"] == spec]
+        suffix = f"-{spec}" if frame["spec_hash"].nunique() > 1 else ""
+        fig = volume_boxes(part)
+        if fig is not None:
+            written += save_figure(fig, out_dir / f"volume-boxes{suffix}", formats, dpi)
+        for family in shift_families(part):
+            fig = severity_curves(part, family)
+            if fig is not None:
+                written += save_figure(fig, out_dir / f"severity-{family}{suffix}", formats, dpi)
+    for dataset, by_label in (examples or {}).items():
+        loaded = {label: ex for label, path in by_label.items() if (ex := read_example(path)) is not None}
+        subjects = {ex["subject"] for ex in loaded.values()}
+        if loaded and len(subjects) == 1:
+            fig = example_panel(loaded, f"{dataset}: {next(iter(subjects))}, the same axial slice for every method")
+            written += save_figure(fig, out_dir / f"examples-{dataset}", formats, dpi)
+    return written

@@ -1,0 +1,225 @@
+"""A published edition: everything a reader needs to check a leaderboard, in one folder.
+
+:func:`publish` renders, from one ``results.jsonl``::
+
+    <out>/README.md                 what is here, how it was made, the tables inline
+    <out>/leaderboard.{md,tex,html,csv}
+    <out>/figures/*.{png,pdf}       per-volume boxes, severity curves, example slices
+    <out>/grid.toml                 the grid file the records came from (when given or found)
+    <out>/results.jsonl             the records themselves
+    <out>/environment.json          versions and devices of the run, and of this rendering
+
+Every table and figure comes from one tidy frame (:func:`uadbench.report.tables.tidy_frame`). The
+edition holds no NIfTI files; the example panel is drawn from the cells' example volumes in the
+run's cache (``<run dir>/cache/evals/<eval key>-example``) when they are there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uadbench.errors import UadbenchError
+from uadbench.io_utils import write_text_atomic
+from uadbench.records import Failure, ResultRecord, read_records, records_text, versions
+
+
+@dataclass
+class Edition:
+    """What :func:`publish` wrote."""
+
+    out_dir: Path
+    tables: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    other: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [*self.tables, *self.figures, *self.other]
+
+
+def find_grid(records: Sequence[ResultRecord], results: Path, grid: str | os.PathLike | None) -> Path | None:
+    """The grid file of ``records``: ``grid`` if given (it must exist), else ``leaderboard/<grid
+    name>.toml`` beside the results or in the working directory, else None."""
+    if grid is not None:
+        path = Path(grid)
+        if not path.is_file():
+            raise UadbenchError(f"--grid {path}: no such grid file")
+        return path
+    names = {r.grid for r in records}
+    if len(names) != 1:
+        return None
+    name = next(iter(names))
+    for folder in (results.parent, results.parent / "leaderboard", Path.cwd() / "leaderboard"):
+        candidate = folder / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def environment(records: Sequence[ResultRecord]) -> dict[str, Any]:
+    """Versions and devices of the run (from the records) and of this rendering."""
+    run_versions = []
+    for r in records:
+        if r.versions and r.versions not in run_versions:
+            run_versions.append(r.versions)
+    return {
+        "run": {
+            "versions": run_versions[0] if len(run_versions) == 1 else run_versions,
+            "devices": sorted({r.device for r in records if r.device}),
+            "precisions": sorted({r.precision for r in records if r.precision}),
+            "threads": sorted({r.threads for r in records if r.threads}),
+            "spec_hashes": sorted({r.spec_hash for r in records}),
+            "grids": sorted({r.grid for r in records}),
+            "image_grids": [dict(t) for t in {tuple(sorted((k, json.dumps(v)) for k, v in r.image_grid.items())) for r in records}],
+            "cells": len(records),
+            "first_cell": min((r.created for r in records if r.created), default=""),
+            "last_cell": max((r.created for r in records if r.created), default=""),
+        },
+        "rendered_with": {
+            **versions(),
+            "libraries": {name: _version(name) for name in ("pandas", "seaborn", "matplotlib", "tabulate", "jinja2")},
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+    }
+
+
+def _version(name: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str | os.PathLike | None = None,
+            cache_dir: str | os.PathLike | None = None, per_spec: bool = False, title: str | None = None, dpi: int = 100,
+            formats: Sequence[str] = ("png", "pdf"), failures: Sequence[Failure] = (), command: str | None = None) -> Edition:
+    """Render the edition of ``results`` into ``out_dir`` (created; files there are replaced).
+
+    ``cache_dir``: the run's cache, for the example slices (default ``<results folder>/cache``).
+    ``per_spec``: one set of tables per spec hash instead of an error when records mix them.
+    ``command``: the command line to record in the README (how the edition was made)."""
+    from uadbench.report import figures, tables
+
+    results = Path(results)
+    records = read_records(results)
+    if not per_spec:
+        tables.check_one_spec(records)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UadbenchError(f"--publish {out} is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    edition = Edition(out)
+    grids = sorted({r.grid for r in records})
+    title = title or f"uadbench leaderboard: {', '.join(grids)}"
+
+    # 1. one tidy frame and one summary for every table and figure
+    frame = tables.tidy_frame(records)
+    summary = tables.summarise_frame(frame)
+    all_tables = tables.tables_from_summary(summary)
+
+    # 2. tables
+    rendered = {
+        "leaderboard.md": tables.leaderboard_markdown(records, title=title, failures=failures, tables=all_tables),
+        "leaderboard.tex": tables.leaderboard_latex(records, tables=all_tables),
+        "leaderboard.html": tables.leaderboard_html(records, title=title, tables=all_tables),
+        "leaderboard.csv": tables.summary_csv(summary),
+    }
+    for name, text in rendered.items():
+        write_text_atomic(out / name, text)
+        edition.tables.append(out / name)
+
+    # 3. figures
+    cache = Path(cache_dir) if cache_dir is not None else results.parent / "cache"
+    examples = figures.example_dirs(records, cache) if cache.is_dir() else {}
+    if not examples:
+        edition.notes.append(f"no example volumes under {cache}/evals: the edition has no example slices")
+    edition.figures = figures.render_figures(frame, out / "figures", examples=examples, formats=formats, dpi=dpi)
+
+    # 4. the grid, the records and the environment
+    grid_path = find_grid(records, results, grid)
+    if grid_path is not None:
+        shutil.copyfile(grid_path, out / "grid.toml")
+        edition.other.append(out / "grid.toml")
+    else:
+        edition.notes.append("grid file not found (pass --grid GRID.toml): the edition has no grid.toml")
+    write_text_atomic(out / "results.jsonl", records_text(records))
+    write_text_atomic(out / "environment.json", json.dumps(environment(records), indent=2, sort_keys=True) + "\n")
+    edition.other += [out / "results.jsonl", out / "environment.json"]
+    write_text_atomic(out / "README.md", _readme(title, records, edition, all_tables, grid_path, command))
+    edition.other.insert(0, out / "README.md")
+    return edition
+
+
+def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_tables: Sequence[Any], grid_path: Path | None,
+            command: str | None) -> str:
+    from uadbench.report.tables import table_markdown
+
+    out = edition.out_dir
+    specs = sorted({r.spec_hash for r in records})
+    devices = ", ".join(sorted({r.device for r in records if r.device})) or "unknown"
+    precisions = ", ".join(sorted({r.precision for r in records if r.precision}))
+    created = [r.created for r in records if r.created]
+    rec_versions = next((r.versions for r in records if r.versions), {})
+    lines = [f"# {title}", ""]
+    lines.append(f"Benchmark version (spec hash) {', '.join(f'`{s}`' for s in specs)}: {len(records)} evaluation cells, "
+                 f"run with uadbench {rec_versions.get('uadbench', '?')} on {devices} ({precisions})"
+                 + (f", cells finished {min(created)[:10]} to {max(created)[:10]}" if created else "") + ".")
+    lines.append("")
+    lines.append("## How it was made")
+    lines.append("")
+    grid_name = grid_path.name if grid_path is not None else "GRID.toml"
+    lines += ["```bash", f"uadbench run {grid_name} --out RUN_DIR", command or "uadbench leaderboard RUN_DIR/results.jsonl --publish DIR", "```", ""]
+    lines.append("Every table and figure here is rendered from `results.jsonl` (one record per cell), through one tidy frame "
+                 "(`uadbench.report.tidy_frame`); rerunning the second command on it gives the same tables.")
+    lines.append("")
+    lines.append("## Files")
+    lines.append("")
+    describe = {
+        "leaderboard.md": "the tables in Markdown", "leaderboard.tex": "the tables in LaTeX (booktabs)",
+        "leaderboard.html": "the tables as one self-contained HTML page (click a header to sort)",
+        "leaderboard.csv": "one row per dataset, shift and method: means, stds and bootstrap intervals (fractions)",
+        "grid.toml": "the grid the records came from", "results.jsonl": "the records (one evaluation cell per line)",
+        "environment.json": "versions and devices of the run and of this rendering",
+    }
+    for path in [*edition.tables, *edition.other]:
+        if path.name in describe:
+            lines.append(f"- [`{path.name}`]({path.name}): {describe[path.name]}")
+    for path in edition.figures:
+        if path.suffix == ".png":
+            pdf = path.with_suffix(".pdf")
+            also = f" ([PDF]({pdf.relative_to(out).as_posix()}))" if pdf in edition.figures else ""
+            lines.append(f"- [`{path.relative_to(out).as_posix()}`]({path.relative_to(out).as_posix()}){also}: {_figure_text(path.stem)}")
+    lines.append("")
+    for note in edition.notes:
+        lines += [f"Note: {note}.", ""]
+    for table in all_tables:
+        lines += [f"## {table.title}", "", table_markdown(table), "", table.caption, ""]
+    for path in edition.figures:
+        if path.suffix == ".png":
+            rel = path.relative_to(out).as_posix()
+            lines += [f"![{_figure_text(path.stem)}]({rel})", ""]
+    return "\n".join(lines)
+
+
+def _figure_text(stem: str) -> str:
+    if stem.startswith("volume-boxes"):
+        return "per-volume AUPRC and Dice by method and dataset (unshifted; points are volumes, floor dashed)"
+    if stem.startswith("severity-"):
+        return f"metrics against the severity of the {stem.split('-', 1)[1]} shift (mean ± std over seeds; floor dashed)"
+    if stem.startswith("examples-"):
+        return f"input | reconstruction | map | ground truth of one {stem.split('-', 1)[1]} test subject, the same slice for every method"
+    return stem
+

@@ -349,10 +349,10 @@ def free_port() -> int:
 @pytest.fixture
 def served(monkeypatch):
     """Capture the server command instead of starting it."""
-    import subprocess as sp
+    from uadbench import cli
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(sp, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli, "serve_process_group", lambda cmd, env, **kw: calls.append(cmd) or 0)
     return calls
 
 

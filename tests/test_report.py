@@ -303,8 +303,8 @@ def test_importing_the_report_imports_no_plotting_library():
 
 # -- figures and the published edition --------------------------------------------------------------------
 def _examples(cache: Path, records: list[ResultRecord]) -> None:
-    from uadbench.data.nifti import save_nifti
     from synthetic import brainlike_volumes
+    from uadbench.data.nifti import save_nifti
 
     vols, brains, lesions = brainlike_volumes(1, shape=(24, 24, 10), seed=3, lesion=True)
     for r in records:

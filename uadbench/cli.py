@@ -19,8 +19,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uadbench.errors import UadbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import subprocess
 
 
 def _require_cuda(where: str) -> None:
@@ -325,8 +329,6 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from uadbench.tracking import default_tracking_uri
 
     if args.tracking_uri:
@@ -346,7 +348,65 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     cmd = [str(mlflow_bin), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
     print(f"serving {uri} on http://{args.host}:{args.port}", flush=True)
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
-    return subprocess.call(cmd, env=env)
+    return serve_process_group(cmd, env)
+
+
+class _Stop(Exception):
+    """A signal asked ``uadbench ui`` to end."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def serve_process_group(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+    """Run ``cmd`` (a server) in its own process group until it exits or this process is told to
+    stop (SIGTERM, SIGHUP, Ctrl-C); then end the whole group, the server and every worker it
+    started: SIGTERM, and SIGKILL to what is left after ``grace_s``. Returns the exit status."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # a new session: its own process group
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop(signum)
+
+    handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, stop) for s in handled}
+    try:
+        return proc.wait()
+    except _Stop as exc:
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        end_process_group(proc.pid, grace_s, leader=proc)
+        if proc.poll() is None:
+            proc.wait()
+
+
+def end_process_group(pgid: int, grace_s: float = 10.0, leader: subprocess.Popen | None = None) -> None:
+    """SIGTERM every process of group ``pgid``; SIGKILL those still there after ``grace_s``.
+    ``leader``: the group's leader when it is this process's child (reaped, so it stops counting)."""
+    import signal
+    import time
+
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if leader is not None:
+                leader.poll()
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _int_in(low: int, high: int | None = None):

@@ -7,11 +7,14 @@ fit and per evaluation cell. The schema, in one place:
   seeds, train_dataset, executor;
 - fit run (``fit/<label>/seed<seed>``): tags ``uadbench.kind=fit``, method, label, preset, seed,
   config_hash, fit_key, cached; params method, preset and the flattened config (``config.*``);
-  metrics: the training history (by step), train_seconds, num_parameters;
+  metrics: the training history (by step), train_seconds, num_parameters; artifact ``config.json``
+  (method, preset, overrides, the full config, precision, seed, training data, image grid);
 - cell run (``eval/<label>/<dataset>/<shift>/seed<seed>``): tags ``uadbench.kind=eval``, method,
   label, dataset, split, shift, severity, seed, config_hash, fit_key, eval_key, spec_hash, cached;
   params ``threshold.<protocol>`` (value and provenance); metrics: the cell's metrics and
-  ``cost.*``; artifacts: the example volume (NIfTI) under ``example/``.
+  ``cost.*``; artifacts under ``example/``: the example test volume's anomaly map, image,
+  reconstruction and masks (NIfTI) and its panel ``panel.png`` (input | reconstruction | map |
+  ground truth).
 
 The default store is ``sqlite:///<run dir>/mlflow.db`` with artifacts under
 ``<run dir>/mlartifacts``; any tracking URI MLflow accepts (an ``http://127.0.0.1:5000`` server,
@@ -208,6 +211,7 @@ class Tracker:
         history = [(s, m) for i, (s, m) in enumerate(meta.get("history", [])) if i not in streamed]
         self.log_history(run_id, history)
         self.log_metrics(run_id, {"train_seconds": meta["train_seconds"], "num_parameters": meta["num_parameters"]})
+        self.client.log_dict(run_id, fit_config(job), "config.json")
         self.end_run(run_id)
 
     def log_cell(self, rec: ResultRecord, cached: bool, example_dir: Path | None = None) -> None:
@@ -233,6 +237,14 @@ def fit_run(job: Any, meta: Mapping[str, Any]) -> tuple[str, dict[str, Any], dic
             "seed": job.seed, "config_hash": job.config_hash, "fit_key": job.key, "cached": meta.get("cached", False)}
     params = {"method": job.method.name, "preset": job.method.preset, **flatten(config_to_dict(job.config), "config.")}
     return f"fit/{job.method.display}/seed{job.seed}", tags, params
+
+
+def fit_config(job: Any) -> dict[str, Any]:
+    """What a fit's ``config.json`` artifact holds: everything that configures it, as one file."""
+    return {"method": job.method.name, "label": job.method.display, "preset": job.method.preset,
+            "overrides": job.method.overrides_dict, "config": config_to_dict(job.config), "config_hash": job.config_hash,
+            "precision": job.method.precision, "compile": job.method.compile, "seed": job.seed,
+            "train_dataset": job.train_dataset, "image_grid": job.image_grid.to_dict()}
 
 
 def cell_run(rec: ResultRecord, cached: bool) -> tuple[str, dict[str, Any], dict[str, Any]]:

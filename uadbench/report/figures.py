@@ -17,7 +17,7 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -32,10 +32,20 @@ FORMATS = ("png", "pdf")
 EXAMPLE_COLUMNS = ("input", "reconstruction", "map", "ground truth")
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def _new_figure(width: float, height: float, layout: Literal["constrained"] | None = "constrained") -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), layout=layout)
+
+
+def _image_grid(rows: int, width: float = 6.4, title_in: float = 0.5) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows`` × 4 square image panels with a fixed layout (no layout engine: images
+    have no ticks, and a fixed layout costs nothing to compute)."""
+    cell = (width - 0.3) / 4
+    height = title_in + cell * rows
+    fig = _new_figure(width, height, layout=None)
+    fig.subplots_adjust(left=0.3 / width, right=0.995, bottom=0.005, top=1 - title_in / height, wspace=0.04, hspace=0.04)
+    return fig, np.atleast_2d(fig.subplots(rows, 4, squeeze=False))
 
 
 def save_figure(fig: Figure, stem: str | os.PathLike, formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
@@ -103,14 +113,19 @@ def draw_example_row(axes: Sequence[Axes], example: Mapping[str, Any], z: int, l
 def cell_panel(example: Mapping[str, Any], title: str = "") -> Figure:
     """The example panel of one evaluation cell: one row, four images (an MLflow artifact)."""
     z = example_slice(example.get("lesion"), example.get("brain"))
-    fig = _new_figure(6.4, 1.9)
-    axes = fig.subplots(1, 4)
+    fig, grid = _image_grid(1)
+    axes = grid[0]
     draw_example_row(axes, example, z)
     for ax, name in zip(axes, EXAMPLE_COLUMNS):
         ax.set_title(name, fontsize=8)
     if title:
-        fig.suptitle(f"{title} (axial slice {z})", fontsize=9)
+        _suptitle(fig, f"{title} (axial slice {z})")
     return fig
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """A title in the top 0.05 inch of a fixed-layout figure, clear of the column titles."""
+    fig.suptitle(text, fontsize=9, y=1 - 0.05 / fig.get_figheight(), va="top")
 
 
 def read_example(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -144,15 +159,13 @@ def example_panel(examples: Mapping[str, Mapping[str, Any]], title: str = "") ->
         raise ValueError("example_panel needs at least one method's example")
     first = next(iter(examples.values()))
     z = example_slice(first.get("lesion"), first.get("brain"))
-    rows = len(examples)
-    fig = _new_figure(6.4, 0.4 + 1.55 * rows)
-    axes = np.atleast_2d(fig.subplots(rows, 4, squeeze=False))
+    fig, axes = _image_grid(len(examples))
     for row, (label, example) in zip(axes, examples.items()):
         draw_example_row(row, example, z, label)
     for ax, name in zip(axes[0], EXAMPLE_COLUMNS):
         ax.set_title(name, fontsize=8)
     subject = first.get("subject", "")
-    fig.suptitle(title or f"{subject}, axial slice {z}", fontsize=9)
+    _suptitle(fig, f"{title or subject} (axial slice {z})")
     return fig
 
 
@@ -164,9 +177,9 @@ def _title(metric: str) -> str:
 
 
 def volume_boxes(frame: pd.DataFrame, metrics: Sequence[str] = FIGURE_METRICS) -> Figure | None:
-    """Per-volume values of ``metrics`` (unshifted cells): a box per method and dataset, with the
-    volumes as points (each volume's mean over seeds). Rows = metrics, columns = datasets; the
-    floor as a dashed line."""
+    """Per-volume values of ``metrics`` in the unshifted cells: one panel per metric, a box per
+    dataset and method (colours), the volumes as points (each volume's mean over seeds), the floor
+    of each dataset as a dashed line."""
     import seaborn as sns
 
     sub = frame[(frame["level"] == "subject") & (frame["shift"] == "none") & (frame["kind"] == "method") & frame["metric"].isin(metrics)]
@@ -179,30 +192,33 @@ def volume_boxes(frame: pd.DataFrame, metrics: Sequence[str] = FIGURE_METRICS) -
     shown = [m for m in metrics if (per_volume["metric"] == m).any()]
     order = list(dict.fromkeys(per_volume["label"]))
     floors = _floor_values(frame, shown)
-    fig = _new_figure(1.4 + max(2.2, 0.42 * len(order)) * len(datasets), 0.8 + 2.3 * len(shown))
-    axes = np.atleast_2d(fig.subplots(len(shown), len(datasets), squeeze=False, sharey="row"))
+    fig = _new_figure(2.2 + (0.35 * len(order) + 0.4) * len(datasets), 0.6 + 2.4 * len(shown))
+    axes = fig.subplots(len(shown), 1, squeeze=False, sharex=True)[:, 0]
     palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    width = 0.8
     for i, metric in enumerate(shown):
+        ax = axes[i]
         scale = 100.0 if _percent(metric) else 1.0
+        data = per_volume[per_volume["metric"] == metric]
+        data = data.assign(value=data["value"] * scale)
+        with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated vert= to bxp
+            warnings.simplefilter("ignore", DeprecationWarning)
+            sns.boxplot(data=data, x="dataset", y="value", hue="label", order=datasets, hue_order=order, palette=palette, ax=ax,
+                        showfliers=False, width=width, linewidth=0.7, legend=i == 0)
+        sns.stripplot(data=data, x="dataset", y="value", hue="label", order=datasets, hue_order=order, dodge=True, palette=["0.15"] * len(order),
+                      size=1.8, jitter=0.12, ax=ax, legend=False)
         for j, dataset in enumerate(datasets):
-            ax = axes[i, j]
-            data = per_volume[(per_volume["metric"] == metric) & (per_volume["dataset"] == dataset)]
-            data = data.assign(value=data["value"] * scale)
-            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated vert= to bxp
-                warnings.simplefilter("ignore", DeprecationWarning)
-                sns.boxplot(data=data, x="label", y="value", hue="label", order=order, hue_order=order, palette=palette, ax=ax,
-                            showfliers=False, width=0.6, linewidth=0.8, legend=False)
-            sns.stripplot(data=data, x="label", y="value", order=order, color="0.15", size=2.0, jitter=0.2, ax=ax)
-            ax.set_xlabel("")
-            ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}" if j == 0 else "")
-            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-            if i == 0:
-                ax.set_title(dataset, fontsize=9)
             floor = floors.get((dataset, "none", metric))
             if floor is not None:
-                ax.axhline(floor * scale, color="0.35", linestyle="--", linewidth=0.8)
-                ax.annotate("floor", (1.0, floor * scale), xycoords=("axes fraction", "data"), fontsize=6, color="0.35",
-                            ha="right", va="bottom")
+                ax.hlines(floor * scale, j - width / 2, j + width / 2, colors="0.35", linestyles="--", linewidth=0.8,
+                          label="floor" if i == 0 and j == 0 else None)
+        ax.set_xlabel("")
+        ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if axes[0].get_legend() is not None:
+        axes[0].get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
     return fig
 
 
@@ -247,19 +263,19 @@ def severity_curves(frame: pd.DataFrame, family: str, metrics: Sequence[str] = F
     order = list(dict.fromkeys(cells["label"].astype(str)))
     floors = _floor_values(frame, shown)
     fig = _new_figure(1.6 + 3.0 * len(datasets), 0.8 + 2.3 * len(shown))
-    axes = np.atleast_2d(fig.subplots(len(shown), len(datasets), squeeze=False, sharex=True))
+    axes = np.atleast_2d(fig.subplots(len(shown), len(datasets), squeeze=False, sharex=True, sharey="row"))
     palette = dict(zip(order, sns.color_palette("tab10", len(order))))
     for i, metric in enumerate(shown):
         scale = 100.0 if _percent(metric) else 1.0
         for j, dataset in enumerate(datasets):
             ax = axes[i, j]
             sel = agg[(agg["metric"] == metric) & (agg["dataset"] == dataset)].sort_values("severity")
-            sel = sel.assign(mean=sel["mean"] * scale, std=sel["std"].fillna(0.0) * scale)
-            sns.lineplot(data=sel, x="severity", y="mean", hue="label", hue_order=order, palette=palette, errorbar=None,
-                         marker="o", markersize=4, linewidth=1.0, ax=ax, legend=(i == 0 and j == len(datasets) - 1))
-            for label, part in sel.groupby("label", sort=False):
-                if (part["std"] > 0).any():
-                    ax.errorbar(part["severity"], part["mean"], yerr=part["std"], fmt="none", ecolor=palette[label], elinewidth=0.8, capsize=2)
+            parts = dict(list(sel.groupby("label", sort=False)))
+            for label in (label for label in order if label in parts):  # pre-aggregated: a line and its error bars per method
+                part = parts[label]
+                x, y, err = part["severity"].to_numpy(), part["mean"].to_numpy() * scale, part["std"].fillna(0.0).to_numpy() * scale
+                ax.errorbar(x, y, yerr=err if (err > 0).any() else None, color=palette[label], marker="o", markersize=3.5, linewidth=1.0,
+                            elinewidth=0.7, capsize=2, label=label)
             if base is not None:
                 ax.axvline(base, color="0.85", linewidth=0.8, zorder=0)
             floor = floors.get((dataset, "none", metric))
@@ -270,8 +286,6 @@ def severity_curves(frame: pd.DataFrame, family: str, metrics: Sequence[str] = F
             if i == 0:
                 ax.set_title(dataset, fontsize=9)
     handles, labels = axes[0, -1].get_legend_handles_labels()
-    if axes[0, -1].get_legend() is not None:
-        axes[0, -1].get_legend().remove()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
     return fig
@@ -314,6 +328,9 @@ def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples:
     label -> example folder), ``examples-<dataset>``; each as PNG and PDF. Returns the paths."""
     out_dir = Path(out_dir)
     written: list[Path] = []
+    # the rows the figures read, once: FIGURE_METRICS of every cell, and of each volume without a shift
+    wanted = frame["metric"].isin(FIGURE_METRICS) & ((frame["level"] == "cell") | (frame["shift"] == "none"))
+    frame = frame[wanted]
     for spec in list(dict.fromkeys(frame["spec_hash"])):
         part = frame[frame["spec_hash"] == spec]
         suffix = f"-{spec}" if frame["spec_hash"].nunique() > 1 else ""
@@ -328,6 +345,6 @@ def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples:
         loaded = {label: ex for label, path in by_label.items() if (ex := read_example(path)) is not None}
         subjects = {ex["subject"] for ex in loaded.values()}
         if loaded and len(subjects) == 1:
-            fig = example_panel(loaded, f"{dataset}: {next(iter(subjects))}, the same axial slice for every method")
+            fig = example_panel(loaded, f"{dataset}: {next(iter(subjects))}, the same slice for every method")
             written += save_figure(fig, out_dir / f"examples-{dataset}", formats, dpi)
     return written

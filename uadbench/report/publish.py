@@ -78,7 +78,7 @@ def environment(records: Sequence[ResultRecord]) -> dict[str, Any]:
             "threads": sorted({r.threads for r in records if r.threads}),
             "spec_hashes": sorted({r.spec_hash for r in records}),
             "grids": sorted({r.grid for r in records}),
-            "image_grids": [dict(t) for t in {tuple(sorted((k, json.dumps(v)) for k, v in r.image_grid.items())) for r in records}],
+            "image_grids": [json.loads(g) for g in sorted({json.dumps(r.image_grid, sort_keys=True) for r in records})],
             "cells": len(records),
             "first_cell": min((r.created for r in records if r.created), default=""),
             "last_cell": max((r.created for r in records if r.created), default=""),
@@ -174,13 +174,14 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     created = [r.created for r in records if r.created]
     rec_versions = next((r.versions for r in records if r.versions), {})
     lines = [f"# {title}", ""]
+    days = sorted({c[:10] for c in created})
+    when = "" if not days else f", cells finished on {days[0]}" if len(days) == 1 else f", cells finished {days[0]} to {days[-1]}"
     lines.append(f"Benchmark version (spec hash) {', '.join(f'`{s}`' for s in specs)}: {len(records)} evaluation cells, "
-                 f"run with uadbench {rec_versions.get('uadbench', '?')} on {devices} ({precisions})"
-                 + (f", cells finished {min(created)[:10]} to {max(created)[:10]}" if created else "") + ".")
+                 f"run with uadbench {rec_versions.get('uadbench', '?')} on {devices} ({precisions}){when}.")
     lines.append("")
     lines.append("## How it was made")
     lines.append("")
-    grid_name = grid_path.name if grid_path is not None else "GRID.toml"
+    grid_name = grid_path.as_posix() if grid_path is not None else "GRID.toml"
     lines += ["```bash", f"uadbench run {grid_name} --out RUN_DIR", command or "uadbench leaderboard RUN_DIR/results.jsonl --publish DIR", "```", ""]
     lines.append("Every table and figure here is rendered from `results.jsonl` (one record per cell), through one tidy frame "
                  "(`uadbench.report.tidy_frame`); rerunning the second command on it gives the same tables.")

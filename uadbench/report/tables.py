@@ -669,7 +669,8 @@ def shift_tables(summary: Summary, spec: str) -> list[Table]:
                     now = summary.value((spec, dataset, shift, kind, label), metric)
                     before = summary.value((spec, dataset, NO_SHIFT, kind, label), metric)
                     vals.append(now)
-                    deltas.append(now - before)
+                    delta = now - before
+                    deltas.append(0.0 if abs(delta) * scale < 5e-3 else delta)  # no "-0.00" from rounding noise
                 if not np.isfinite(np.asarray(vals, dtype=float)).any():
                     continue
                 columns.append(col)
@@ -809,6 +810,7 @@ table.uadbench thead tr:last-child th.col_heading { cursor: pointer; }
 table.uadbench thead th[aria-sort=ascending]::after { content: " ▲"; }
 table.uadbench thead th[aria-sort=descending]::after { content: " ▼"; }
 table.uadbench th.row_heading { text-align: left; }
+table.uadbench thead tr:not(:last-child) th.col_heading { text-align: center; border-bottom: 1px solid #999; }
 table.uadbench tr.floor th, table.uadbench tr.floor td { color: #666; font-style: italic; }
 caption { caption-side: bottom; text-align: left; max-width: 70em; color: #444; font-size: 0.9em; padding-top: 0.4em; }
 p.spec { color: #666; font-size: 0.85em; }

@@ -376,3 +376,23 @@ def test_leaderboard_and_report_print_each_format(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "2 benchmark versions" in err
     assert main(["leaderboard", str(path), "--per-spec"]) == 0 and capsys.readouterr().out.count("| *floor* ") == 4
+
+
+EDITION = Path(__file__).resolve().parents[1] / "leaderboard" / "quickstart"
+
+
+def test_the_published_quickstart_edition_carries_its_spec_hash_in_every_table_and_matches_its_records():
+    records = report.read_records(EDITION / "results.jsonl")
+    (spec,) = {r.spec_hash for r in records}
+    assert all(r.floor for r in records) and {r.grid for r in records} == {"quickstart"}
+    md = (EDITION / "leaderboard.md").read_text()
+    sections = md.split("\n## ")[1:]
+    assert len(sections) >= 2 and all(f"`{spec}`" in s and spec in s.split("\n\n")[-1] for s in sections)
+    tex = (EDITION / "leaderboard.tex").read_text()
+    assert tex.count(r"\begin{table}") == len(sections) and all(spec in t for t in tex.split(r"\begin{table}")[1:])
+    assert (EDITION / "leaderboard.html").read_text().count(f"<code>{spec}</code>") == len(sections)
+    assert {row["spec_hash"] for row in csv.DictReader(io.StringIO((EDITION / "leaderboard.csv").read_text()))} == {spec}
+    assert not list(EDITION.rglob("*.nii*")) and (EDITION / "grid.toml").read_text() == (EDITION.parent / "quickstart.toml").read_text()
+    rendered = report.leaderboard_markdown(records, title="uadbench leaderboard: quickstart")
+    assert rendered == md, ("leaderboard/quickstart/ is stale: republish it with `uadbench leaderboard RUN_DIR/results.jsonl "
+                            "--publish leaderboard/quickstart --grid leaderboard/quickstart.toml` (or from its own results.jsonl)")

@@ -170,6 +170,7 @@ def test_every_lesion_table_has_the_floor_and_the_caption_gives_the_brain_voxel_
 def test_records_written_before_floors_render_without_a_floor_row():
     md = report.leaderboard_markdown(make_records(floor=False))
     assert "*floor*" not in md and "brain-voxel" not in md and "| a " in md
+    assert md.count("No floor row: these records were written before uadbench recorded the floor") == 2
 
 
 def test_cost_columns_and_mean_rank():

@@ -514,10 +514,13 @@ def _groups(summary: Summary, spec: str, shift: str, kind: str) -> list[tuple]:
 
 
 def _caption_common(summary: Summary, spec: str, datasets: list[str]) -> str:
+    """What the floor row is, with the brain-voxel prevalence of each dataset."""
+    facts = summary.fact_rows
+    if not any(k[0] == spec and k[1] in datasets and k[3] == FLOOR for k in facts):
+        return "No floor row: these records were written before uadbench recorded the floor (rerun the cells to add it)."
     prevalences = []
     for ds in datasets:
-        key = (spec, ds, NO_SHIFT, FLOOR, FLOOR)
-        prev = summary.facts["brain_prevalence"].get(key, math.nan) if key in summary.facts.index else math.nan
+        prev = facts.get((spec, ds, NO_SHIFT, FLOOR, FLOOR), {}).get("brain_prevalence", math.nan)
         if math.isfinite(prev):
             prevalences.append(f"{prev * 100:.2f} % ({ds})" if len(datasets) > 1 else f"{prev * 100:.2f} %")
     floor = ("floor: the same protocol on a map constant on the brain mask (no learning, no intensity); the protocol zeroes maps "

@@ -6,6 +6,7 @@ import pytest
 
 from uadbench.errors import UadbenchError
 from uadbench.executors import LocalPoolExecutor, SerialExecutor, Task, check_graph, create_executor
+from uadbench.executors.base import priority_order
 from uadbench.records import RECORD_SCHEMA, ResultRecord, component_versions, read_records, records_text, shift_label, versions
 
 
@@ -99,3 +100,11 @@ def test_serial_executor_honours_the_thread_count_and_restores_it():
     for _, result in SerialExecutor(1).run(graph):
         seen.append(result)
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_the_pool_starts_what_others_wait_for_first():
+    # c is listed last but d waits for it: with one worker, c runs first, then a, b, d
+    graph = [Task("a", _square, (1,)), Task("b", _square, (2,)), Task("c", _square, (3,)), Task("d", _square, (4,), ("c",))]
+    order = [task.key for task, _ in LocalPoolExecutor(1).run(graph)]
+    assert order[0] == "c" and order.index("d") > order.index("c")
+    assert sorted(graph, key=priority_order(graph))[0].key == "c"

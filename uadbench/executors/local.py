@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from uadbench.errors import UadbenchError
-from uadbench.executors.base import Executor, Task, TaskFailure, check_graph, failed_dependency, set_torch_threads
+from uadbench.executors.base import Executor, Task, TaskFailure, check_graph, failed_dependency, priority_order, set_torch_threads
 
 
 class SerialExecutor(Executor):
@@ -104,17 +104,18 @@ class LocalPoolExecutor(Executor):
         try:
             done: set[str] = set()
             failed: dict[str, TaskFailure] = {}
-            pending = list(tasks)
+            pending = sorted(tasks, key=priority_order(tasks))  # what others wait for goes first
             running: dict[cf.Future, Task] = {}
             while pending or running:
                 for task in [t for t in pending if set(t.depends_on) <= done]:
-                    pending.remove(task)
                     skipped = failed_dependency(task, failed)
                     if skipped is not None:
+                        pending.remove(task)
                         failed[task.key] = skipped
                         done.add(task.key)
                         yield task, skipped
-                    else:
+                    elif len(running) < self.workers:  # no queue in the pool: a freed worker takes the best task
+                        pending.remove(task)
                         running[pool.submit(task.fn, *task.args)] = task
                 if not running:
                     continue

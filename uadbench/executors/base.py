@@ -46,6 +46,24 @@ def failed_dependency(task: Task, failed: dict[str, TaskFailure]) -> TaskFailure
     return None
 
 
+class GraphState:
+    """Which tasks of a graph have finished and which failed, for an executor's loop."""
+
+    def __init__(self) -> None:
+        self.done: set[str] = set()
+        self.failed: dict[str, TaskFailure] = {}
+
+    def ready(self, task: Task) -> bool:
+        return set(task.depends_on) <= self.done
+
+    def finish(self, task: Task, result: Any) -> tuple[Task, Any]:
+        """Record ``task``'s result (a failure too); returns the pair the executor yields."""
+        if isinstance(result, TaskFailure):
+            self.failed[task.key] = result
+        self.done.add(task.key)
+        return task, result
+
+
 def priority_order(tasks: Sequence[Task]) -> Callable[[Task], tuple[int, int]]:
     """A sort key: tasks that more tasks wait for (directly or not) first, then graph order. A fit
     that another fit reuses (cddpm for mhd) starts before the rest, so the longest chain of the

@@ -9,7 +9,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from uadbench.errors import UadbenchError
-from uadbench.executors.base import Executor, Task, TaskFailure, check_graph, failed_dependency, priority_order, set_torch_threads
+from uadbench.executors.base import (
+    Executor,
+    GraphState,
+    Task,
+    TaskFailure,
+    check_graph,
+    failed_dependency,
+    priority_order,
+    set_torch_threads,
+)
 
 
 class SerialExecutor(Executor):
@@ -20,22 +29,18 @@ class SerialExecutor(Executor):
         old = set_torch_threads(self.threads)
         old_omp = os.environ.get("OMP_NUM_THREADS")
         try:
-            done: set[str] = set()
-            failed: dict[str, TaskFailure] = {}
+            state = GraphState()
             pending = list(tasks)
             while pending:
-                task = next(t for t in pending if set(t.depends_on) <= done)
+                task = next(t for t in pending if state.ready(t))
                 pending.remove(task)
-                result = failed_dependency(task, failed)
+                result = failed_dependency(task, state.failed)
                 if result is None:
                     try:
                         result = task.fn(*task.args)
                     except Exception as exc:  # recorded; the other tasks go on
                         result = TaskFailure.from_exception(exc)
-                if isinstance(result, TaskFailure):
-                    failed[task.key] = result
-                done.add(task.key)
-                yield task, result
+                yield state.finish(task, result)
         finally:
             set_torch_threads(old)
             if old_omp is None:
@@ -102,18 +107,15 @@ class LocalPoolExecutor(Executor):
             initargs=(self.threads, self.modules),
         )
         try:
-            done: set[str] = set()
-            failed: dict[str, TaskFailure] = {}
+            state = GraphState()
             pending = sorted(tasks, key=priority_order(tasks))  # what others wait for goes first
             running: dict[cf.Future, Task] = {}
             while pending or running:
-                for task in [t for t in pending if set(t.depends_on) <= done]:
-                    skipped = failed_dependency(task, failed)
+                for task in [t for t in pending if state.ready(t)]:
+                    skipped = failed_dependency(task, state.failed)
                     if skipped is not None:
                         pending.remove(task)
-                        failed[task.key] = skipped
-                        done.add(task.key)
-                        yield task, skipped
+                        yield state.finish(task, skipped)
                     elif len(running) < self.workers:  # no queue in the pool: a freed worker takes the best task
                         pending.remove(task)
                         running[pool.submit(task.fn, *task.args)] = task
@@ -130,10 +132,7 @@ class LocalPoolExecutor(Executor):
                         raise
                     except Exception as exc:  # recorded; the other tasks go on
                         result = TaskFailure.from_exception(exc)
-                    if isinstance(result, TaskFailure):
-                        failed[task.key] = result
-                    done.add(task.key)
-                    yield task, result
+                    yield state.finish(task, result)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

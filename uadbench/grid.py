@@ -171,12 +171,13 @@ def topological(fits: list[FitJob]) -> list[FitJob]:
     return list(out.values())
 
 
-def map_key(fit: FitJob, dataset: str, split: str, shift: ShiftSpec, batch_size: int) -> str:
-    """Key of the anomaly maps of ``fit`` on one (dataset, split, shift)."""
+def map_key(fit: FitJob, dataset: str, split: str, shift: ShiftSpec, batch_size: int, data: dict[str, Any] | None = None) -> str:
+    """Key of the anomaly maps of ``fit`` on one (dataset, split, shift); ``data``: the dataset's
+    :func:`data_term`, when the caller has it already."""
     return stable_hash(
         {
             "fit": fit.key,
-            "data": data_term(dataset, fit.data_seed, fit.image_grid, fit.data_root),
+            "data": data if data is not None else data_term(dataset, fit.data_seed, fit.image_grid, fit.data_root),
             "dataset": dataset,
             "split": split,
             "shift": [shift.name, shift.severity],
@@ -249,17 +250,21 @@ class GridSpec:
 
     def eval_jobs(self, fits: list[FitJob] | None = None) -> list[EvalJob]:
         components = component_versions()
+        # each dataset's fingerprint once (a file dataset's stats every file), not four times a cell
+        terms = {name: data_term(name, self.data_seed, self.image_grid, self.data_root)
+                 for name in {self.train_dataset, *(ds.name for ds in self.datasets)}}
         jobs = []
         for fit in fits if fits is not None else self.fit_jobs():
             batch = self.predict_batch_size(fit.method.name)
+            train = terms[self.train_dataset]
             for ds in self.datasets:
                 for shift in self.shifts:
                     key = stable_hash(
                         {
-                            "test": map_key(fit, ds.name, ds.test_split, shift, batch),
-                            "lesion_val": map_key(fit, ds.name, ds.val_split, NO_SHIFT_SPEC, batch),
-                            "healthy_val": map_key(fit, self.train_dataset, "val", NO_SHIFT_SPEC, batch),
-                            "healthy_test": map_key(fit, self.train_dataset, "test", shift, batch),
+                            "test": map_key(fit, ds.name, ds.test_split, shift, batch, terms[ds.name]),
+                            "lesion_val": map_key(fit, ds.name, ds.val_split, NO_SHIFT_SPEC, batch, terms[ds.name]),
+                            "healthy_val": map_key(fit, self.train_dataset, "val", NO_SHIFT_SPEC, batch, train),
+                            "healthy_test": map_key(fit, self.train_dataset, "test", shift, batch, train),
                             "components": components,
                         },
                         length=16,

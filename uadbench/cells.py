@@ -82,7 +82,7 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0]))},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
         versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
-        subjects=subject_facts(ectx, job), precision=fit.method.precision, floor=floor or {},
+        subjects=subject_facts(ectx, job), precision=fit.method.precision, floor=floor or {}, sweep=dict(fit.method.sweep),
     )
 
 

@@ -11,6 +11,9 @@ A grid file looks like::
     name = "ae"
     preset = "cpu"
     overrides = { steps = 400 }        # optional: any field of the method's Config
+    # a list where the field takes one value sweeps it: one fit per value, labelled ae[steps=300]
+    # overrides = { steps = [300, 1000, 3000] }
+
 
     [[datasets]]
     name = "phantom-tumour-t2w"        # val_split = "val", test_split = "test" by default
@@ -32,6 +35,7 @@ metrics and shifts (:func:`uadbench.records.component_versions`).
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import os
 import tomllib
@@ -49,12 +53,12 @@ from uadbench.registry import DATASETS, METHODS, SHIFTS
 
 GRID_KEYS = {
     "name", "description", "image_grid", "seeds", "train_dataset", "methods", "datasets",
-    "shifts", "data_seed", "device", "eval_batch_size", "executor",
+    "shifts", "data_seed", "device", "eval_batch_size", "executor", "shift_levels",
 }
 METHOD_KEYS = {"name", "preset", "overrides", "label", "precision", "compile"}
 PRECISIONS = ("fp32", "bf16", "fp16")
 DATASET_KEYS = {"name", "val_split", "test_split"}
-SHIFT_KEYS = {"name", "severities"}
+SHIFT_KEYS = {"name", "severities", "ssim"}
 FIT_FORMAT = "2"  # the layout of a cached fit (model.pt + meta.json)
 SEED_LIMIT = 2**32  # seeds and data_seed lie in [0, 2^32): numpy's seeding range
 MAX_VOXELS = 256**3  # per volume on the image grid: a whole head at 1 mm (see _check_image_grid)
@@ -69,6 +73,7 @@ class MethodSpec:
     label: str = ""
     precision: str = "fp32"  # training and prediction arithmetic: fp32, bf16 or fp16 (with a grad scaler)
     compile: bool = False  # torch.compile the networks that dominate a step (methods that support it)
+    sweep: tuple[tuple[str, Any], ...] = ()  # the swept config fields and this entry's values (in overrides too)
 
     @property
     def overrides_dict(self) -> dict[str, Any]:
@@ -326,6 +331,113 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key{plural} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
 
 
+MAX_SWEEP_ENTRIES = 1000  # method entries one [[methods]] table may expand to
+
+
+def _swept(default: Any, value: Any) -> bool:
+    """Whether an override ``value`` lists values to sweep: a list where the field takes a scalar,
+    or a list of lists where it takes a sequence (``channels = [[16, 32], [32, 64]]``)."""
+    if not isinstance(value, list):
+        return False
+    if isinstance(default, (list, tuple)):
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return True
+
+
+def sweep_label(base: str, sweep: tuple[tuple[str, Any], ...]) -> str:
+    """``ae[steps=300]``, ``cddpm[lr=0.001,steps=900]``: a swept entry's label."""
+    def text(v: Any) -> str:
+        return f"({','.join(map(str, v))})" if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, str) else str(v)
+
+    return f"{base}[{','.join(f'{k}={text(v)}' for k, v in sweep)}]" if sweep else base
+
+
+def expand_sweep(name: str, preset: str, overrides: dict[str, Any], label: str, precision: str, compile_: bool,
+                 where: str) -> list[MethodSpec]:
+    """One :class:`MethodSpec` per combination of the swept override values, in the grid's order
+    (the first swept field varies slowest); a table without a sweep gives one spec."""
+
+    try:
+        defaults = config_to_dict(create_config(name, preset))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    swept = [k for k, v in overrides.items() if k in defaults and _swept(defaults[k], v)]
+    for key in swept:
+        values = overrides[key]
+        if not values:
+            raise ConfigError(f"{where}: overrides.{key} sweeps no value; give a non-empty list such as [300, 1000, 3000]")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(f"{where}: overrides.{key} lists a value twice: {values!r}")
+    combos = list(itertools.product(*(overrides[k] for k in swept)))
+    if len(combos) > MAX_SWEEP_ENTRIES:
+        raise ConfigError(f"{where}: the sweep over {', '.join(swept)} expands to {len(combos):,} fits; at most {MAX_SWEEP_ENTRIES} a table")
+    specs = []
+    for combo in combos:
+        sweep = tuple(zip(swept, (tuple(v) if isinstance(v, list) else v for v in combo), strict=True))
+        merged = {**overrides, **dict(sweep)}
+        specs.append(MethodSpec(name, preset, tuple(sorted(merged.items())), sweep_label(label or name, sweep) if sweep else label,
+                                precision, compile_, sweep))
+    return specs
+
+
+def _shift_severities(s: dict, where: str, levels: Any) -> list[Any]:
+    """A shift table's severities: listed (``severities``) or calibrated (``ssim`` levels)."""
+    if ("severities" in s) == ("ssim" in s):
+        raise ConfigError(f"{where}: give either severities (the shift's own scale) or ssim (calibrated levels, e.g. [0.95, 0.9, 0.8])")
+    key = "severities" if "severities" in s else "ssim"
+    values = s[key]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: {key} must be a non-empty list of numbers, got {values!r}")
+    if key == "severities":
+        return values
+    out = []
+    for level in values:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise ConfigError(f"{where}: ssim levels must be numbers in (0, 1), got {level!r}")
+        try:
+            out.append(levels(s["name"], float(level)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    return out
+
+
+def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image_grid: ImageGrid) -> list[ShiftSpec]:
+    from uadbench.shifts import check_severity, is_acquisition
+
+    table_path = raw.get("shift_levels")
+    if table_path is not None and not isinstance(table_path, str):
+        raise ConfigError(f"{source}: shift_levels must name a calibration table file (uadbench calibrate-shifts --out FILE)")
+
+    def levels(name: str, level: float) -> float:
+        from uadbench import shift_calibration as cal
+
+        path = table_path if table_path is None or Path(table_path).is_absolute() else Path(source).parent / table_path
+        return cal.severity_for(name, level, dataset=train, grid_name=image_grid.name, table=cal.read_table(path))
+
+    shifts = [ShiftSpec("none", None)]
+    for i, s in enumerate(_require_table_list(raw, "shifts", source, required=False)):
+        where = f"{source}: shifts[{i}]"
+        _check_keys(s, SHIFT_KEYS, where)
+        if not isinstance(s.get("name"), str):
+            raise ConfigError(f"{where}: 'name' is required; available shifts: {', '.join(SHIFTS.names())}")
+        SHIFTS.get(s["name"])
+        if s["name"] == "none":
+            continue
+        if is_acquisition(s["name"]):
+            from uadbench.acquisition import check_datasets
+
+            check_datasets(s["name"], [train, *datasets], where)
+        for v in _shift_severities(s, where, levels):
+            try:
+                spec = ShiftSpec(s["name"], check_severity(s["name"], v))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+            if spec in shifts:
+                raise ConfigError(f"{where}: shift {spec.label} is listed twice")
+            shifts.append(spec)
+    return shifts
+
+
 def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     """Validate a grid mapping (as read from TOML) and resolve every name against the registries."""
     if not isinstance(raw, dict):
@@ -367,12 +479,12 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
             raise ConfigError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if not isinstance(compile_, bool):
             raise ConfigError(f"{where}: compile must be true or false, got {compile_!r}")
-        method_spec = MethodSpec(m["name"], m.get("preset", "paper"), tuple(sorted(overrides.items())), m.get("label", ""), precision, compile_)
-        try:
-            create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # every value checked here
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        methods.append(method_spec)
+        for method_spec in expand_sweep(m["name"], m.get("preset", "paper"), overrides, m.get("label", ""), precision, compile_, where):
+            try:
+                create_config(method_spec.name, method_spec.preset, method_spec.overrides_dict)  # every value checked here
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+            methods.append(method_spec)
     labels = [m.display for m in methods]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:
@@ -398,28 +510,7 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
             raise ConfigError(f"{where}: dataset {dataset_spec.name!r} with these splits is listed twice")
         datasets.append(dataset_spec)
 
-    from uadbench.shifts import check_severity
-
-    shifts = [ShiftSpec("none", None)]
-    for i, s in enumerate(_require_table_list(raw, "shifts", source, required=False)):
-        where = f"{source}: shifts[{i}]"
-        _check_keys(s, SHIFT_KEYS, where)
-        if not isinstance(s.get("name"), str):
-            raise ConfigError(f"{where}: 'name' is required; available shifts: {', '.join(SHIFTS.names())}")
-        SHIFTS.get(s["name"])
-        if s["name"] == "none":
-            continue
-        sev = s.get("severities")
-        if not isinstance(sev, list) or not sev:
-            raise ConfigError(f"{where}: severities must be a non-empty list of numbers, got {sev!r}")
-        for v in sev:
-            try:
-                spec = ShiftSpec(s["name"], check_severity(s["name"], v))
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from exc
-            if spec in shifts:
-                raise ConfigError(f"{where}: shift {spec.label} is listed twice")
-            shifts.append(spec)
+    shifts = _parse_shifts(raw, source, train, [d.name for d in datasets], image_grid)
 
     data_seed = raw.get("data_seed", 0)
     if not _is_int(data_seed) or not 0 <= data_seed < SEED_LIMIT:

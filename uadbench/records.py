@@ -113,6 +113,7 @@ class ResultRecord:
     # the protocol's result for a map constant on the brain mask, on the same volumes (no learning,
     # no intensity): metrics, per_volume, confidence_intervals, brain_prevalence; {} in older records
     floor: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] = field(default_factory=dict)  # the config fields a grid swept, with this fit's values
     created: str = ""
     schema: int = RECORD_SCHEMA
 

@@ -307,6 +307,84 @@ def shift_families(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# -- sweeps -----------------------------------------------------------------------------------------------
+def sweep_frame(records: Iterable[Any], param: str, metrics: Sequence[str] = FIGURE_METRICS) -> pd.DataFrame:
+    """One row per (record, metric) of the records that swept ``param``: method (the entry's label
+    without its sweep suffix), dataset, shift, seed, value of ``param``, training seconds, the
+    metric's value and the record's 95 % bootstrap interval over subjects, and the floor's value."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        if param not in (r.sweep or {}):
+            continue
+        for metric in metrics:
+            if metric not in r.metrics:
+                continue
+            lo, hi = (r.confidence_intervals.get(metric) or [math.nan, math.nan])[:2]
+            rows.append({"method": r.label.split("[", 1)[0], "dataset": r.dataset, "shift": r.shift_label, "seed": r.seed,
+                         param: float(r.sweep[param]), "train_seconds": float(r.cost.get("train_seconds", math.nan)),
+                         "metric": metric, "value": float(r.metrics[metric]), "ci_low": lo, "ci_high": hi,
+                         "floor": float(r.floor.get("metrics", {}).get(metric, math.nan))})
+    return pd.DataFrame(rows)
+
+
+def swept_params(records: Iterable[Any]) -> list[str]:
+    """The config fields swept by some record, in first-seen order."""
+    return list(dict.fromkeys(k for r in records for k in (r.sweep or {})))
+
+
+def sweep_curves(records: Sequence[Any], param: str, metrics: Sequence[str] = FIGURE_METRICS, *, dataset: str | None = None,
+                 shift: str = "none") -> Figure | None:
+    """Each metric against the swept value of ``param`` (left) and against training seconds (right),
+    one line per method. Points are means over seeds; bars are a 95 % interval: over seeds (seaborn's
+    bootstrap) where there are several, else the cell's bootstrap interval over subjects. The floor
+    is dashed. Axes are logarithmic where the values span a factor of 10 or more."""
+    import seaborn as sns
+
+    data = sweep_frame(records, param, metrics)
+    if data.empty:
+        return None
+    data = data[data["shift"] == shift]
+    dataset = dataset or (str(data["dataset"].iloc[0]) if not data.empty else None)
+    data = data[data["dataset"] == dataset]
+    if data.empty:
+        return None
+    shown = [m for m in metrics if (data["metric"] == m).any()]
+    order = list(dict.fromkeys(data["method"]))
+    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    fig = _new_figure(9.0, 0.9 + 2.6 * len(shown))
+    axes = np.atleast_2d(fig.subplots(len(shown), 2, squeeze=False, sharey="row"))
+    several_seeds = bool((data.groupby(["method", param, "metric"])["seed"].nunique() > 1).any())
+    for i, metric in enumerate(shown):
+        scale = 100.0 if _percent(metric) else 1.0
+        part = data[data["metric"] == metric].copy()
+        part["value"] *= scale
+        for j, x in enumerate((param, "train_seconds")):
+            ax = axes[i, j]
+            sns.lineplot(data=part, x=x, y="value", hue="method", hue_order=order, palette=palette, marker="o", markersize=5,
+                         errorbar=("ci", 95) if several_seeds else None, err_style="bars", ax=ax, legend=(i == 0 and j == 1))
+            if not several_seeds:  # one seed: the subjects' bootstrap interval of each cell
+                for method, rows in part.groupby("method", sort=False):
+                    err = np.vstack([rows["value"] - rows["ci_low"] * scale, rows["ci_high"] * scale - rows["value"]])
+                    ax.errorbar(rows[x], rows["value"], yerr=np.clip(err, 0, None), fmt="none", ecolor=palette[method], elinewidth=0.8,
+                                capsize=2)
+            values = part[x].to_numpy(dtype=float)
+            if values.size and np.nanmin(values) > 0 and np.nanmax(values) / np.nanmin(values) >= 10:
+                ax.set_xscale("log")
+            floor = part["floor"].dropna()
+            if not floor.empty:
+                ax.axhline(float(floor.mean()) * scale, color="0.35", linestyle="--", linewidth=0.8, label="floor" if j == 1 else None)
+            ax.set_xlabel(("training steps" if param == "steps" else param) if x == param else "training seconds")
+            ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}" if j == 0 else "")
+    bars = "95 % interval over seeds" if several_seeds else "95 % bootstrap interval over subjects (one seed)"
+    fig.suptitle(f"{dataset}, shift {shift}: metrics against {param} and training time ({bars}; floor dashed)", fontsize=9)
+    legend = axes[0, 1].get_legend()
+    if legend is not None:
+        legend.set_frame_on(False)
+    return fig
+
+
 # -- every figure of an edition --------------------------------------------------------------------------
 def example_dirs(records: Sequence[Any], cache_dir: str | os.PathLike) -> dict[str, dict[str, Path]]:
     """The example folders of the unshifted cells, by dataset then method label (first seed),
@@ -319,6 +397,19 @@ def example_dirs(records: Sequence[Any], cache_dir: str | os.PathLike) -> dict[s
         if path.is_dir():
             out.setdefault(r.dataset, {}).setdefault(r.label, path)
     return out
+
+
+def render_sweeps(records: Sequence[Any], out_dir: str | os.PathLike, *, formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
+    """``sweep-<param>[-<dataset>]``: one :func:`sweep_curves` figure per swept config field and dataset."""
+    written: list[Path] = []
+    for param in swept_params(records):
+        datasets = list(dict.fromkeys(r.dataset for r in records if param in (r.sweep or {})))
+        for dataset in datasets:
+            fig = sweep_curves(records, param, dataset=dataset)
+            if fig is not None:
+                suffix = f"-{dataset}" if len(datasets) > 1 else ""
+                written += save_figure(fig, Path(out_dir) / f"sweep-{param}{suffix}", formats, dpi)
+    return written
 
 
 def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples: Mapping[str, Mapping[str, Path]] | None = None,

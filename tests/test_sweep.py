@@ -1,0 +1,89 @@
+"""Parameter sweeps: a list in a method's overrides expands to one fit per value."""
+
+from __future__ import annotations
+
+import pytest
+
+from uadbench.errors import ConfigError
+from uadbench.grid import parse_grid
+
+BASE = {"name": "sweep", "image_grid": "smoke", "seeds": [0], "train_dataset": "phantom-healthy-t2w",
+        "datasets": [{"name": "phantom-tumour-t2w"}]}
+
+
+def _grid(*methods, **extra):
+    return parse_grid({**BASE, "methods": list(methods), **extra})
+
+
+def test_a_list_override_expands_to_one_entry_per_value_in_order():
+    spec = _grid({"name": "ae", "preset": "smoke", "overrides": {"steps": [3, 1, 2], "lr": 0.01}})
+    assert [m.display for m in spec.methods] == ["ae[steps=3]", "ae[steps=1]", "ae[steps=2]"]
+    assert [m.sweep for m in spec.methods] == [(("steps", 3),), (("steps", 1),), (("steps", 2),)]
+    assert all(m.overrides_dict["lr"] == 0.01 for m in spec.methods)
+    fits = spec.fit_jobs()
+    assert [f.config.steps for f in fits] == [3, 1, 2]
+    assert len({f.key for f in fits}) == 3
+
+
+def test_two_swept_fields_give_their_product_first_field_slowest():
+    spec = _grid({"name": "ae", "preset": "smoke", "label": "AE", "overrides": {"steps": [1, 2], "lr": [0.1, 0.01]}})
+    assert [m.display for m in spec.methods] == ["AE[steps=1,lr=0.1]", "AE[steps=1,lr=0.01]", "AE[steps=2,lr=0.1]", "AE[steps=2,lr=0.01]"]
+
+
+def test_a_sequence_field_sweeps_only_with_a_list_of_lists():
+    one = _grid({"name": "ae", "preset": "smoke", "overrides": {"channels": [8, 8, 8, 8]}})
+    assert [m.display for m in one.methods] == ["ae"] and one.methods[0].sweep == ()
+    two = _grid({"name": "ae", "preset": "smoke", "overrides": {"channels": [[8, 8, 8, 8], [4, 8, 8, 8]]}})
+    assert [m.display for m in two.methods] == ["ae[channels=(8,8,8,8)]", "ae[channels=(4,8,8,8)]"]
+    assert two.fit_jobs()[1].config.channels == (4, 8, 8, 8)
+
+
+def test_fit_key_of_a_swept_value_equals_the_plain_entry_with_that_value():
+    swept = _grid({"name": "ae", "preset": "smoke", "overrides": {"steps": [2, 5]}}).fit_jobs()
+    plain = _grid({"name": "ae", "preset": "smoke", "overrides": {"steps": 5}}).fit_jobs()
+    assert swept[1].key == plain[0].key  # a sweep reuses what a plain grid fitted, and back
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"steps": []}, "sweeps no value"),
+    ({"steps": [2, 2]}, "lists a value twice"),
+    ({"steps": [2, -1]}, "steps"),
+])
+def test_bad_sweeps_are_refused_when_the_grid_is_read(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _grid({"name": "ae", "preset": "smoke", "overrides": overrides})
+
+
+def test_a_swept_entry_clashing_with_a_plain_label_is_refused():
+    with pytest.raises(ConfigError, match="listed twice"):
+        _grid({"name": "ae", "preset": "smoke", "overrides": {"steps": [2, 3]}},
+              {"name": "ae", "preset": "smoke", "label": "ae[steps=2]"})
+
+
+@pytest.mark.slow
+def test_sweep_runs_caches_each_value_and_draws_its_figure(tmp_path, data_root):
+    from uadbench.report.figures import render_sweeps, sweep_frame
+    from uadbench.runner import run_grid
+
+    grid = {**BASE, "methods": [{"name": "ae", "preset": "smoke", "overrides": {"steps": [1, 3]}}, {"name": "thresh", "preset": "smoke"}]}
+    first = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)
+    assert not first.failures
+    by_label = {r.label: r for r in first.records}
+    assert set(by_label) == {"ae[steps=1]", "ae[steps=3]", "thresh"}
+    assert by_label["ae[steps=1]"].sweep == {"steps": 1} and by_label["thresh"].sweep == {}
+    assert by_label["ae[steps=1]"].fit_key != by_label["ae[steps=3]"].fit_key
+    fits = sorted(p.name for p in (tmp_path / "run" / "cache" / "fits").iterdir())
+    assert len(fits) == 3 and {by_label[k].fit_key for k in by_label} == set(fits)
+
+    # one more value: the two fitted values come from the cache, only the new one trains
+    grid["methods"][0]["overrides"]["steps"] = [1, 3, 2]
+    again = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)
+    cached = {f["label"]: f.get("cached") for f in again.fits}
+    assert cached == {"ae[steps=1]": True, "ae[steps=3]": True, "ae[steps=2]": False, "thresh": True}, cached
+    assert {r.label for r in again.records} == {"ae[steps=1]", "ae[steps=3]", "ae[steps=2]", "thresh"}
+    assert all(r.spec_hash == again.records[0].spec_hash for r in again.records)  # cached cells belong to this grid now
+
+    frame = sweep_frame(again.records, "steps")
+    assert sorted(frame.loc[frame["metric"] == "auprc", "steps"]) == [1.0, 2.0, 3.0]
+    paths = render_sweeps(again.records, tmp_path / "figures", formats=("png",), dpi=40)
+    assert [p.name for p in paths] == ["sweep-steps.png"] and paths[0].stat().st_size > 5000

@@ -97,6 +97,22 @@ class PhantomDataset(DatasetSource):
             volumes.append(vol)
         return volumes
 
+    def acquire(self, split: str, scanner: str | ph.Scanner) -> list[Volume]:
+        """The subjects of ``split`` recorded on ``scanner`` instead: the same anatomy, lesions,
+        bias field and noise draws, another protocol (acquisition shifts, :mod:`uadbench.acquisition`).
+        Nothing is written; on the dataset's own scanner this gives exactly :meth:`load`'s images."""
+        self.check_split(split)
+        scanner = ph.get_scanner(scanner)
+        lesion = ph.COHORTS[self.cohort].lesion is not None
+        volumes = []
+        for index in range(self.sizes[split]):
+            subject = ph.generate_subject(self.seed, self.cohort, split, index, field_strength=scanner.field_strength)
+            image = ph.render(subject, self.modality, scanner)
+            vol = ph.to_volume(subject, image, modality=self.modality, scanner=scanner.name, lesion=lesion)
+            vol.meta.update({"dataset": self.name, "cohort": self.cohort, "split": split})
+            volumes.append(vol)
+        return volumes
+
     def fingerprint(self) -> str:
         sizes = ",".join(f"{k}={v}" for k, v in self.sizes.items())
         return (

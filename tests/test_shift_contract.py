@@ -16,7 +16,7 @@ import pytest
 
 from synthetic import brainlike_volumes
 from uadbench.registry import SHIFTS
-from uadbench.shifts import NO_SHIFT, apply_shift
+from uadbench.shifts import NO_SHIFT, apply_shift, is_acquisition
 
 SHAPE = (24, 20, 12)  # not a cube, so a mixed-up axis shows
 OFFSETS = (0.2, 0.5)  # severities tested: neutral, neutral + 0.2, neutral + 0.5
@@ -29,7 +29,8 @@ def _severities(name: str) -> list[float | None]:
     return [neutral] + [neutral + d for d in OFFSETS]
 
 
-NAMES = SHIFTS.names()
+ALL = SHIFTS.names()
+NAMES = [n for n in ALL if not is_acquisition(n)]  # pixel shifts; acquisition shifts: tests at the end
 CASES = [pytest.param(name, sev, id=f"{name}@{sev}") for name in NAMES for sev in _severities(name)]
 
 
@@ -50,6 +51,7 @@ def _apply(name, image, brain, severity, seed=123):
 
 def test_builtin_shifts_are_registered():
     assert {NO_SHIFT, "gamma", "bias", "noise"} <= set(NAMES)
+    assert {"te", "tr", "ti", "field"} <= set(ALL) - set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -106,3 +108,51 @@ def test_output_float32_same_shape_zero_background(name, severity, volume):
     assert out.dtype == np.float32
     assert np.isfinite(out).all()
     assert not out[~brain].any(), f"{name}@{severity} put signal outside the brain mask"
+
+
+# -- acquisition shifts: the same subjects re-acquired (uadbench.acquisition) ----------------------
+ACQUISITION = [n for n in ALL if is_acquisition(n)]
+
+
+def _strong(name: str) -> float:
+    """A severity well away from neutral: the end of its calibration range, or the other field."""
+    fn = SHIFTS.get(name)
+    return fn.calibration[1] if getattr(fn, "calibration", None) else 1.5
+
+
+@pytest.fixture(scope="module")
+def flair(tmp_path_factory):
+    """A small FLAIR phantom split (inversion recovery, so every acquisition shift applies)."""
+    from uadbench.data.dataset import create_dataset
+
+    source = create_dataset("phantom-ms-flair", root=tmp_path_factory.mktemp("acq"), seed=0)
+    source.sizes = {"val": 2, "test": 2}
+    return source, source.load("val")
+
+
+@pytest.mark.parametrize("name", ACQUISITION)
+def test_acquisition_shift_contract(name, flair):
+    from uadbench.acquisition import acquire_split
+
+    source, original = flair
+    fn = SHIFTS.get(name)
+    assert isinstance(fn.neutral, numbers.Real)
+    same = acquire_split(source, "val", name, fn.neutral)
+    strong = acquire_split(source, "val", name, _strong(name))
+    again = acquire_split(source, "val", name, _strong(name))
+    for o, n, s, a in zip(original, same, strong, again, strict=True):
+        assert o.subject_id == n.subject_id == s.subject_id
+        np.testing.assert_array_equal(n.image, o.image)  # identity at neutral
+        assert s.image.tobytes() == a.image.tobytes()  # deterministic
+        np.testing.assert_array_equal(s.brain_mask, o.brain_mask)  # masks untouched
+        np.testing.assert_array_equal(s.lesion_mask, o.lesion_mask)
+        assert not s.image[~s.brain_mask].any()  # background zero
+        assert not np.array_equal(s.image, o.image), f"{name}@{_strong(name)} changed nothing"
+        assert s.image.dtype == np.float32 and np.isfinite(s.image).all()
+
+
+@pytest.mark.parametrize("name", ACQUISITION)
+def test_acquisition_shift_refuses_images(name, volume):
+    image, brain = volume
+    with pytest.raises(TypeError, match="re-acquires"):
+        _apply(name, image, brain, 1.0)

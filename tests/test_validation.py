@@ -165,7 +165,7 @@ def test_generic_checks_follow_field_names(overrides, message):
 # -- shifts declare the severities they accept ---------------------------------------------------
 @pytest.mark.parametrize("name", [n for n in SHIFTS.names() if n != "none"])
 def test_shift_declares_a_valid_range_holding_its_neutral_severity(name):
-    from uadbench.shifts import apply_shift, check_severity
+    from uadbench.shifts import apply_shift, check_severity, is_acquisition
 
     fn = SHIFTS.get(name)
     valid = fn.valid_severities
@@ -173,6 +173,11 @@ def test_shift_declares_a_valid_range_holding_its_neutral_severity(name):
     assert check_severity(name, fn.neutral) == fn.neutral
     for bad in (math.inf, -math.inf, math.nan):
         assert bad not in valid
+    if is_acquisition(name):  # it re-acquires subjects: the declaration is checked before any dataset is touched
+        below = valid.low - 1.0 if valid.low is not None else math.nan
+        with pytest.raises(ConfigError, match=f"shift '{name}': severity must be"):
+            check_severity(name, below)
+        return
     image = np.full((8, 8, 4), 0.5, dtype=np.float32)
     brain = np.ones_like(image, dtype=bool)
     if valid.low is not None:  # the shift itself refuses what the declaration refuses

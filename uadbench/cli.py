@@ -257,6 +257,28 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate_shifts(args: argparse.Namespace) -> int:
+    from uadbench import shift_calibration as cal
+    from uadbench.data.pipeline import get_image_grid
+    from uadbench.io_utils import check_directory
+
+    names = args.shift or cal.calibratable_shifts()
+    unknown = sorted(set(names) - set(cal.calibratable_shifts()))
+    if unknown:
+        raise UadbenchError(f"--shift {', '.join(unknown)}: not a calibratable shift; valid: {', '.join(cal.calibratable_shifts())}")
+    if any(not 0 < level < 1 for level in args.levels):
+        raise UadbenchError(f"--levels must lie in (0, 1), got {' '.join(map(str, args.levels))}")
+    if args.out:
+        check_directory(Path(args.out).parent, f"--out {args.out}: folder")
+    ref = cal.Reference(args.dataset, args.split, get_image_grid(args.image_grid), data_seed=args.data_seed, data_root=args.data_root)
+    print(f"calibrating {len(names)} shifts on {args.dataset}/{args.split} ({len(ref.volumes)} volumes, {args.image_grid} grid); "
+          f"similarity: {cal.SIMILARITY}")
+    entry = cal.calibrate(ref, names, args.levels)
+    if args.out:
+        print(f"calibration table: {cal.write_table([entry], args.out)}")
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     import math
 
@@ -498,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--preview", nargs="?", const="phantom-preview.png", help="write a preview PNG (default name phantom-preview.png)")
     ph.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
     ph.set_defaults(func=_cmd_phantom)
+
+    cs = sub.add_parser("calibrate-shifts", help="find each shift's severities at SSIM 0.95 / 0.90 / 0.80 to the original healthy volumes")
+    cs.add_argument("--shift", action="append", help="a shift to calibrate (repeatable; default: every shift with a calibration range)")
+    cs.add_argument("--dataset", default="phantom-healthy-t2w", help="healthy dataset (default phantom-healthy-t2w)")
+    cs.add_argument("--split", default="val", help="its split (default val)")
+    cs.add_argument("--image-grid", default="cpu", help="image grid preset (default cpu)")
+    cs.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.90, 0.80], help="similarity levels (default 0.95 0.90 0.80)")
+    cs.add_argument("--data-seed", type=_int_in(0, 2**32 - 1), default=0)
+    cs.add_argument("--data-root", help="where datasets are generated/prepared (default: $UADBENCH_DATA or ~/.cache/uadbench/data)")
+    cs.add_argument("--out", help="calibration table to write or merge into (JSON); a grid names it as shift_levels")
+    cs.set_defaults(func=_cmd_calibrate_shifts)
 
     pr = sub.add_parser("prepare", help="prepare a dataset's raw download: skull-strip, register, crop, N4, with a manifest")
     pr.add_argument("dataset", help="registered dataset, e.g. ixi-t1, mslub-t1 (`uadbench list datasets`)")

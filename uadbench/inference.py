@@ -14,22 +14,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from uadbench.config import stable_hash
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import EvalVolume
 from uadbench.grid import FitJob, map_key
 from uadbench.io_utils import atomic_path
-from uadbench.shifts import apply_shift
-
-
-def subject_seed(*parts: Any) -> int:
-    """A 32-bit seed from a stable hash of ``parts`` (the grid seed, the subject id, ...)."""
-    return int(stable_hash(list(parts), length=8), 16)
+from uadbench.shifts import NO_SHIFT, is_acquisition, shifted_image, subject_seed
 
 
 def predict_volume(method, image: np.ndarray, *, seed: int, batch_size: int, device,
@@ -64,12 +57,6 @@ def predict_volume(method, image: np.ndarray, *, seed: int, batch_size: int, dev
     amap = np.moveaxis(torch.cat(maps)[:, 0].numpy(), 0, -1).astype(np.float32)
     recon = np.moveaxis(torch.cat(recons)[:, 0].numpy(), 0, -1).astype(np.float32) if recons else None
     return amap, recon, seconds
-
-
-def shifted_image(volume: Volume, shift_name: str, severity: float | None, seed: int) -> np.ndarray:
-    """``volume``'s image under the shift, with the subject's own deterministic randomness."""
-    rng = np.random.default_rng(subject_seed("shift", shift_name, severity, seed, volume.subject_id))
-    return apply_shift(shift_name, volume.image, volume.brain_mask, severity, rng)
 
 
 @dataclass
@@ -178,13 +165,18 @@ class MapSource:
         self._load_method, self._prepare = load_method, prepare
         self._method = None
         self._maps: dict[tuple, SplitMaps] = {}
-        self._splits: dict[tuple[str, str], list[Volume]] = {}
+        self._splits: dict[tuple, list[Volume]] = {}
 
-    def _split(self, dataset: str, split: str) -> list[Volume]:
-        if (dataset, split) not in self._splits:
-            self._splits[dataset, split] = self._prepare(dataset, split, grid=self.fit.image_grid, data_seed=self.fit.data_seed,
-                                                         cache_dir=self.cache_dir, data_root=self.data_root)
-        return self._splits[dataset, split]
+    def _split(self, dataset: str, split: str, shift=None) -> tuple[list[Volume], str]:
+        """The split's volumes as the method sees them under ``shift``, and the pixel shift still to
+        apply to them: an acquisition shift gives re-acquired volumes and leaves nothing to apply."""
+        acquired = shift is not None and is_acquisition(shift.name)
+        mem = (dataset, split, shift.name, shift.severity) if acquired else (dataset, split)
+        if mem not in self._splits:
+            self._splits[mem] = self._prepare(dataset, split, grid=self.fit.image_grid, data_seed=self.fit.data_seed,
+                                              cache_dir=self.cache_dir, data_root=self.data_root,
+                                              **({"shift": shift} if acquired else {}))
+        return self._splits[mem], (NO_SHIFT if acquired or shift is None else shift.name)
 
     def maps(self, dataset: str, split: str, shift) -> SplitMaps:
         mem = (dataset, split, shift.name, shift.severity)
@@ -196,7 +188,8 @@ class MapSource:
         if maps is None:
             if self._method is None:
                 self._method = self._load_method()
-            maps = predict_split(self._method, self._split(dataset, split), shift_name=shift.name, severity=shift.severity,
+            volumes, pixel_shift = self._split(dataset, split, shift)
+            maps = predict_split(self._method, volumes, shift_name=pixel_shift, severity=shift.severity,
                                  seed=self.fit.seed, batch_size=batch, device=self.device, precision=self.fit.method.precision)
             self.cache.save(key, maps)
         self._maps[mem] = maps
@@ -209,11 +202,12 @@ class MapSource:
         """:class:`EvalVolume` s of a split under a shift: shifted image, map, masks."""
         maps = self.maps(dataset, split, shift)
         out = []
-        for i, v in enumerate(self._split(dataset, split)):
+        volumes, pixel_shift = self._split(dataset, split, shift)
+        for i, v in enumerate(volumes):
             if maps.subject_ids[i] != v.subject_id:
                 raise UadbenchError(f"cached maps of {dataset}/{split} do not match its subjects; delete {self.cache.directory}")
             recon = maps.reconstructions[i] if maps.reconstructions is not None else None
             out.append(EvalVolume(v.subject_id, maps.maps[i], v.brain_mask, v.lesion_mask, self.fit.image_grid.spacing,
-                                  image=shifted_image(v, shift.name, shift.severity, self.fit.seed), reconstruction=recon,
+                                  image=shifted_image(v, pixel_shift, shift.severity, self.fit.seed), reconstruction=recon,
                                   affine=v.affine))
         return out

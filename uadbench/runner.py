@@ -36,7 +36,7 @@ from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.executors import Executor, Task, TaskFailure, create_executor
-from uadbench.grid import NO_SHIFT_SPEC, EvalJob, FitJob, GridSpec, load_grid
+from uadbench.grid import NO_SHIFT_SPEC, EvalJob, FitJob, GridSpec, ShiftSpec, load_grid
 from uadbench.inference import MapSource, fit_dir, load_fitted, resolve_device
 from uadbench.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from uadbench.live import LiveReader, LiveWriter, live_path
@@ -55,14 +55,21 @@ def _print_progress(message: str) -> None:
 
 
 # -- 2. data --------------------------------------------------------------------------------------
-def prepare_split(dataset: str, split: str, *, grid: ImageGrid, data_seed: int, cache_dir: Path, data_root: Path | None) -> list[Volume]:
-    """Preprocessed volumes of one split on ``grid``, cached as npz."""
+def prepare_split(dataset: str, split: str, *, grid: ImageGrid, data_seed: int, cache_dir: Path, data_root: Path | None,
+                  shift: ShiftSpec | None = None) -> list[Volume]:
+    """Preprocessed volumes of one split on ``grid``, cached as npz; under an acquisition
+    ``shift`` (:mod:`uadbench.acquisition`), the split as the other protocol records it."""
     source = create_dataset(dataset, root=data_root, seed=data_seed)
     source.check_split(split)
     path = cache_dir / "data" / f"{dataset}-{split}-{data_key(source, split, grid)}.npz"
+    if shift is not None:
+        from uadbench.acquisition import acquire_split, shifted_split_path
+
+        path = shifted_split_path(cache_dir, dataset, split, shift, path.stem)
     if path.is_file():
         return load_split(path)
-    volumes = [preprocess(v, grid) for v in source.load(split)]
+    raw = source.load(split) if shift is None else acquire_split(source, split, shift.name, shift.severity)  # type: ignore[arg-type]
+    volumes = [preprocess(v, grid) for v in raw]
     if not volumes:
         raise UadbenchError(f"dataset {dataset!r} split {split!r} has no subjects")
     save_split(path, volumes)
@@ -149,13 +156,21 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     return record
 
 
+def restamp(record: ResultRecord, fit: FitJob, ectx: EvalContext) -> ResultRecord:
+    """A cached cell as a record of this grid: its key hashes everything that sets its numbers, so
+    only the presentational fields (grid name, spec hash, label, sweep) come from the grid that reads it."""
+    return dataclasses.replace(record, grid=ectx.spec.name, spec_hash=ectx.spec.spec_hash, label=fit.method.display,
+                               sweep=dict(fit.method.sweep))
+
+
 CellOutcome = tuple[ResultRecord | Failure, bool]  # (the cell's record or failure, read from the cache)
 
 
 def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress: Progress = _print_progress) -> list[CellOutcome]:
     """Every evaluation cell of one fit, as (record, read from the cache); a cell that raises is a
     :class:`Failure` and the other cells go on."""
-    done = {job.key: ResultRecord.from_json(p.read_text(), str(p)) for job in jobs if (p := ectx.eval_path(job)).is_file()}
+    done = {job.key: restamp(ResultRecord.from_json(p.read_text(), str(p)), fit, ectx)
+            for job in jobs if (p := ectx.eval_path(job)).is_file()}
     if len(done) == len(jobs):
         return [(done[j.key], True) for j in jobs]
     meta = json.loads((fit_dir(ectx.cache_dir, fit) / "meta.json").read_text())

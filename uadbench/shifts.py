@@ -18,15 +18,17 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from uadbench.config import stable_hash
 from uadbench.errors import ConfigError
 from uadbench.registry import SHIFTS, register_shift
 
 NO_SHIFT = "none"
-SHIFTS_VERSION = "1"  # bump whenever a shift's output changes (cache keys include it)
+SHIFTS_VERSION = "2"  # bump whenever a shift's output changes (cache keys include it); 2: draws no longer depend on the severity
 
 
 def neutral_severity(value: float | None):
@@ -47,9 +49,12 @@ class SeverityRange:
     high: float | None = None
     low_inclusive: bool = True
     high_inclusive: bool = True
+    choices: tuple[float, ...] | None = None  # only these values (a discrete setting such as a field strength)
 
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        if self.choices is not None and float(value) not in self.choices:
             return False
         if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
             return False
@@ -59,6 +64,8 @@ class SeverityRange:
 
     def describe(self) -> str:
         """'a finite number > 0', 'a finite number in [0, 1]', ..."""
+        if self.choices is not None:
+            return f"one of {', '.join(f'{c:g}' for c in self.choices)}"
         lo, hi = self.low, self.high
         if lo is not None and hi is not None:
             return f"a finite number in {'[' if self.low_inclusive else '('}{lo:g}, {hi:g}{']' if self.high_inclusive else ')'}"
@@ -72,14 +79,43 @@ class SeverityRange:
 ANY_FINITE = SeverityRange()
 
 
-def severity_range(low: float | None = None, high: float | None = None, *, low_inclusive: bool = True, high_inclusive: bool = True):
-    """Decorator: declare the severities a shift accepts (finite, within [low, high] by default)."""
+def severity_range(low: float | None = None, high: float | None = None, *, low_inclusive: bool = True, high_inclusive: bool = True,
+                   choices: tuple[float, ...] | None = None):
+    """Decorator: declare the severities a shift accepts (finite, within [low, high] by default;
+    only ``choices`` when given)."""
 
     def mark(fn):
-        fn.valid_severities = SeverityRange(low, high, low_inclusive, high_inclusive)
+        fn.valid_severities = SeverityRange(low, high, low_inclusive, high_inclusive, choices)
         return fn
 
     return mark
+
+
+def calibration_range(start: float, stop: float):
+    """Decorator: the severities searched when calibrating a shift on the common similarity scale
+    (:mod:`uadbench.shift_calibration`): from ``start`` (its neutral severity, similarity 1) towards
+    ``stop``, along which the shift grows monotonically stronger."""
+
+    def mark(fn):
+        fn.calibration = (float(start), float(stop))
+        return fn
+
+    return mark
+
+
+def acquisition_shift(fn):
+    """Decorator: the shift re-acquires the subjects instead of transforming a preprocessed image.
+
+    Such a shift is called as ``shift(dataset, split, severity) -> list[Volume]`` on the dataset
+    source and returns the split's raw volumes as the other acquisition would have recorded them
+    (same subjects, same masks); the runner preprocesses them like any split. ``apply_shift``
+    refuses it."""
+    fn.acquisition = True
+    return fn
+
+
+def is_acquisition(name: str) -> bool:
+    return bool(getattr(SHIFTS.get(name), "acquisition", False))
 
 
 def check_severity(name: str, severity: object) -> float:
@@ -105,6 +141,7 @@ def no_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np
 @register_shift("gamma")
 @neutral_severity(1.0)
 @severity_range(0.0, None, low_inclusive=False)
+@calibration_range(1.0, 0.05)
 def gamma_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Simulated contrast x**cl with cl = severity (the paper's cl in {0.3, 0.7, 1.0, 1.5, 2.0})."""
     if severity <= 0:
@@ -117,6 +154,7 @@ def gamma_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng:
 @register_shift("bias")
 @neutral_severity(0.0)
 @severity_range(0.0, None)
+@calibration_range(0.0, 8.0)
 def bias_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth multiplicative bias field with peak amplitude severity (0.2 = +-20 %), then clipped to [0, 1]."""
     if severity < 0:
@@ -132,6 +170,7 @@ def bias_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: 
 @register_shift("noise")
 @neutral_severity(0.0)
 @severity_range(0.0, None)
+@calibration_range(0.0, 0.5)
 def noise_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Rician noise of standard deviation severity (in units of the [0, 1] intensity range)."""
     if severity < 0:
@@ -147,6 +186,21 @@ def apply_shift(name: str, image: np.ndarray, brain_mask: np.ndarray, severity: 
     fn = SHIFTS.get(name)
     if name == NO_SHIFT:
         return image
+    if getattr(fn, "acquisition", False):
+        raise TypeError(f"shift {name!r} re-acquires whole subjects; apply it with uadbench.acquisition.acquire_split")
     if severity is None:
         raise TypeError(f"shift {name!r} needs a severity, got None")
     return fn(image, brain_mask, check_severity(name, severity), rng)
+
+
+def subject_seed(*parts: Any) -> int:
+    """A 32-bit seed from a stable hash of ``parts`` (the grid seed, the subject id, ...)."""
+    return int(stable_hash(list(parts), length=8), 16)
+
+
+def shifted_image(volume: Any, shift_name: str, severity: float | None, seed: int) -> np.ndarray:
+    """``volume``'s image under the shift, with the subject's own deterministic randomness: the
+    same draws at every severity (one bias field, one noise pattern per subject, scaled by the
+    severity), so a stronger severity is the same artefact, stronger."""
+    rng = np.random.default_rng(subject_seed("shift", shift_name, seed, volume.subject_id))
+    return apply_shift(shift_name, volume.image, volume.brain_mask, severity, rng)

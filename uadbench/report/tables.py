@@ -80,7 +80,12 @@ _TITLES = {
 #: The leaderboard's metric columns: the fair ones, then the upper bound (never bold, never ranked).
 TABLE_METRICS = tuple(_TITLES)
 #: The metrics of the shift tables.
-SHIFT_METRICS = ("auprc", "auroc", "dice@val-bisection", "dice@healthy-fpr@5%")
+SHIFT_METRICS = ("auprc", "auroc", "dice@val-bisection", "dice@healthy-fpr@5%", "fp_volume_ml@val-bisection", "entropy_diff")
+#: The shift tables' metrics that set a method's place (the lesion metrics; the healthy false
+#: positives and the entropy difference are shown beside them, not ranked).
+PLACE_METRICS = SHIFT_METRICS[:4]
+#: Shown without a best: the entropy difference is signed, and neither sign is better.
+_UNRANKED = ("entropy_diff",)
 #: Metrics aggregated as a ratio of sums over subjects: (numerator, denominator) per-volume metrics.
 _RATIOS = {"l1_ratio": ("l1_lesion", "l1_healthy")}
 _COST = ("num_parameters", "train_seconds", "seconds_per_volume")
@@ -88,7 +93,7 @@ _COST = ("num_parameters", "train_seconds", "seconds_per_volume")
 
 def metric_title(key: str) -> str:
     """A metric's column title (``dice@oracle`` says it is an upper bound)."""
-    return _TITLES.get(key, key)
+    return _TITLES.get(key, {"entropy_diff": "Entropy diff"}.get(key, key))
 
 
 def _info(key: str) -> MetricInfo:
@@ -632,7 +637,7 @@ def _table(name: str, title: str, caption: str, spec: str, rows: list[str], colu
 
 def _places(summary: Summary, spec: str, dataset: str, shift: str, labels: list[str]) -> dict[str, float]:
     """Each method's place (1 = best) by its mean rank over the shift tables' metrics in one cell."""
-    means = [(m, [summary.value((spec, dataset, shift, "method", label), m) for label in labels]) for m in SHIFT_METRICS]
+    means = [(m, [summary.value((spec, dataset, shift, "method", label), m) for label in labels]) for m in PLACE_METRICS]
     places = _rank(_mean_rank(means, len(labels)), higher_is_better=False, method="min")
     return dict(zip(labels, places.tolist()))
 
@@ -680,7 +685,7 @@ def shift_tables(summary: Summary, spec: str) -> list[Table]:
                 text[col] = ["–" if not math.isfinite(v) else f"{v * scale:.2f} ({'–' if not math.isfinite(d) else f'{d * scale:+.2f}'})"
                              for v, d in zip(vals, deltas)]
                 best, _ = _best_and_marks(summary, spec, dataset, shift, metric, labels, dict(zip(labels, vals)), test=False)
-                bold[col] = [label in best and len(labels) > 1 for label in rows]
+                bold[col] = [label in best and len(labels) > 1 and metric not in _UNRANKED for label in rows]
                 keys[col] = [d if math.isfinite(d) else None for d in deltas]
                 better.append(1 if info.higher_is_better else -1)
             col = (shift, "Place")
@@ -696,9 +701,11 @@ def shift_tables(summary: Summary, spec: str) -> list[Table]:
             continue
         grid = facts[shifted[0]]["grid"]
         caption = (
-            f"{grid}: {dataset} under {family}. Each cell: the shifted value (metrics in %, mean over seeds) and, in brackets, its "
-            "change from the unshifted cell (percentage points); best shifted value in bold. Place: the method's place by its mean "
-            f"rank over these metrics, unshifted → shifted. {_caption_common(summary, spec, [dataset])} The floor does not change "
+            f"{grid}: {dataset} under {family}. Each cell: the shifted value (rates in %, volumes in ml, mean over seeds) and, in "
+            "brackets, its change from the unshifted cell; best shifted value in bold. FP ml on healthy: false-positive volume on "
+            "the healthy test scans, shifted alike. Entropy diff: histogram entropy of input minus reconstruction (the paper's §5 "
+            "'KLD'), signed, not ranked. Place: the method's place by its mean rank over AUPRC, AUROC and the two Dice, "
+            f"unshifted → shifted. {_caption_common(summary, spec, [dataset])} The floor does not change "
             f"under a shift (its map ignores the image). Benchmark version (spec hash) {spec}."
         )
         out.append(_table(f"shift-{dataset}-{family}", f"{grid}: {dataset} under {family}", caption, spec, rows, columns, text, bold,

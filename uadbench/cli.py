@@ -262,10 +262,11 @@ def _cmd_calibrate_shifts(args: argparse.Namespace) -> int:
     from uadbench.data.pipeline import get_image_grid
     from uadbench.io_utils import check_directory
 
-    names = args.shift or cal.calibratable_shifts()
-    unknown = sorted(set(names) - set(cal.calibratable_shifts()))
+    valid = cal.calibratable_shifts(args.dataset)
+    names = args.shift or valid
+    unknown = sorted(set(names) - set(valid))
     if unknown:
-        raise UadbenchError(f"--shift {', '.join(unknown)}: not a calibratable shift; valid: {', '.join(cal.calibratable_shifts())}")
+        raise UadbenchError(f"--shift {', '.join(unknown)}: not a shift calibratable on {args.dataset}; valid: {', '.join(valid)}")
     if any(not 0 < level < 1 for level in args.levels):
         raise UadbenchError(f"--levels must lie in (0, 1), got {' '.join(map(str, args.levels))}")
     if args.out:

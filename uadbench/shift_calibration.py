@@ -34,6 +34,7 @@ LEVELS: tuple[float, ...] = (0.95, 0.90, 0.80)
 TABLE_PATH = Path(__file__).with_name("shift_levels.json")
 SIMILARITY = "SSIM (scikit-image, 7-voxel window, data range 1) of the whole preprocessed volume, mean over the split"
 TOLERANCE = 0.002  # bisection stops when the mean similarity is this close to the level
+MISS = 0.01  # a level no severity comes this close to is "not reached", never a wrong severity
 SEED = 0  # the grid seed the pixel shifts' randomness is drawn with
 
 
@@ -94,7 +95,11 @@ def calibrate_shift(ref: Reference, shift: str, levels: Sequence[float] = LEVELS
             if abs(sim - level) <= TOLERANCE:
                 break
             lo, hi = (mid, hi) if sim > level else (lo, mid)
-        out[f"{level:g}"] = {"severity": round(best[0], 6), "similarity": round(best[1], 4)}
+        if abs(best[1] - level) > MISS:  # the similarity jumps past the level (a resampling step, say)
+            out[f"{level:g}"] = {"severity": None, "similarity": round(best[1], 4),
+                                 "note": f"not reached: the similarity jumps past it; closest {best[1]:.3f} at {best[0]:g}"}
+        else:
+            out[f"{level:g}"] = {"severity": round(best[0], 6), "similarity": round(best[1], 4)}
     return out
 
 
@@ -112,10 +117,24 @@ def _fmt(severity: float | None) -> str:
     return "not reached" if severity is None else f"{severity:g}"
 
 
-def calibratable_shifts() -> list[str]:
+def calibratable_shifts(dataset: str | None = None) -> list[str]:
+    """Shifts with a calibration range; with ``dataset``, those that apply to it (``ti`` needs an
+    inversion-recovery sequence, acquisition shifts a dataset that can re-acquire its subjects)."""
     from uadbench.registry import SHIFTS
+    from uadbench.shifts import is_acquisition
 
-    return [n for n in SHIFTS.names() if getattr(SHIFTS.get(n), "calibration", None) is not None]
+    def applies(name: str) -> bool:
+        if dataset is None or not is_acquisition(name):
+            return True
+        from uadbench.acquisition import check_datasets
+
+        try:
+            check_datasets(name, [dataset], "")
+        except ConfigError:
+            return False
+        return True
+
+    return [n for n in SHIFTS.names() if getattr(SHIFTS.get(n), "calibration", None) is not None and applies(n)]
 
 
 def read_table(path: str | os.PathLike | None = None) -> dict[str, Any]:

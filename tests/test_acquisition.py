@@ -58,6 +58,16 @@ def test_shifted_split_is_cached_and_evaluated(tmp_path, data_root):
     cached = sorted(p.name for p in (tmp_path / "run" / "cache" / "data").glob("*-te-*.npz"))
     assert len(cached) == 2, cached  # healthy and tumour test splits under te@0.5, prepared once each
 
+    # how much each shift changed the healthy test scans, measured in the cell (SSIM; 1 unshifted)
+    similarity = {k: r.dataset_stats["healthy_input_ssim"] for k, r in by_shift.items()}
+    assert similarity["none"] == pytest.approx(1.0) and 0.3 < similarity["te@0.5"] < 0.99 and similarity["field@1.5"] < 0.99
+    from uadbench.report.figures import render_record_figures, similarity_frame
+
+    frame = similarity_frame(summary.records)
+    assert set(frame["family"]) == {"none", "te", "field"} and set(frame["metric"]) == {"auprc", "fp_volume_ml@val-bisection"}
+    paths = render_record_figures(summary.records, tmp_path / "fig", formats=("png",), dpi=40)
+    assert [p.name for p in paths] == ["similarity-phantom-tumour-t2w.png"] and paths[0].stat().st_size > 5000
+
 
 @pytest.mark.parametrize("shift, datasets, message", [
     ({"name": "te", "severities": [0.5]}, [{"name": "brats21-t2"}], "cannot"),

@@ -62,7 +62,7 @@ def test_a_swept_entry_clashing_with_a_plain_label_is_refused():
 
 @pytest.mark.slow
 def test_sweep_runs_caches_each_value_and_draws_its_figure(tmp_path, data_root):
-    from uadbench.report.figures import render_sweeps, sweep_frame
+    from uadbench.report.figures import render_record_figures, sweep_frame
     from uadbench.runner import run_grid
 
     grid = {**BASE, "methods": [{"name": "ae", "preset": "smoke", "overrides": {"steps": [1, 3]}}, {"name": "thresh", "preset": "smoke"}]}
@@ -85,5 +85,5 @@ def test_sweep_runs_caches_each_value_and_draws_its_figure(tmp_path, data_root):
 
     frame = sweep_frame(again.records, "steps")
     assert sorted(frame.loc[frame["metric"] == "auprc", "steps"]) == [1.0, 2.0, 3.0]
-    paths = render_sweeps(again.records, tmp_path / "figures", formats=("png",), dpi=40)
+    paths = render_record_figures(again.records, tmp_path / "figures", formats=("png",), dpi=40)
     assert [p.name for p in paths] == ["sweep-steps.png"] and paths[0].stat().st_size > 5000

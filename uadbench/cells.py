@@ -66,8 +66,16 @@ def floor_evaluation(test: list[EvalVolume], *, lesion_val: list[EvalVolume] | N
             "brain_prevalence": float(np.mean(prevalence)) if prevalence else None}
 
 
+def input_similarity(original: list[np.ndarray], shifted: list) -> float:
+    """Mean SSIM between the healthy test images under the cell's shift and as preprocessed: how much
+    the shift changed the input, on the scale the shift levels are calibrated on (1 without a shift)."""
+    from uadbench.evaluation.image_quality import ssim
+
+    return float(np.mean([ssim(o, v.image) for o, v in zip(original, shifted, strict=True)]))
+
+
 def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list, n_healthy: int, seconds: list[float],
-                meta: dict, device: str, floor: dict | None = None) -> ResultRecord:
+                meta: dict, device: str, floor: dict | None = None, input_ssim: float | None = None) -> ResultRecord:
     """The result record of one evaluation cell (``meta``: the fit's meta record)."""
     res = result.to_dict()
     lesion = [v.lesion_mask.mean() for v in test if v.lesion_mask is not None]
@@ -79,7 +87,8 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         image_grid=fit.image_grid.to_dict(), metrics=res["aggregates"], thresholds=res["thresholds"],
         confidence_intervals=res.get("confidence_intervals", {}), per_volume=res["per_volume"],
         healthy_test=f"{fit.train_dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon)",
-        dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0]))},
+        dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0])),
+                       **({} if input_ssim is None else {"healthy_input_ssim": input_ssim})},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
         versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
         subjects=subject_facts(ectx, job), precision=fit.method.precision, floor=floor or {}, sweep=dict(fit.method.sweep),

@@ -195,6 +195,11 @@ class MapSource:
         self._maps[mem] = maps
         return maps
 
+    def images(self, dataset: str, split: str, shift) -> list[np.ndarray]:
+        """The images of a split as the method sees them under a shift (nothing is predicted)."""
+        volumes, pixel_shift = self._split(dataset, split, shift)
+        return [shifted_image(v, pixel_shift, shift.severity, self.fit.seed) for v in volumes]
+
     def seconds(self, dataset: str, split: str, shift) -> list[float]:
         return self.maps(dataset, split, shift).seconds
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from uadbench import report
-from uadbench.cells import EvalContext, cell_record, floor_evaluation, save_example
+from uadbench.cells import EvalContext, cell_record, floor_evaluation, input_similarity, save_example
 from uadbench.data.cache import data_key, load_split, save_split
 from uadbench.data.dataset import create_dataset
 from uadbench.data.pipeline import ImageGrid, preprocess
@@ -150,7 +150,8 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     result = evaluate_dataset(test + healthy_test, **protocol)  # type: ignore[arg-type]
     floor = floor_evaluation(test + healthy_test, **protocol)  # type: ignore[arg-type]  # the protocol on a map constant on the brain
     seconds = maps.seconds(ds.name, ds.test_split, job.shift)
-    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor)
+    similarity = input_similarity(maps.images(spec.train_dataset, "test", NO_SHIFT_SPEC), healthy_test)
+    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor, similarity)
     save_example(ectx.example_dir(job), test[0], f"{fit.method.display}, {ds.name} {job.shift.label}, {test[0].subject_id}")
     write_json_atomic(ectx.eval_path(job), record.to_dict())
     return record

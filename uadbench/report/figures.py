@@ -307,6 +307,64 @@ def shift_families(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# -- shifts on the common similarity scale ----------------------------------------------------------------
+SIMILARITY_METRICS = ("auprc", "fp_volume_ml@val-bisection")
+
+
+def similarity_frame(records: Iterable[Any], metrics: Sequence[str] = SIMILARITY_METRICS) -> pd.DataFrame:
+    """A row per (record, metric) of the records that measured their input's change (the mean SSIM of
+    the shifted against the original healthy test images, ``dataset_stats["healthy_input_ssim"]``)."""
+    import pandas as pd
+
+    rows = [{"label": r.label, "dataset": r.dataset, "family": r.shift, "seed": r.seed, "ssim": float(r.dataset_stats["healthy_input_ssim"]),
+             "metric": m, "value": float(r.metrics[m])}
+            for r in records if "healthy_input_ssim" in (r.dataset_stats or {}) for m in metrics if m in r.metrics]
+    return pd.DataFrame(rows)
+
+
+def similarity_curves(records: Sequence[Any], dataset: str, metrics: Sequence[str] = SIMILARITY_METRICS) -> Figure | None:
+    """Each metric against the input's similarity to the unshifted scans (SSIM, 1 = no shift), one
+    panel per method and one line per shift family, each line starting at the unshifted cell: shifts
+    of every family on one axis, so "how much change does a method survive" reads across families.
+    Points are means over seeds."""
+    import pandas as pd
+    import seaborn as sns
+
+    data = similarity_frame(records, metrics)
+    if data.empty:
+        return None
+    data = data[data["dataset"] == dataset]
+    families = [f for f in dict.fromkeys(data["family"]) if f != "none"]
+    if not families:
+        return None
+    base = data[data["family"] == "none"]
+    data = pd.concat([data[data["family"] != "none"]] + [base.assign(family=f) for f in families], ignore_index=True)
+    labels = list(dict.fromkeys(data["label"]))
+    shown = [m for m in metrics if (data["metric"] == m).any()]
+    palette = dict(zip(families, sns.color_palette("tab20", len(families))))
+    fig = _new_figure(1.8 + 2.4 * len(labels), 1.0 + 2.3 * len(shown))
+    axes = np.atleast_2d(fig.subplots(len(shown), len(labels), squeeze=False, sharex=True, sharey="row"))
+    for i, metric in enumerate(shown):
+        scale = 100.0 if _percent(metric) else 1.0
+        for j, label in enumerate(labels):
+            ax = axes[i, j]
+            part = data[(data["metric"] == metric) & (data["label"] == label)].copy()
+            part["value"] *= scale
+            sns.lineplot(data=part, x="ssim", y="value", hue="family", hue_order=families, palette=palette, marker="o", markersize=4,
+                         errorbar=None, ax=ax, legend=(i == 0 and j == len(labels) - 1), linewidth=1.0)
+            ax.invert_xaxis()
+            ax.set_xlabel("input SSIM to the unshifted scans" if i == len(shown) - 1 else "")
+            ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}" if j == 0 else "")
+            if i == 0:
+                ax.set_title(label, fontsize=9)
+    legend = axes[0, -1].get_legend()
+    if legend is not None:
+        legend.set_frame_on(False)
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="shift")
+    fig.suptitle(f"{dataset}: metrics against how much each shift changed the healthy test scans (mean over seeds)", fontsize=9)
+    return fig
+
+
 # -- sweeps -----------------------------------------------------------------------------------------------
 def sweep_frame(records: Iterable[Any], param: str, metrics: Sequence[str] = FIGURE_METRICS) -> pd.DataFrame:
     """One row per (record, metric) of the records that swept ``param``: method (the entry's label
@@ -399,9 +457,14 @@ def example_dirs(records: Sequence[Any], cache_dir: str | os.PathLike) -> dict[s
     return out
 
 
-def render_sweeps(records: Sequence[Any], out_dir: str | os.PathLike, *, formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
-    """``sweep-<param>[-<dataset>]``: one :func:`sweep_curves` figure per swept config field and dataset."""
+def render_record_figures(records: Sequence[Any], out_dir: str | os.PathLike, *, formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
+    """``sweep-<param>[-<dataset>]``: one :func:`sweep_curves` figure per swept config field and dataset;
+    ``similarity-<dataset>``: :func:`similarity_curves` where records measured their shifts' similarity."""
     written: list[Path] = []
+    for dataset in dict.fromkeys(r.dataset for r in records if r.shift != "none" and "healthy_input_ssim" in (r.dataset_stats or {})):
+        fig = similarity_curves(records, dataset)
+        if fig is not None:
+            written += save_figure(fig, Path(out_dir) / f"similarity-{dataset}", formats, dpi)
     for param in swept_params(records):
         datasets = list(dict.fromkeys(r.dataset for r in records if param in (r.sweep or {})))
         for dataset in datasets:

@@ -147,7 +147,7 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
     if not examples:
         edition.notes.append(f"no example volumes under {cache}/evals: the edition has no example slices")
     edition.figures = figures.render_figures(frame, out / "figures", examples=examples, formats=formats, dpi=dpi)
-    edition.figures += figures.render_sweeps(records, out / "figures", formats=formats, dpi=dpi)
+    edition.figures += figures.render_record_figures(records, out / "figures", formats=formats, dpi=dpi)
 
     # 4. the grid, the records and the environment
     grid_path = find_grid(records, results, grid)
@@ -224,6 +224,9 @@ def _figure_text(stem: str) -> str:
     if stem.startswith("sweep-"):
         return (f"AUPRC and Dice against the swept {stem.split('-', 2)[1]} and against training seconds, per method "
                 "(95 % interval over seeds, or over subjects with one seed; floor dashed)")
+    if stem.startswith("similarity-"):
+        return ("AUPRC and healthy false-positive volume against the input SSIM of every shift (its change to the scans), "
+                "one panel per method, one line per shift family")
     if stem.startswith("examples-"):
         return f"input | reconstruction | map | ground truth of one {stem.split('-', 1)[1]} test subject, the same slice for every method"
     return stem

@@ -345,7 +345,7 @@ def test_leaderboard_publish_writes_the_edition(tmp_path):
     (run / "results.jsonl").write_text(records_text(records))
     _examples(run / "cache", records)
     grid = tmp_path / "g.toml"
-    grid.write_text('name = "g"\n')
+    grid.write_text('name = "g"\nnotes = "One seed: the intervals are over subjects only."\n')
     out = tmp_path / "edition"
     assert main(["leaderboard", str(run / "results.jsonl"), "--publish", str(out), "--grid", str(grid), "--dpi", "60"]) == 0
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -356,6 +356,7 @@ def test_leaderboard_publish_writes_the_edition(tmp_path):
     assert env["run"]["devices"] == ["cpu"] and env["run"]["spec_hashes"] == ["0123abcd4567"] and "pandas" in env["rendered_with"]["libraries"]
     readme = (out / "README.md").read_text()
     assert "uadbench leaderboard" in readme and "[`leaderboard.html`](leaderboard.html)" in readme and "figures/examples-d.png" in readme
+    assert "## What this edition can and cannot show\n\nOne seed: the intervals are over subjects only." in readme
     for name in ("leaderboard.md", "README.md"):
         text = (out / name).read_text()
         assert text.count("Benchmark version (spec hash)") >= 2 and "0123abcd4567" in text

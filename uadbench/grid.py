@@ -53,7 +53,7 @@ from uadbench.registry import DATASETS, METHODS, SHIFTS
 
 GRID_KEYS = {
     "name", "description", "image_grid", "seeds", "train_dataset", "methods", "datasets",
-    "shifts", "data_seed", "device", "eval_batch_size", "executor", "shift_levels",
+    "shifts", "data_seed", "device", "eval_batch_size", "executor", "shift_levels", "notes",
 }
 METHOD_KEYS = {"name", "preset", "overrides", "label", "precision", "compile"}
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -448,8 +448,9 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
         raise ConfigError(f"{source}: name must be letters, digits, '-' or '_', got {name!r}")
     image_grid = _check_image_grid(raw.get("image_grid", "paper"), source)
     seeds = _check_seeds(raw.get("seeds", [0]), source)
-    if not isinstance(raw.get("description", ""), str):
-        raise ConfigError(f"{source}: description must be a string")
+    for key in ("description", "notes"):  # notes: what the grid's results can and cannot show (its published edition prints them)
+        if not isinstance(raw.get(key, ""), str):
+            raise ConfigError(f"{source}: {key} must be a string")
     train = raw.get("train_dataset")
     if not isinstance(train, str):
         raise ConfigError(f"{source}: train_dataset must name a healthy dataset; available: {', '.join(DATASETS.names())}")

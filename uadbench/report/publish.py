@@ -180,6 +180,9 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     lines.append(f"Benchmark version (spec hash) {', '.join(f'`{s}`' for s in specs)}: {len(records)} evaluation cells, "
                  f"run with uadbench {rec_versions.get('uadbench', '?')} on {devices} ({precisions}){when}.")
     lines.append("")
+    notes = _grid_notes(grid_path)
+    if notes:
+        lines += ["## What this edition can and cannot show", "", notes.strip(), ""]
     lines.append("## How it was made")
     lines.append("")
     grid_name = grid_path.as_posix() if grid_path is not None else "GRID.toml"
@@ -214,6 +217,19 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
             rel = path.relative_to(out).as_posix()
             lines += [f"![{_figure_text(path.stem)}]({rel})", ""]
     return "\n".join(lines)
+
+
+def _grid_notes(grid_path: Path | None) -> str:
+    """The grid's ``notes`` (what its results can and cannot show), if the grid file is readable."""
+    if grid_path is None:
+        return ""
+    import tomllib
+
+    try:
+        notes = tomllib.loads(grid_path.read_text(encoding="utf-8")).get("notes", "")
+    except (OSError, ValueError):
+        return ""
+    return notes if isinstance(notes, str) else ""
 
 
 def _figure_text(stem: str) -> str:

@@ -273,7 +273,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
             records = results.ordered()
             leaderboard_path = run_dir / "leaderboard.md"
             board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures,
-                                                per_spec=True)  # cells cached under an earlier spec hash get their own tables
+                                                per_spec=True)  # records of another benchmark version never share a table
             write_text_atomic(leaderboard_path, board)
             if not results.path.is_file():
                 results.add([])

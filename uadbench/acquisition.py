@@ -60,34 +60,22 @@ def _with_sequence(dataset: Any, **factors: float):
     return dataclasses.replace(scanner, name=f"{scanner.name}[{label}]", sequences={**scanner.sequences, dataset.modality: changed})
 
 
-@register_shift("te")
-@acquisition_shift
-@neutral_severity(1.0)
-@severity_range(0.05, 10.0)
-@calibration_range(1.0, 0.1)
-def echo_time(dataset: Any, split: str, severity: float) -> list[Volume]:
-    """Another echo time: TE multiplied by severity (0.5 halves it), same subjects and noise draws."""
-    return dataset.acquire(split, _with_sequence(dataset, te=severity))
+def _sequence_time_shift(time: str, high: float, stop: float, doc: str):
+    """Register the shift named ``time`` (te, tr or ti): that time of the dataset's sequence
+    multiplied by the severity (1 = as acquired), valid in [0.05, high], calibrated from 1 to ``stop``."""
+
+    def shift(dataset: Any, split: str, severity: float) -> list[Volume]:
+        return dataset.acquire(split, _with_sequence(dataset, **{time: severity}))
+
+    shift.__name__ = shift.__qualname__ = f"{time}_shift"
+    shift.__doc__ = doc
+    register_shift(time)(acquisition_shift(neutral_severity(1.0)(severity_range(0.05, high)(calibration_range(1.0, stop)(shift)))))
+    return shift
 
 
-@register_shift("tr")
-@acquisition_shift
-@neutral_severity(1.0)
-@severity_range(0.05, 10.0)
-@calibration_range(1.0, 0.1)
-def repetition_time(dataset: Any, split: str, severity: float) -> list[Volume]:
-    """Another repetition time: TR multiplied by severity (shorter TR adds T1 weighting)."""
-    return dataset.acquire(split, _with_sequence(dataset, tr=severity))
-
-
-@register_shift("ti")
-@acquisition_shift
-@neutral_severity(1.0)
-@severity_range(0.05, 3.0)
-@calibration_range(1.0, 0.3)
-def inversion_time(dataset: Any, split: str, severity: float) -> list[Volume]:
-    """Another inversion time (FLAIR): TI multiplied by severity; away from 1 CSF is no longer nulled."""
-    return dataset.acquire(split, _with_sequence(dataset, ti=severity))
+echo_time = _sequence_time_shift("te", 10.0, 0.1, "Another echo time: TE multiplied by severity (0.5 halves it), same subjects and noise draws.")
+repetition_time = _sequence_time_shift("tr", 10.0, 0.1, "Another repetition time: TR multiplied by severity (shorter TR adds T1 weighting).")
+inversion_time = _sequence_time_shift("ti", 3.0, 0.3, "Another inversion time (FLAIR): TI times severity; away from 1 CSF is no longer nulled.")
 
 
 FIELD_SCANNERS = {1.5: "generic-1.5t", 3.0: "generic-3t"}

@@ -79,13 +79,18 @@ def test_similarity_is_ssim_of_shifted_against_original(reference):
     assert reference.similarity("gamma", 1.0) == pytest.approx(1.0)
 
 
-def test_grid_takes_calibrated_levels(shipped):
+def test_grid_takes_calibrated_levels(shipped, monkeypatch):
+    monkeypatch.delenv("UADBENCH_PHANTOM_SIZES", raising=False)  # the calibrated cohort sizes
     base = {"name": "lv", "image_grid": "cpu", "train_dataset": "phantom-healthy-t2w",
             "methods": [{"name": "thresh", "preset": "cpu"}], "datasets": [{"name": "phantom-tumour-t2w"}]}
     spec = parse_grid({**base, "shifts": [{"name": "gamma", "ssim": [0.95, 0.8]}]})
     assert [s.severity for s in spec.shifts[1:]] == [shipped["shifts"]["gamma"][k]["severity"] for k in ("0.95", "0.8")]
     with pytest.raises(ConfigError, match="no shift calibration for phantom-healthy-t2w/val@smoke"):
         parse_grid({**base, "image_grid": "smoke", "shifts": [{"name": "gamma", "ssim": [0.9]}]})
+    with pytest.raises(ConfigError, match="made on image grid"):  # same name, another grid: not the calibrated one
+        parse_grid({**base, "image_grid": {"name": "cpu", "shape": [48, 48, 24], "spacing": 4.0}, "shifts": [{"name": "gamma", "ssim": [0.9]}]})
+    with pytest.raises(ConfigError, match="made on other data"):  # another phantom seed: other subjects
+        parse_grid({**base, "data_seed": 1, "shifts": [{"name": "gamma", "ssim": [0.9]}]})
     with pytest.raises(ConfigError, match="either severities"):
         parse_grid({**base, "shifts": [{"name": "gamma", "ssim": [0.9], "severities": [0.5]}]})
     # a level a shift cannot reach is refused, not invented: TR at a tenth of the protocol's still has SSIM 0.87

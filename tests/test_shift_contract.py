@@ -135,6 +135,8 @@ def test_acquisition_shift_contract(name, flair):
     from uadbench.acquisition import acquire_split
 
     source, original = flair
+    own = source.acquire("val", source.scanner)  # re-rendering on the dataset's own scanner gives its stored images
+    assert all(np.array_equal(a.image, o.image) and np.array_equal(a.brain_mask, o.brain_mask) for a, o in zip(own, original, strict=True))
     fn = SHIFTS.get(name)
     assert isinstance(fn.neutral, numbers.Real)
     same = acquire_split(source, "val", name, fn.neutral)

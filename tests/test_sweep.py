@@ -54,6 +54,32 @@ def test_bad_sweeps_are_refused_when_the_grid_is_read(overrides, message):
         _grid({"name": "ae", "preset": "smoke", "overrides": overrides})
 
 
+def test_two_entries_with_one_config_are_refused():
+    # the cpu preset's steps are 1500: ae[steps=1500] and plain ae would be one fit under two labels
+    with pytest.raises(ConfigError, match="'ae\\[steps=1500\\]' and 'ae' have the same config"):
+        parse_grid({**BASE, "image_grid": "cpu", "methods": [{"name": "ae", "preset": "cpu", "overrides": {"steps": [1500, 4500]}},
+                                                             {"name": "ae", "preset": "cpu"}]})
+    with pytest.raises(ConfigError, match="same config"):
+        _grid({"name": "ae", "preset": "smoke", "overrides": {"lr": [1, 1.0]}})
+
+
+def test_sweep_figure_takes_text_and_sequence_values():
+    from uadbench.records import ResultRecord
+    from uadbench.report.figures import sweep_curves, sweep_frame
+
+    def record(label, sweep, auprc):
+        return ResultRecord(grid="g", spec_hash="s", method="cddpm", label=label, preset="cpu", config_hash="c", fit_key=label,
+                            eval_key=label, train_dataset="h", dataset="d", split="test", val_split="val", shift="none", severity=None,
+                            seed=0, image_grid={}, metrics={"auprc": auprc}, thresholds={}, per_volume={}, cost={"train_seconds": 1.0},
+                            versions={}, confidence_intervals={"auprc": [auprc - 0.1, auprc + 0.1]}, sweep=sweep)
+
+    records = [record("cddpm[noise='gaussian',steps=3]", {"noise": "gaussian", "steps": 3}, 0.4),
+               record("cddpm[noise='simplex',steps=3]", {"noise": "simplex", "steps": 3}, 0.5)]
+    frame = sweep_frame(records, "noise", metrics=("auprc",))
+    assert list(frame["noise"]) == ["gaussian", "simplex"] and set(frame["method"]) == {"cddpm[steps=3]"}
+    assert sweep_curves(records, "noise", metrics=("auprc",)) is not None
+
+
 def test_a_swept_entry_clashing_with_a_plain_label_is_refused():
     with pytest.raises(ConfigError, match="listed twice"):
         _grid({"name": "ae", "preset": "smoke", "overrides": {"steps": [2, 3]}},

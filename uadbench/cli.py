@@ -271,8 +271,8 @@ def _cmd_calibrate_shifts(args: argparse.Namespace) -> int:
         raise UadbenchError(f"--levels must lie in (0, 1), got {' '.join(map(str, args.levels))}")
     if args.out:
         check_directory(Path(args.out).parent, f"--out {args.out}: folder")
-    ref = cal.Reference(args.dataset, args.split, get_image_grid(args.image_grid), data_seed=args.data_seed, data_root=args.data_root)
-    print(f"calibrating {len(names)} shifts on {args.dataset}/{args.split} ({len(ref.volumes)} volumes, {args.image_grid} grid); "
+    ref = cal.Reference(args.dataset, "val", get_image_grid(args.image_grid), data_seed=args.data_seed, data_root=args.data_root)
+    print(f"calibrating {len(names)} shifts on {args.dataset}/val ({len(ref.volumes)} volumes, {args.image_grid} grid); "
           f"similarity: {cal.SIMILARITY}")
     entry = cal.calibrate(ref, names, args.levels)
     if args.out:
@@ -525,7 +525,6 @@ def build_parser() -> argparse.ArgumentParser:
     cs = sub.add_parser("calibrate-shifts", help="find each shift's severities at SSIM 0.95 / 0.90 / 0.80 to the original healthy volumes")
     cs.add_argument("--shift", action="append", help="a shift to calibrate (repeatable; default: every shift with a calibration range)")
     cs.add_argument("--dataset", default="phantom-healthy-t2w", help="healthy dataset (default phantom-healthy-t2w)")
-    cs.add_argument("--split", default="val", help="its split (default val)")
     cs.add_argument("--image-grid", default="cpu", help="image grid preset (default cpu)")
     cs.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.90, 0.80], help="similarity levels (default 0.95 0.90 0.80)")
     cs.add_argument("--data-seed", type=_int_in(0, 2**32 - 1), default=0)

@@ -13,6 +13,7 @@ A grid file looks like::
     overrides = { steps = 400 }        # optional: any field of the method's Config
     # a list where the field takes one value sweeps it: one fit per value, labelled ae[steps=300]
     # overrides = { steps = [300, 1000, 3000] }
+    # precision = "bf16", compile = true  (optional: GPU arithmetic, part of the fit key)
 
 
     [[datasets]]
@@ -20,7 +21,11 @@ A grid file looks like::
 
     [[shifts]]
     name = "gamma"
-    severities = [0.7, 1.5]
+    severities = [0.7, 1.5]            # the shift's own scale, or calibrated levels:
+    # ssim = [0.95, 0.9, 0.8]          # mean SSIM of shifted to original healthy scans (uadbench/shift_calibration.py)
+
+    # optional: shift_levels = "table.json" (uadbench calibrate-shifts --out), notes = "..." (what the
+    # results can and cannot show; printed by published editions), [executor] (where `uadbench run` runs it)
 
 Every grid is evaluated without a shift too ("none"). Shifts apply to the test split only;
 thresholds come from the unshifted validation splits, as in deployment.
@@ -401,7 +406,7 @@ def _shift_severities(s: dict, where: str, levels: Any) -> list[Any]:
     return out
 
 
-def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image_grid: ImageGrid) -> list[ShiftSpec]:
+def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image_grid: ImageGrid, data_seed: int) -> list[ShiftSpec]:
     from uadbench.shifts import check_severity, is_acquisition
 
     table_path = raw.get("shift_levels")
@@ -412,7 +417,8 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
         from uadbench import shift_calibration as cal
 
         path = table_path if table_path is None or Path(table_path).is_absolute() else Path(source).parent / table_path
-        return cal.severity_for(name, level, dataset=train, grid_name=image_grid.name, table=cal.read_table(path))
+        return cal.severity_for(name, level, dataset=train, grid=image_grid.to_dict(), table=cal.read_table(path),
+                                fingerprint=create_dataset(train, seed=data_seed).fingerprint())
 
     shifts = [ShiftSpec("none", None)]
     for i, s in enumerate(_require_table_list(raw, "shifts", source, required=False)):
@@ -490,6 +496,13 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:
         raise ConfigError(f"{source}: methods listed twice: {', '.join(dup)}; give each a distinct 'label'")
+    seen: dict[str, str] = {}
+    for spec in methods:  # two entries with one config would be one fit and one set of cells under two labels
+        key = config_hash(spec.name, create_config(spec.name, spec.preset, spec.overrides_dict), spec.precision, spec.compile)
+        if key in seen:
+            raise ConfigError(f"{source}: methods {seen[key]!r} and {spec.display!r} have the same config (one fit, one set of cells); "
+                              "drop one, or change a field")
+        seen[key] = spec.display
 
     datasets = []
     for i, d in enumerate(_require_table_list(raw, "datasets", source)):
@@ -511,11 +524,10 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
             raise ConfigError(f"{where}: dataset {dataset_spec.name!r} with these splits is listed twice")
         datasets.append(dataset_spec)
 
-    shifts = _parse_shifts(raw, source, train, [d.name for d in datasets], image_grid)
-
     data_seed = raw.get("data_seed", 0)
     if not _is_int(data_seed) or not 0 <= data_seed < SEED_LIMIT:
         raise ConfigError(f"{source}: data_seed must be an integer in [0, 2^32), got {data_seed!r}")
+    shifts = _parse_shifts(raw, source, train, [d.name for d in datasets], image_grid, data_seed)
     device = raw.get("device", "cpu")
     if device not in ("cpu", "cuda", "auto"):
         raise ConfigError(f"{source}: device must be 'cpu', 'cuda' or 'auto', got {device!r}")

@@ -157,11 +157,13 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     return record
 
 
-def restamp(record: ResultRecord, fit: FitJob, ectx: EvalContext) -> ResultRecord:
-    """A cached cell as a record of this grid: its key hashes everything that sets its numbers, so
-    only the presentational fields (grid name, spec hash, label, sweep) come from the grid that reads it."""
-    return dataclasses.replace(record, grid=ectx.spec.name, spec_hash=ectx.spec.spec_hash, label=fit.method.display,
-                               sweep=dict(fit.method.sweep))
+def restamp(record: ResultRecord, fit: FitJob, grid: str, spec_hash: str) -> ResultRecord:
+    """A cached cell as a record of this grid: its key hashes everything that sets its numbers, so the
+    fields that say how the grid named it (grid, spec hash, label, preset, overrides, sweep) come from
+    the grid that reads it (another grid may have reached the same config as ``ae[steps=1500]``)."""
+    m = fit.method
+    return dataclasses.replace(record, grid=grid, spec_hash=spec_hash, label=m.display, preset=m.preset, overrides=m.overrides_dict,
+                               sweep=dict(m.sweep))
 
 
 CellOutcome = tuple[ResultRecord | Failure, bool]  # (the cell's record or failure, read from the cache)
@@ -170,7 +172,8 @@ CellOutcome = tuple[ResultRecord | Failure, bool]  # (the cell's record or failu
 def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress: Progress = _print_progress) -> list[CellOutcome]:
     """Every evaluation cell of one fit, as (record, read from the cache); a cell that raises is a
     :class:`Failure` and the other cells go on."""
-    done = {job.key: restamp(ResultRecord.from_json(p.read_text(), str(p)), fit, ectx)
+    spec_hash = ectx.spec.spec_hash
+    done = {job.key: restamp(ResultRecord.from_json(p.read_text(), str(p)), fit, ectx.spec.name, spec_hash)
             for job in jobs if (p := ectx.eval_path(job)).is_file()}
     if len(done) == len(jobs):
         return [(done[j.key], True) for j in jobs]

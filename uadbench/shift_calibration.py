@@ -150,16 +150,23 @@ def read_table(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return table
 
 
-def severity_for(shift: str, level: float, *, dataset: str, grid_name: str, table: dict[str, Any] | None = None,
-                 split: str = "val") -> float:
-    """The calibrated severity of ``shift`` at similarity ``level`` on ``dataset``'s split and grid."""
+def severity_for(shift: str, level: float, *, dataset: str, grid: dict[str, Any], table: dict[str, Any] | None = None,
+                 fingerprint: str | None = None) -> float:
+    """The calibrated severity of ``shift`` at similarity ``level`` for training data ``dataset`` on image
+    grid ``grid`` (its ``to_dict()``), from its validation split; refused unless the entry was
+    calibrated on that grid and, given ``fingerprint``, on those data (cohort sizes, seed, files)."""
     table = table if table is not None else read_table()
-    key = calibration_key(dataset, split, grid_name)
+    key = calibration_key(dataset, "val", grid["name"])
     entry = table["calibrations"].get(key)
+    redo = (f"run `uadbench calibrate-shifts --dataset {dataset} --image-grid {grid['name']} --out FILE` "
+            f"and name FILE as shift_levels in the grid")
     if entry is None:
-        raise ConfigError(f"no shift calibration for {key}; calibrated: {', '.join(sorted(table['calibrations'])) or '(none)'}; "
-                          f"run `uadbench calibrate-shifts --dataset {dataset} --image-grid {grid_name} --out FILE` "
-                          f"and name FILE as shift_levels in the grid")
+        raise ConfigError(f"no shift calibration for {key}; calibrated: {', '.join(sorted(table['calibrations'])) or '(none)'}; {redo}")
+    if entry.get("image_grid") != grid:
+        raise ConfigError(f"the shift calibration {key} was made on image grid {entry.get('image_grid')}, this grid is {grid}; {redo}")
+    if fingerprint is not None and entry.get("fingerprint") != fingerprint:
+        raise ConfigError(f"the shift calibration {key} was made on other data ({entry.get('fingerprint')}; the grid's training data: "
+                          f"{fingerprint}: other cohort sizes or data_seed?); {redo}")
     levels = entry["shifts"].get(shift)
     if levels is None:
         raise ConfigError(f"shift {shift!r} is not calibrated for {key}; calibrated shifts: {', '.join(sorted(entry['shifts']))}")

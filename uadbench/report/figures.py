@@ -352,11 +352,11 @@ def similarity_curves(records: Sequence[Any], dataset: str, metrics: Sequence[st
             part["value"] *= scale
             sns.lineplot(data=part, x="ssim", y="value", hue="family", hue_order=families, palette=palette, marker="o", markersize=4,
                          errorbar=None, ax=ax, legend=(i == 0 and j == len(labels) - 1), linewidth=1.0)
-            ax.invert_xaxis()
             ax.set_xlabel("input SSIM to the unshifted scans" if i == len(shown) - 1 else "")
             ax.set_ylabel(f"{_title(metric)}{' (%)' if scale != 1.0 else ''}" if j == 0 else "")
             if i == 0:
                 ax.set_title(label, fontsize=9)
+    axes[0, 0].invert_xaxis()  # once: the panels share their x axis (1 = unshifted on the left)
     legend = axes[0, -1].get_legend()
     if legend is not None:
         legend.set_frame_on(False)
@@ -380,11 +380,25 @@ def sweep_frame(records: Iterable[Any], param: str, metrics: Sequence[str] = FIG
             if metric not in r.metrics:
                 continue
             lo, hi = (r.confidence_intervals.get(metric) or [math.nan, math.nan])[:2]
-            rows.append({"method": r.label.split("[", 1)[0], "dataset": r.dataset, "shift": r.shift_label, "seed": r.seed,
-                         param: float(r.sweep[param]), "train_seconds": float(r.cost.get("train_seconds", math.nan)),
+            value = r.sweep[param]
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            rows.append({"method": _other_sweeps(r, param), "dataset": r.dataset, "shift": r.shift_label, "seed": r.seed,
+                         param: float(value) if numeric else _value_text(value),
+                         "train_seconds": float(r.cost.get("train_seconds", math.nan)),
                          "metric": metric, "value": float(r.metrics[metric]), "ci_low": lo, "ci_high": hi,
                          "floor": float(r.floor.get("metrics", {}).get(metric, math.nan))})
     return pd.DataFrame(rows)
+
+
+def _value_text(value: Any) -> str:
+    return f"({','.join(map(str, value))})" if isinstance(value, (list, tuple)) else str(value)
+
+
+def _other_sweeps(record: Any, param: str) -> str:
+    """The line a record belongs to: its label without the swept ``param`` (other swept fields stay)."""
+    base = record.label.split("[", 1)[0]
+    rest = [f"{k}={_value_text(v)}" for k, v in record.sweep.items() if k != param]
+    return f"{base}[{','.join(rest)}]" if rest else base
 
 
 def swept_params(records: Iterable[Any]) -> list[str]:
@@ -427,8 +441,8 @@ def sweep_curves(records: Sequence[Any], param: str, metrics: Sequence[str] = FI
                     err = np.vstack([rows["value"] - rows["ci_low"] * scale, rows["ci_high"] * scale - rows["value"]])
                     ax.errorbar(rows[x], rows["value"], yerr=np.clip(err, 0, None), fmt="none", ecolor=palette[method], elinewidth=0.8,
                                 capsize=2)
-            values = part[x].to_numpy(dtype=float)
-            if values.size and np.nanmin(values) > 0 and np.nanmax(values) / np.nanmin(values) >= 10:
+            values = part[x].to_numpy()
+            if values.dtype.kind == "f" and values.size and np.nanmin(values) > 0 and np.nanmax(values) / np.nanmin(values) >= 10:
                 ax.set_xscale("log")
             floor = part["floor"].dropna()
             if not floor.empty:

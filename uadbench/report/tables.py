@@ -670,7 +670,7 @@ def shift_tables(summary: Summary, spec: str) -> list[Table]:
             for metric in SHIFT_METRICS:
                 info = _info(metric)
                 scale = 100.0 if info.percent else 1.0
-                col = (shift, f"{metric_title(metric)} {info.arrow}")
+                col = (shift, metric_title(metric) if metric in _UNRANKED else f"{metric_title(metric)} {info.arrow}")
                 vals, deltas = [], []
                 for label in rows:
                     kind = FLOOR if label == FLOOR else "method"
@@ -687,7 +687,7 @@ def shift_tables(summary: Summary, spec: str) -> list[Table]:
                 best, _ = _best_and_marks(summary, spec, dataset, shift, metric, labels, dict(zip(labels, vals)), test=False)
                 bold[col] = [label in best and len(labels) > 1 and metric not in _UNRANKED for label in rows]
                 keys[col] = [d if math.isfinite(d) else None for d in deltas]
-                better.append(1 if info.higher_is_better else -1)
+                better.append(0 if metric in _UNRANKED else 1 if info.higher_is_better else -1)
             col = (shift, "Place")
             place = _places(summary, spec, dataset, shift, labels)
             columns.append(col)

@@ -245,6 +245,13 @@ class GridSpec:
         needed |= {(ds.name, s) for ds in self.datasets for s in (ds.val_split, ds.test_split)}
         return sorted(needed)
 
+    def acquired_splits(self) -> list[tuple[str, str, ShiftSpec]]:
+        """Every (dataset, split, shift) re-acquired under an acquisition shift: the shifted test splits."""
+        from uadbench.shifts import is_acquisition
+
+        tests = dict.fromkeys([(self.train_dataset, "test"), *((ds.name, ds.test_split) for ds in self.datasets)])
+        return [(name, split, shift) for shift in self.shifts if shift.name != "none" and is_acquisition(shift.name) for name, split in tests]
+
     def fit_jobs(self, runtime: Mapping[str, Any] | None = None) -> list[FitJob]:
         """The fits the grid lists (one per method and seed), in grid order; ``runtime`` (threads,
         device type) goes into their keys."""

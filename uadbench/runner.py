@@ -259,6 +259,10 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
         for name, split in spec.splits():
             vols = prepare_split(name, split, grid=spec.image_grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root)
             progress(f"  {name}/{split}: {len(vols)} volumes")
+        for name, split, shift in spec.acquired_splits():  # the same subjects under another protocol
+            prepare_split(name, split, grid=spec.image_grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root,
+                          shift=shift)
+            progress(f"  {name}/{split} re-acquired under {shift.label}")
         results = ResultsFile(run_dir / "results.jsonl", [job.key for job in evals])
         if (moved := results.keep_foreign_records()) is not None:
             progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")

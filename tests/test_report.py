@@ -363,6 +363,25 @@ def test_leaderboard_publish_writes_the_edition(tmp_path):
     assert (out / "results.jsonl").read_text() == records_text(records)
 
 
+def test_large_records_are_published_gzipped_and_read_back(tmp_path, monkeypatch):
+    from uadbench.report import publish as pub
+
+    records = make_records()
+    (tmp_path / "results.jsonl").write_text(records_text(records))
+    out = tmp_path / "edition"
+    pub.publish(tmp_path / "results.jsonl", out, formats=("png",), dpi=40)
+    assert (out / "results.jsonl").is_file() and not (out / "results.jsonl.gz").exists()
+    monkeypatch.setattr(pub, "RECORDS_GZIP_BYTES", 100)
+    pub.publish(tmp_path / "results.jsonl", out, formats=("png",), dpi=40)
+    packed = out / "results.jsonl.gz"
+    assert packed.is_file() and not (out / "results.jsonl").exists()  # the stale plain form is gone
+    assert report.read_records(packed) == report.read_records(tmp_path / "results.jsonl")
+    first = packed.read_bytes()
+    pub.publish(tmp_path / "results.jsonl", out, formats=("png",), dpi=40)
+    assert packed.read_bytes() == first  # no time stamp in the gzip header: the same records, the same bytes
+    assert "`results.jsonl.gz`" in (out / "README.md").read_text()
+
+
 def test_leaderboard_and_report_print_each_format(tmp_path, capsys):
     from uadbench.cli import main
 

@@ -175,13 +175,17 @@ def coerce_records(records: Iterable[ResultRecord | Mapping[str, Any]]) -> list[
 
 
 def read_records(path: str | os.PathLike) -> list[ResultRecord]:
-    """Every record of a ``results.jsonl``; a bad line is an error naming the file and line."""
+    """Every record of a ``results.jsonl`` (or a gzipped ``results.jsonl.gz``, as large published
+    editions hold them); a bad line is an error naming the file and line."""
+    import gzip
+
     path = Path(path)
     if not path.is_file():
         raise UadbenchError(f"results file not found: {path} (a run writes <run dir>/results.jsonl)")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise UadbenchError(f"{path}: cannot read a results file: {exc}") from exc
     records = [
         ResultRecord.from_json(line, where=f"{path}:{i}")

@@ -6,7 +6,7 @@
     <out>/leaderboard.{md,tex,html,csv}
     <out>/figures/*.{png,pdf}       per-volume boxes, severity curves, example slices
     <out>/grid.toml                 the grid file the records came from (when given or found)
-    <out>/results.jsonl             the records themselves
+    <out>/results.jsonl             the records themselves (results.jsonl.gz above RECORDS_GZIP_BYTES)
     <out>/environment.json          versions and devices of the run, and of this rendering
 
 Every table and figure comes from one tidy frame (:func:`uadbench.report.tables.tidy_frame`). The
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from uadbench.errors import UadbenchError
-from uadbench.io_utils import write_text_atomic
+from uadbench.io_utils import atomic_path, write_text_atomic
 from uadbench.records import Failure, ResultRecord, read_records, records_text, versions
 
 
@@ -156,12 +156,29 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
         edition.other.append(out / "grid.toml")
     else:
         edition.notes.append("grid file not found (pass --grid GRID.toml): the edition has no grid.toml")
-    write_text_atomic(out / "results.jsonl", records_text(records))
+    records_path = write_records(out, records)
     write_text_atomic(out / "environment.json", json.dumps(environment(records), indent=2, sort_keys=True) + "\n")
-    edition.other += [out / "results.jsonl", out / "environment.json"]
+    edition.other += [records_path, out / "environment.json"]
     write_text_atomic(out / "README.md", _readme(title, records, edition, all_tables, grid_path, command))
     edition.other.insert(0, out / "README.md")
     return edition
+
+
+RECORDS_GZIP_BYTES = 1 << 20  # records above 1 MiB go gzipped (results.jsonl.gz): an edition stays small to commit
+
+
+def write_records(out: Path, records: Sequence[ResultRecord]) -> Path:
+    """The edition's records as ``results.jsonl``, or gzipped (``results.jsonl.gz``, reproducible:
+    no time stamp) when larger than RECORDS_GZIP_BYTES; the other form, left by an earlier edition, goes."""
+    import gzip
+
+    text = records_text(records).encode("utf-8")
+    plain, packed = out / "results.jsonl", out / "results.jsonl.gz"
+    path, stale = (packed, plain) if len(text) > RECORDS_GZIP_BYTES else (plain, packed)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        tmp.write_bytes(gzip.compress(text, mtime=0) if path is packed else text)
+    stale.unlink(missing_ok=True)
+    return path
 
 
 def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_tables: Sequence[Any], grid_path: Path | None,
@@ -187,7 +204,8 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     lines.append("")
     grid_name = grid_path.as_posix() if grid_path is not None else "GRID.toml"
     lines += ["```bash", f"uadbench run {grid_name} --out RUN_DIR", command or "uadbench leaderboard RUN_DIR/results.jsonl --publish DIR", "```", ""]
-    lines.append("Every table and figure here is rendered from `results.jsonl` (one record per cell), through one tidy frame "
+    records_name = next((p.name for p in edition.other if p.name.startswith("results.jsonl")), "results.jsonl")
+    lines.append(f"Every table and figure here is rendered from `{records_name}` (one record per cell), through one tidy frame "
                  "(`uadbench.report.tidy_frame`); rerunning the second command on it gives the same tables.")
     lines.append("")
     lines.append("## Files")
@@ -197,6 +215,7 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
         "leaderboard.html": "the tables as one self-contained HTML page (click a header to sort)",
         "leaderboard.csv": "one row per dataset, shift and method: means, stds and bootstrap intervals (fractions)",
         "grid.toml": "the grid the records came from", "results.jsonl": "the records (one evaluation cell per line)",
+        "results.jsonl.gz": "the records, gzipped (one evaluation cell per line; `uadbench leaderboard` reads it as it is)",
         "environment.json": "versions and devices of the run and of this rendering",
     }
     for path in [*edition.tables, *edition.other]:

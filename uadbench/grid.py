@@ -356,12 +356,17 @@ def _swept(default: Any, value: Any) -> bool:
     return True
 
 
+def sweep_value_text(value: Any, *, quote: bool = True) -> str:
+    """A swept value as labels write it: ``(8,16)`` for a sequence, ``'gaussian'`` for text (unquoted
+    with ``quote=False``), ``300`` for a number."""
+    if isinstance(value, (list, tuple)):
+        return f"({','.join(map(str, value))})"
+    return repr(value) if quote and isinstance(value, str) else str(value)
+
+
 def sweep_label(base: str, sweep: tuple[tuple[str, Any], ...]) -> str:
     """``ae[steps=300]``, ``cddpm[lr=0.001,steps=900]``: a swept entry's label."""
-    def text(v: Any) -> str:
-        return f"({','.join(map(str, v))})" if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, str) else str(v)
-
-    return f"{base}[{','.join(f'{k}={text(v)}' for k, v in sweep)}]" if sweep else base
+    return f"{base}[{','.join(f'{k}={sweep_value_text(v)}' for k, v in sweep)}]" if sweep else base
 
 
 def expand_sweep(name: str, preset: str, overrides: dict[str, Any], label: str, precision: str, compile_: bool,

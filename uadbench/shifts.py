@@ -15,6 +15,7 @@ it is read (:func:`check_severity`), so a bad severity never waits until after t
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -82,11 +83,20 @@ ANY_FINITE = SeverityRange()
 def severity_range(low: float | None = None, high: float | None = None, *, low_inclusive: bool = True, high_inclusive: bool = True,
                    choices: tuple[float, ...] | None = None):
     """Decorator: declare the severities a shift accepts (finite, within [low, high] by default;
-    only ``choices`` when given)."""
+    only ``choices`` when given). The shift refuses any other severity with a ValueError, also when
+    called directly; a grid is checked against the declaration when it is read (:func:`check_severity`)."""
+    valid = SeverityRange(low, high, low_inclusive, high_inclusive, choices)
 
     def mark(fn):
-        fn.valid_severities = SeverityRange(low, high, low_inclusive, high_inclusive, choices)
-        return fn
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            severity = kwargs["severity"] if "severity" in kwargs else args[2]  # (image, mask, severity, rng) or (dataset, split, severity)
+            if severity not in valid:
+                raise ValueError(f"{fn.__name__}: severity must be {valid.describe()}, got {severity!r}")
+            return fn(*args, **kwargs)
+
+        checked.valid_severities = valid
+        return checked
 
     return mark
 
@@ -144,8 +154,6 @@ def no_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np
 @calibration_range(1.0, 0.05)
 def gamma_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Simulated contrast x**cl with cl = severity (the paper's cl in {0.3, 0.7, 1.0, 1.5, 2.0})."""
-    if severity <= 0:
-        raise ValueError(f"gamma severity (the exponent cl) must be > 0, got {severity}")
     out = np.power(np.clip(image, 0.0, 1.0), severity).astype(np.float32)
     out[~brain_mask] = 0.0
     return out
@@ -157,8 +165,6 @@ def gamma_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng:
 @calibration_range(0.0, 8.0)
 def bias_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth multiplicative bias field with peak amplitude severity (0.2 = +-20 %), then clipped to [0, 1]."""
-    if severity < 0:
-        raise ValueError(f"bias severity must be >= 0, got {severity}")
     coarse = rng.standard_normal((4, 4, 4))
     field = ndimage.zoom(coarse, [s / 4 for s in image.shape], order=3, mode="nearest")
     field = field / (np.abs(field).max() + 1e-8)
@@ -173,8 +179,6 @@ def bias_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: 
 @calibration_range(0.0, 0.5)
 def noise_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     """Rician noise of standard deviation severity (in units of the [0, 1] intensity range)."""
-    if severity < 0:
-        raise ValueError(f"noise severity must be >= 0, got {severity}")
     real = image + severity * rng.standard_normal(image.shape)
     imag = severity * rng.standard_normal(image.shape)
     out = np.clip(np.sqrt(real**2 + imag**2), 0.0, 1.0).astype(np.float32)

@@ -372,6 +372,8 @@ def sweep_frame(records: Iterable[Any], param: str, metrics: Sequence[str] = FIG
     metric's value and the record's 95 % bootstrap interval over subjects, and the floor's value."""
     import pandas as pd
 
+    from uadbench.grid import sweep_value_text
+
     rows = []
     for r in records:
         if param not in (r.sweep or {}):
@@ -383,22 +385,18 @@ def sweep_frame(records: Iterable[Any], param: str, metrics: Sequence[str] = FIG
             value = r.sweep[param]
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
             rows.append({"method": _other_sweeps(r, param), "dataset": r.dataset, "shift": r.shift_label, "seed": r.seed,
-                         param: float(value) if numeric else _value_text(value),
+                         param: float(value) if numeric else sweep_value_text(value, quote=False),
                          "train_seconds": float(r.cost.get("train_seconds", math.nan)),
                          "metric": metric, "value": float(r.metrics[metric]), "ci_low": lo, "ci_high": hi,
                          "floor": float(r.floor.get("metrics", {}).get(metric, math.nan))})
     return pd.DataFrame(rows)
 
 
-def _value_text(value: Any) -> str:
-    return f"({','.join(map(str, value))})" if isinstance(value, (list, tuple)) else str(value)
-
-
 def _other_sweeps(record: Any, param: str) -> str:
     """The line a record belongs to: its label without the swept ``param`` (other swept fields stay)."""
-    base = record.label.split("[", 1)[0]
-    rest = [f"{k}={_value_text(v)}" for k, v in record.sweep.items() if k != param]
-    return f"{base}[{','.join(rest)}]" if rest else base
+    from uadbench.grid import sweep_label
+
+    return sweep_label(record.label.split("[", 1)[0], tuple((k, v) for k, v in record.sweep.items() if k != param))
 
 
 def swept_params(records: Iterable[Any]) -> list[str]:

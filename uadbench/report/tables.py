@@ -84,6 +84,7 @@ SHIFT_METRICS = ("auprc", "auroc", "dice@val-bisection", "dice@healthy-fpr@5%", 
 #: The shift tables' metrics that set a method's place (the lesion metrics; the healthy false
 #: positives and the entropy difference are shown beside them, not ranked).
 PLACE_METRICS = SHIFT_METRICS[:4]
+_SHIFT_TITLES = {"entropy_diff": "Entropy diff"}  # titles of shift-table metrics the leaderboard does not show
 #: Shown without a best: the entropy difference is signed, and neither sign is better.
 _UNRANKED = ("entropy_diff",)
 #: Metrics aggregated as a ratio of sums over subjects: (numerator, denominator) per-volume metrics.
@@ -93,7 +94,7 @@ _COST = ("num_parameters", "train_seconds", "seconds_per_volume")
 
 def metric_title(key: str) -> str:
     """A metric's column title (``dice@oracle`` says it is an upper bound)."""
-    return _TITLES.get(key, {"entropy_diff": "Entropy diff"}.get(key, key))
+    return _TITLES.get(key, _SHIFT_TITLES.get(key, key))
 
 
 def _info(key: str) -> MetricInfo:

@@ -99,7 +99,7 @@ class PhantomDataset(DatasetSource):
 
     def acquire(self, split: str, scanner: str | ph.Scanner) -> list[Volume]:
         """The subjects of ``split`` recorded on ``scanner`` instead: the same anatomy, lesions,
-        bias field and noise draws, another protocol (acquisition shifts, :mod:`uadbench.acquisition`).
+        bias field and noise draws, another protocol (acquisition shifts, :mod:`uadbench.shifts.acquisition`).
         Nothing is written; on the dataset's own scanner this gives exactly :meth:`load`'s images."""
         self.check_split(split)
         scanner = ph.get_scanner(scanner)

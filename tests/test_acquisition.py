@@ -1,4 +1,4 @@
-"""Acquisition shifts: phantom subjects re-acquired with another protocol (uadbench.acquisition)."""
+"""Acquisition shifts: phantom subjects re-acquired with another protocol (uadbench.shifts.acquisition)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def _tissue_ratio(image: np.ndarray, subject) -> float:
 def test_echo_time_change_follows_the_spin_echo_signal_equation(tmp_path, factor):
     """Changing TE moves the CSF/WM contrast as PD (1 - exp(-TR/T1)) exp(-TE/T2) says (within the
     bias field and noise, which are the same draws in both images)."""
-    from uadbench.acquisition import acquire_split
     from uadbench.data import phantom as ph
     from uadbench.data.dataset import create_dataset
+    from uadbench.shifts.acquisition import acquire_split
 
     source = create_dataset("phantom-healthy-t2w", root=tmp_path, seed=0)
     before = source.acquire("val", source.scanner)[0]
@@ -45,7 +45,7 @@ def test_echo_time_change_follows_the_spin_echo_signal_equation(tmp_path, factor
 
 
 def test_shifted_split_is_cached_and_evaluated(tmp_path, data_root):
-    from uadbench.runner import run_grid
+    from uadbench.run.runner import run_grid
 
     grid = {**BASE, "shifts": [{"name": "te", "severities": [0.5]}, {"name": "field", "severities": [1.5]}]}
     summary = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)

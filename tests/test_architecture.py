@@ -81,7 +81,7 @@ def test_diffusion_core_does_not_know_the_method_contract():
     for path in (PACKAGE / "diffusion").glob("*.py"):
         if path.name == "method.py":
             continue
-        bad = {m for m in _imports(path) if m.startswith(("uadbench.method", "uadbench.training", "uadbench.runner"))}
+        bad = {m for m in _imports(path) if m.startswith(("uadbench.method", "uadbench.training", "uadbench.run.runner"))}
         assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
@@ -91,13 +91,13 @@ def _functions(path: Path):
 
 
 def test_runner_is_short_and_reads_as_steps():
-    path = PACKAGE / "runner.py"
+    path = PACKAGE / "run" / "runner.py"
     assert len(path.read_text().splitlines()) < 300
     long = [(name, n) for name, n in _functions(path) if n > 60]
     assert not long, f"functions over 60 lines in runner.py: {long}"
 
 
-@pytest.mark.parametrize("module", ["uadbench", "uadbench.grid", "uadbench.report", "uadbench.records", "uadbench.runner"])
+@pytest.mark.parametrize("module", ["uadbench", "uadbench.grid", "uadbench.report", "uadbench.records", "uadbench.run.runner"])
 def test_light_modules_do_not_import_torch_or_mlflow(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -1,7 +1,7 @@
-"""The MONAI artefact shifts (:mod:`uadbench.artefacts`): each against a direct MONAI call, their
+"""The MONAI artefact shifts (:mod:`uadbench.shifts.artefacts`): each against a direct MONAI call, their
 physics (ringing at edges, lost high frequencies, noise level, stripe amplitude), their calibration
 ranges and their declared severities. The shift contract itself is checked for them by
-tests/test_shift_contract.py, which sees them once this module has imported uadbench.artefacts.
+tests/test_shift_contract.py, which sees them once this module has imported uadbench.shifts.artefacts.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import uadbench.artefacts as artefacts  # noqa: F401  (registers the shifts)
+import uadbench.shifts.artefacts as artefacts  # noqa: F401  (registers the shifts)
 from synthetic import brainlike_volumes
 from uadbench.errors import ConfigError
 from uadbench.evaluation.image_quality import ssim
 from uadbench.registry import SHIFTS
-from uadbench.shifts import apply_shift, check_severity
+from uadbench.shifts.base import apply_shift, check_severity
 
 SHAPE = (32, 28, 16)
 NAMES = ["gibbs", "kspace-spike", "bias-field", "rician", "smooth-contrast", "histogram-shift", "low-resolution"]
@@ -50,7 +50,7 @@ def _seed(rng: np.random.Generator) -> int:
 
 # -- registration and declared severities -------------------------------------------------------
 def test_module_imports_without_monai_or_torch():
-    code = "import sys, uadbench.artefacts; print(sorted(m for m in ('monai', 'torch') if m in sys.modules))"
+    code = "import sys, uadbench.shifts.artefacts; print(sorted(m for m in ('monai', 'torch') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == "[]"
 
@@ -58,7 +58,7 @@ def test_module_imports_without_monai_or_torch():
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_with_neutral_range_and_calibration(name):
     fn = SHIFTS.get(name)
-    assert fn.__module__ == "uadbench.artefacts"
+    assert fn.__module__ == "uadbench.shifts.artefacts"
     start, stop = fn.calibration
     assert start == fn.neutral and stop > start
     assert fn.neutral in fn.valid_severities and stop in fn.valid_severities

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uadbench import shift_calibration as cal
 from uadbench.errors import ConfigError
 from uadbench.grid import parse_grid
+from uadbench.shifts import calibration as cal
 
 KEY = cal.calibration_key("phantom-healthy-t2w", "val", "cpu")
 
@@ -53,7 +53,7 @@ def reference(references):
 
 def test_every_calibratable_shift_is_in_the_shipped_table(shipped):
     assert set(cal.calibratable_shifts("phantom-healthy-t2w")) <= set(shipped["shifts"]), (
-        "recalibrate: uadbench calibrate-shifts --out uadbench/shift_levels.json")
+        "recalibrate: uadbench calibrate-shifts --out uadbench/shifts/levels.json")
     assert "ti" not in cal.calibratable_shifts("phantom-healthy-t2w") and "ti" in cal.calibratable_shifts("phantom-healthy-flair")
 
 

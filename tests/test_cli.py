@@ -349,10 +349,10 @@ def free_port() -> int:
 @pytest.fixture
 def served(monkeypatch):
     """Capture the server command instead of starting it."""
-    from uadbench import cli
+    from uadbench.run import ui
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(cli, "serve_process_group", lambda cmd, env, **kw: calls.append(cmd) or 0)
+    monkeypatch.setattr(ui, "serve_process_group", lambda cmd, env, **kw: calls.append(cmd) or 0)
     return calls
 
 
@@ -379,8 +379,8 @@ def test_ui_without_a_store(cli_error, work):
 
 
 def test_ui_runs_this_environments_mlflow_on_the_right_store(work, store, served, monkeypatch, capsys):
-    from uadbench.cli import mlflow_executable
-    from uadbench.tracking import default_tracking_uri
+    from uadbench.run.tracking import default_tracking_uri
+    from uadbench.run.ui import mlflow_executable
 
     decoy = work / "bin"
     decoy.mkdir()

@@ -29,7 +29,7 @@ from uadbench.errors import ConfigError, UadbenchError
 from uadbench.executors import Task, TaskFailure, cluster, create_executor
 from uadbench.grid import executor_table
 from uadbench.records import ResultRecord
-from uadbench.runner import run_grid
+from uadbench.run.runner import run_grid
 
 SMOKE = Path(__file__).parent / "data" / "smoke.toml"
 

@@ -17,7 +17,7 @@ import torch
 from uadbench import ReconstructionMethod, register_method
 from uadbench.grid import parse_grid
 from uadbench.registry import METHODS
-from uadbench.runner import run_grid
+from uadbench.run.runner import run_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "data" / "smoke.toml"

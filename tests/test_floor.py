@@ -15,9 +15,9 @@ import torch
 
 from synthetic import brainlike_volumes
 from uadbench import register_method
-from uadbench.cells import constant_brain_map, floor_evaluation
 from uadbench.evaluation.protocol import EvalVolume, evaluate_dataset
 from uadbench.method import AnomalyOutput, Method
+from uadbench.run.cells import constant_brain_map, floor_evaluation
 
 SHAPE = (32, 32, 12)
 
@@ -100,7 +100,7 @@ def test_a_run_records_the_floor_and_a_constant_method_ties_it(tmp_path, data_ro
     from uadbench import report
     from uadbench.grid import parse_grid
     from uadbench.registry import METHODS
-    from uadbench.runner import run_grid
+    from uadbench.run.runner import run_grid
 
     assert "test-constant" in METHODS.names()
     grid = {"name": "floor", "image_grid": "smoke", "seeds": [0], "train_dataset": "phantom-healthy-t2w",

@@ -231,8 +231,8 @@ def test_geometry_errors_are_one_line():
 
 
 def test_example_nifti_files_carry_the_prepared_affine(tmp_path, prepared):
-    from uadbench.cells import save_example
     from uadbench.evaluation.results import EvalVolume
+    from uadbench.run.cells import save_example
 
     scan, out, marker = prepared["oblique"]
     vol = EvalVolume(out.subject_id, out.image, out.brain_mask, out.lesion_mask, GRID.spacing, image=out.image, affine=out.affine)

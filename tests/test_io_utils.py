@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from uadbench.io_utils import atomic_dir, atomic_path, write_json_atomic
+from uadbench.files import atomic_dir, atomic_path, write_json_atomic
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

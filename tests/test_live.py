@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from uadbench.grid import parse_grid
-from uadbench.live import LiveReader, LiveWriter, live_path, step_of
-from uadbench.outcome import Outcome
-from uadbench.tracking import Tracker
+from uadbench.run.live import LiveReader, LiveWriter, live_path, step_of
+from uadbench.run.outcome import Outcome
+from uadbench.run.tracking import Tracker
 
 GRID = {"name": "live", "image_grid": "smoke", "train_dataset": "phantom-healthy-t2w",
         "methods": [{"name": "ae", "preset": "smoke"}], "datasets": [{"name": "phantom-tumour-t2w"}]}

@@ -51,7 +51,7 @@ def test_precision_is_part_of_the_fit_key_and_validated():
 
 
 def test_a_bf16_grid_runs_and_records_its_precision(tmp_path, data_root):
-    from uadbench.runner import run_grid
+    from uadbench.run.runner import run_grid
 
     grid = {**GRID, "methods": [{"name": "ae", "preset": "smoke", "precision": "bf16"}]}
     summary = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)

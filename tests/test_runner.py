@@ -11,9 +11,9 @@ import torch
 from uadbench import ReconstructionMethod, register_method
 from uadbench.data.pipeline import IMAGE_GRIDS
 from uadbench.grid import MethodSpec, make_fit_job
-from uadbench.inference import predict_volume
 from uadbench.registry import METHODS
-from uadbench.runner import fit_dir, load_fitted, run_fit
+from uadbench.run.maps import predict_volume
+from uadbench.run.runner import fit_dir, load_fitted, run_fit
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ GRID = {
 @pytest.mark.parametrize("module, name", [
     ("uadbench.evaluation.protocol", "PROTOCOL_VERSION"),
     ("uadbench.evaluation.metrics", "METRICS_VERSION"),
-    ("uadbench.shifts", "SHIFTS_VERSION"),
+    ("uadbench.shifts.base", "SHIFTS_VERSION"),
     ("uadbench.data.pipeline", "PIPELINE_VERSION"),
 ])
 def test_evaluation_keys_and_spec_hash_change_with_every_component_version(monkeypatch, module, name):
@@ -173,7 +173,7 @@ def test_each_input_is_predicted_once_and_new_metrics_reuse_the_maps(tmp_path, d
     """The healthy test split is predicted once per shift (not once per dataset and shift), and a
     rerun under a new metrics version recomputes every cell from cached maps without predicting."""
     from uadbench.grid import parse_grid
-    from uadbench.runner import run_grid
+    from uadbench.run.runner import run_grid
 
     grid = {**GRID, "methods": [{"name": "test-counting", "preset": "smoke"}],
             "datasets": [{"name": "phantom-tumour-t2w"}, {"name": "phantom-ms-t2w"}]}

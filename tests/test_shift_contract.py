@@ -1,6 +1,6 @@
 """The shift contract, checked for every registered shift with no per-shift test code.
 
-A shift (see :mod:`uadbench.shifts`) takes a preprocessed volume in [0, 1] that is zero outside the
+A shift (see :mod:`uadbench.shifts.base`) takes a preprocessed volume in [0, 1] that is zero outside the
 brain mask and returns a float32 image of the same shape, zero outside the brain mask; it is
 deterministic in its ``rng``, never writes to its inputs, and leaves the image unchanged at the
 ``neutral`` severity it declares. The severities tested away from neutral are the same offsets
@@ -16,7 +16,7 @@ import pytest
 
 from synthetic import brainlike_volumes
 from uadbench.registry import SHIFTS
-from uadbench.shifts import NO_SHIFT, apply_shift, is_acquisition
+from uadbench.shifts.base import NO_SHIFT, apply_shift, is_acquisition
 
 SHAPE = (24, 20, 12)  # not a cube, so a mixed-up axis shows
 OFFSETS = (0.2, 0.5)  # severities tested: neutral, neutral + 0.2, neutral + 0.5
@@ -110,7 +110,7 @@ def test_output_float32_same_shape_zero_background(name, severity, volume):
     assert not out[~brain].any(), f"{name}@{severity} put signal outside the brain mask"
 
 
-# -- acquisition shifts: the same subjects re-acquired (uadbench.acquisition) ----------------------
+# -- acquisition shifts: the same subjects re-acquired (uadbench.shifts.acquisition) ----------------------
 ACQUISITION = [n for n in ALL if is_acquisition(n)]
 
 
@@ -132,7 +132,7 @@ def flair(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ACQUISITION)
 def test_acquisition_shift_contract(name, flair):
-    from uadbench.acquisition import acquire_split
+    from uadbench.shifts.acquisition import acquire_split
 
     source, original = flair
     own = source.acquire("val", source.scanner)  # re-rendering on the dataset's own scanner gives its stored images

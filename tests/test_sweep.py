@@ -89,7 +89,7 @@ def test_a_swept_entry_clashing_with_a_plain_label_is_refused():
 @pytest.mark.slow
 def test_sweep_runs_caches_each_value_and_draws_its_figure(tmp_path, data_root):
     from uadbench.report.figures import render_record_figures, sweep_frame
-    from uadbench.runner import run_grid
+    from uadbench.run.runner import run_grid
 
     grid = {**BASE, "methods": [{"name": "ae", "preset": "smoke", "overrides": {"steps": [1, 3]}}, {"name": "thresh", "preset": "smoke"}]}
     first = run_grid(parse_grid(grid), out_dir=tmp_path / "run", track=False, progress=lambda m: None)

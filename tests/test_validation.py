@@ -165,7 +165,7 @@ def test_generic_checks_follow_field_names(overrides, message):
 # -- shifts declare the severities they accept ---------------------------------------------------
 @pytest.mark.parametrize("name", [n for n in SHIFTS.names() if n != "none"])
 def test_shift_declares_a_valid_range_holding_its_neutral_severity(name):
-    from uadbench.shifts import apply_shift, check_severity, is_acquisition
+    from uadbench.shifts.base import apply_shift, check_severity, is_acquisition
 
     fn = SHIFTS.get(name)
     valid = fn.valid_severities
@@ -189,7 +189,7 @@ def test_shift_declares_a_valid_range_holding_its_neutral_severity(name):
 
 
 def test_check_severity_names_the_range():
-    from uadbench.shifts import check_severity
+    from uadbench.shifts.base import check_severity
 
     with pytest.raises(ConfigError, match=r"shift 'gamma': severity must be a finite number > 0, got -1 \(1 leaves the image unchanged\)"):
         check_severity("gamma", -1)
@@ -203,7 +203,7 @@ def _listing(root: Path) -> list[tuple[str, int]]:
 
 
 def test_check_directory(tmp_path, monkeypatch):
-    from uadbench.io_utils import check_directory
+    from uadbench.files import check_directory
 
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
@@ -231,7 +231,7 @@ def test_check_directory(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root writes anywhere")
 def test_check_directory_read_only_folder(tmp_path):
-    from uadbench.io_utils import check_directory
+    from uadbench.files import check_directory
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -246,7 +246,7 @@ def test_check_directory_read_only_folder(tmp_path):
 # -- the sqlite URI and the artifact location ----------------------------------------------------
 @pytest.mark.parametrize("name", ["plain", "sp ace #1 %20 100% ünï?/deeper"])  # each store costs seconds to create
 def test_tracking_store_stays_in_the_run_directory_and_follows_it(tmp_path, name):
-    from uadbench.tracking import create_tracker, default_tracking_uri
+    from uadbench.run.tracking import create_tracker, default_tracking_uri
 
     def log(run_dir: Path) -> str:
         artifact = tmp_path.parent / f"{tmp_path.name}-artifact.txt"  # outside tmp_path, removed below

@@ -36,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "register_shift": "uadbench.registry",
     # data, runs and records
     "create_dataset": "uadbench.data.dataset",
-    "run_grid": "uadbench.runner",
+    "run_grid": "uadbench.run.runner",
     "ResultRecord": "uadbench.records",
     "read_records": "uadbench.records",
     # your own scans
@@ -83,4 +83,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         register_metric,
         register_shift,
     )
-    from uadbench.runner import run_grid
+    from uadbench.run.runner import run_grid

@@ -7,7 +7,7 @@ The grid runner does four things per volume, each of them public here:
 2. :func:`uadbench.data.pipeline.preprocess`: the volume pipeline (percentile normalisation in the
    brain, RAS, the grid's voxel size and shape, exact affine);
 3. :func:`predict_map`: the method's anomaly map, slice batch by slice batch, seeded per subject as
-   the runner seeds it (:func:`uadbench.inference.predict_volume`);
+   the runner seeds it (:func:`uadbench.run.maps.predict_volume`);
 4. :func:`uadbench.evaluation.evaluate_dataset` (thresholds from a labelled validation split and
    from healthy validation scans) or :func:`uadbench.evaluation.protocol.evaluate_crossfit`
    (thresholds cross-fitted over the annotated cases, for a handful of them).
@@ -95,12 +95,14 @@ def load_fitted_method(run_dir: PathLike, method: str, *, seed: int = 0, cache_d
     (``<run_dir>/cache`` unless ``cache_dir``), on ``device``."""
     import torch
 
-    from uadbench.inference import resolve_device
     from uadbench.method import create_method
+    from uadbench.run import layout
+    from uadbench.run.maps import resolve_device
 
-    fits = Path(cache_dir) if cache_dir is not None else Path(run_dir) / "cache"
+    cache = Path(cache_dir) if cache_dir is not None else layout.default_cache(Path(run_dir))
+    fits = layout.fits_root(cache)
     metas = []
-    for meta_path in sorted((fits / "fits").glob("*/meta.json")):
+    for meta_path in sorted(fits.glob(f"*/{layout.META}")):
         try:
             metas.append((meta_path.parent, json.loads(meta_path.read_text())))
         except (OSError, ValueError):
@@ -108,14 +110,14 @@ def load_fitted_method(run_dir: PathLike, method: str, *, seed: int = 0, cache_d
     found = [(d, m) for d, m in metas if method in (m.get("label"), m.get("method")) and m.get("seed") == seed]
     if not found:
         have = sorted({f"{m.get('label')} seed {m.get('seed')}" for _, m in metas})
-        raise UadbenchError(f"no fitted {method!r} seed {seed} in {fits / 'fits'}; fitted there: {', '.join(have) or 'none'}")
+        raise UadbenchError(f"no fitted {method!r} seed {seed} in {fits}; fitted there: {', '.join(have) or 'none'}")
     if len({m.get("label") for _, m in found}) > 1:
-        raise UadbenchError(f"{method!r} names several fits in {fits / 'fits'} ({', '.join(sorted({m['label'] for _, m in found}))}); pass the label")
-    folder, meta = max(found, key=lambda dm: (dm[0] / "model.pt").stat().st_mtime if (dm[0] / "model.pt").is_file() else 0.0)
+        raise UadbenchError(f"{method!r} names several fits in {fits} ({', '.join(sorted({m['label'] for _, m in found}))}); pass the label")
+    folder, meta = max(found, key=lambda dm: (dm[0] / layout.MODEL).stat().st_mtime if (dm[0] / layout.MODEL).is_file() else 0.0)
     grid = get_image_grid(meta["image_grid"])
     dev = resolve_device(device)
     model = create_method(meta["method"], meta.get("preset", "paper"), image_shape=grid.slice_shape, **meta.get("overrides", {}))
-    state = folder / "model.pt"
+    state = folder / layout.MODEL
     if not state.is_file():
         raise UadbenchError(f"{state}: the fit has no checkpoint; rerun `uadbench run` to finish it")
     model.load_state_dict(torch.load(state, map_location=dev, weights_only=True))
@@ -128,7 +130,7 @@ def load_fitted_method(run_dir: PathLike, method: str, *, seed: int = 0, cache_d
 def predict_map(method: Any, volume: Volume, *, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """The anomaly map of a volume on the method's grid (prepared with :func:`preprocess`),
     seeded by ``seed`` and the subject id as in a grid run; float32, same shape as the image."""
-    from uadbench.inference import predict_volume, resolve_device, subject_seed
+    from uadbench.run.maps import predict_volume, resolve_device, subject_seed
 
     method = method.method if isinstance(method, FittedMethod) else method
     amap, _, _ = predict_volume(method, volume.image, seed=subject_seed("predict", seed, volume.subject_id),

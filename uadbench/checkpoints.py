@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from uadbench.io_utils import atomic_path
+from uadbench.files import atomic_path
 
 
 @dataclass

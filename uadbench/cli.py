@@ -19,12 +19,8 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from uadbench.errors import UadbenchError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import subprocess
 
 
 def _require_cuda(where: str) -> None:
@@ -39,7 +35,7 @@ def _require_cuda(where: str) -> None:
 def _check_run_paths(args: argparse.Namespace, run_dir: Path) -> None:
     """Every folder a run writes: a directory, or creatable as one, and writable."""
     from uadbench.data.dataset import default_data_root
-    from uadbench.io_utils import check_directory
+    from uadbench.files import check_directory
 
     check_directory(run_dir, "--out" if args.out else "run directory")
     check_directory(Path(args.cache) if args.cache else run_dir / "cache", "--cache" if args.cache else "cache directory")
@@ -70,7 +66,9 @@ def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
     options = {key: value for key, value in table.items() if key in EXECUTOR_OPTIONS[kind]}  # the grid's, where they apply
     options.update(flags)
     if kind == "slurm":
-        options["folder"] = run_dir / "slurm"
+        from uadbench.run import layout
+
+        options["folder"] = layout.slurm_dir(run_dir)
     if args.ray_address is not None:
         options["address"] = args.ray_address
     return create_executor(args.workers, args.threads, runtime_modules(), kind=kind, **options)
@@ -79,7 +77,7 @@ def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
 def _cmd_run(args: argparse.Namespace) -> int:
     from uadbench.executors import LocalPoolExecutor, SerialExecutor
     from uadbench.grid import load_grid
-    from uadbench.runner import default_run_dir, run_grid
+    from uadbench.run.runner import default_run_dir, run_grid
 
     # everything is checked before anything is written
     spec = load_grid(args.grid)
@@ -174,7 +172,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         return _cmd_report(args)
     import shlex
 
-    from uadbench.io_utils import check_directory
+    from uadbench.files import check_directory
     from uadbench.report.publish import publish
 
     out = Path(args.publish)
@@ -233,7 +231,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from uadbench.io_utils import check_directory
+    from uadbench.files import check_directory
 
     if not args.out and not args.preview:
         raise UadbenchError("uadbench phantom needs --out DIR and/or --preview FILE.png")
@@ -258,9 +256,9 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate_shifts(args: argparse.Namespace) -> int:
-    from uadbench import shift_calibration as cal
     from uadbench.data.pipeline import get_image_grid
-    from uadbench.io_utils import check_directory
+    from uadbench.files import check_directory
+    from uadbench.shifts import calibration as cal
 
     valid = cal.calibratable_shifts(args.dataset)
     names = args.shift or valid
@@ -319,117 +317,10 @@ def _directory_env(dataset: str) -> str:
     return str(DATASETS.get(dataset).directory_env())
 
 
-def mlflow_executable() -> Path:
-    """The ``mlflow`` command of this environment (beside ``sys.executable``), not the first on PATH."""
-    return Path(sys.executable).with_name("mlflow.exe" if sys.platform == "win32" else "mlflow")
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-    import socket
-
-    try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    except (socket.gaierror, UnicodeError):
-        return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` once, as the server will: a port in use is one line now, not pages later."""
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UadbenchError(f"--host {host!r}: cannot resolve it ({exc})") from None
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            raise UadbenchError(f"cannot serve on {host}:{port}: {exc.strerror}; is another server using it? pick another --port") from None
-
-
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from uadbench.tracking import default_tracking_uri
+    from uadbench.run import ui
 
-    if args.tracking_uri:
-        uri = args.tracking_uri
-    else:
-        db = Path(args.run_dir) / "mlflow.db"
-        if not db.is_file():
-            raise UadbenchError(f"no MLflow store at {db}; pass --run-dir of a finished run or --tracking-uri")
-        uri = default_tracking_uri(args.run_dir)
-    mlflow_bin = mlflow_executable()
-    if not mlflow_bin.is_file():
-        raise UadbenchError(f"no mlflow command beside {sys.executable} ({mlflow_bin}); install uadbench with its dependencies in this environment")
-    _check_port_free(args.host, args.port)
-    if not _is_loopback(args.host):
-        print(f"uadbench: warning: --host {args.host} is not a loopback address: anyone who can reach this machine can read, edit "
-              "and delete the runs (the MLflow server has no authentication)", file=sys.stderr)
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    print(f"serving {uri} on http://{args.host}:{args.port}", flush=True)
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
-    return serve_process_group(cmd, env)
-
-
-class _Stop(Exception):
-    """A signal asked ``uadbench ui`` to end."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def serve_process_group(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
-    """Run ``cmd`` (a server) in its own process group until it exits or this process is told to
-    stop (SIGTERM, SIGHUP, Ctrl-C); then end the whole group, the server and every worker it
-    started: SIGTERM, and SIGKILL to what is left after ``grace_s``. Returns the exit status."""
-    import signal
-    import subprocess
-
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # a new session: its own process group
-
-    def stop(signum: int, frame: object) -> None:
-        raise _Stop(signum)
-
-    handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-    previous = {s: signal.signal(s, stop) for s in handled}
-    try:
-        return proc.wait()
-    except _Stop as exc:
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        end_process_group(proc.pid, grace_s, leader=proc)
-        if proc.poll() is None:
-            proc.wait()
-
-
-def end_process_group(pgid: int, grace_s: float = 10.0, leader: subprocess.Popen | None = None) -> None:
-    """SIGTERM every process of group ``pgid``; SIGKILL those still there after ``grace_s``.
-    ``leader``: the group's leader when it is this process's child (reaped, so it stops counting)."""
-    import signal
-    import time
-
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if leader is not None:
-                leader.poll()
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+    return ui.serve(args.run_dir, args.tracking_uri, args.host, args.port)
 
 
 def _int_in(low: int, high: int | None = None):

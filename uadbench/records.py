@@ -29,7 +29,7 @@ from typing import Any
 
 from uadbench._version import __version__
 from uadbench.errors import UadbenchError
-from uadbench.io_utils import write_text_atomic
+from uadbench.files import write_text_atomic
 
 RECORD_SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)  # schema 1 records lack versions.components and device; they read fine
@@ -48,7 +48,7 @@ def component_versions() -> dict[str, str]:
     from uadbench.data.pipeline import PIPELINE_VERSION
     from uadbench.evaluation.metrics import METRICS_VERSION
     from uadbench.evaluation.protocol import PROTOCOL_VERSION
-    from uadbench.shifts import SHIFTS_VERSION
+    from uadbench.shifts.base import SHIFTS_VERSION
 
     return {
         "pipeline": PIPELINE_VERSION,
@@ -114,6 +114,7 @@ class ResultRecord:
     # no intensity): metrics, per_volume, confidence_intervals, brain_prevalence; {} in older records
     floor: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)  # the config fields a grid swept, with this fit's values
+    example: str = ""  # the folder of the cell's example volume (NIfTI) and panel, relative to the run's cache; "" if none
     created: str = ""
     schema: int = RECORD_SCHEMA
 

@@ -16,7 +16,7 @@ from uadbench.data.dataset import DatasetSource
 from uadbench.data.geometry import NATIVE_AFFINE, NATIVE_SHAPE
 from uadbench.data.pipeline import PIPELINE_VERSION, ImageGrid
 from uadbench.data.volume import Volume
-from uadbench.io_utils import atomic_path
+from uadbench.files import atomic_path
 
 
 def data_key(source: DatasetSource, split: str, grid: ImageGrid) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
-from uadbench.io_utils import atomic_path
+from uadbench.files import atomic_path
 
 if TYPE_CHECKING:
     from nibabel.spatialimages import SpatialImage

@@ -46,7 +46,7 @@ from uadbench.data.dataset import DatasetSource
 from uadbench.data.splits import SplitPlan, assign_splits, write_splits_csv
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
-from uadbench.io_utils import write_text_atomic
+from uadbench.files import write_text_atomic
 
 if TYPE_CHECKING:
     from nibabel.spatialimages import SpatialImage

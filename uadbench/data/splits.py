@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uadbench.errors import DataError
-from uadbench.io_utils import write_text_atomic
+from uadbench.files import write_text_atomic
 
 
 @dataclass(frozen=True)

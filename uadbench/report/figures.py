@@ -51,7 +51,7 @@ def _image_grid(rows: int, width: float = 6.4, title_in: float = 0.5) -> tuple[F
 def save_figure(fig: Figure, stem: str | os.PathLike, formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
     """``fig`` as ``<stem>.png``, ``<stem>.pdf`` (and any other matplotlib format); the paths written.
     The layout is computed once, for the first format, and kept for the others."""
-    from uadbench.io_utils import atomic_path
+    from uadbench.files import atomic_path
 
     out = []
     for i, fmt in enumerate(formats):
@@ -129,7 +129,7 @@ def _suptitle(fig: Figure, text: str) -> None:
 
 
 def read_example(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """An evaluation cell's example volume as written by ``uadbench.cells.save_example``
+    """An evaluation cell's example volume as written by ``uadbench.run.cells.save_example``
     (``<subject>_{image,anomaly_map,reconstruction,lesion,brain}.nii.gz``); None if absent."""
     import nibabel as nib
 
@@ -457,13 +457,13 @@ def sweep_curves(records: Sequence[Any], param: str, metrics: Sequence[str] = FI
 
 # -- every figure of an edition --------------------------------------------------------------------------
 def example_dirs(records: Sequence[Any], cache_dir: str | os.PathLike) -> dict[str, dict[str, Path]]:
-    """The example folders of the unshifted cells, by dataset then method label (first seed),
-    under ``<cache>/evals/<eval key>-example`` where they exist."""
+    """The example folders of the unshifted cells, by dataset then method label (first seed), where
+    the records name one (``ResultRecord.example``, relative to the cache) and it exists."""
     out: dict[str, dict[str, Path]] = {}
     for r in sorted(records, key=lambda r: r.seed):
-        if r.shift != "none":
+        if r.shift != "none" or not getattr(r, "example", ""):
             continue
-        path = Path(cache_dir) / "evals" / f"{r.eval_key}-example"
+        path = Path(cache_dir) / r.example
         if path.is_dir():
             out.setdefault(r.dataset, {}).setdefault(r.label, path)
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from uadbench.errors import UadbenchError
-from uadbench.io_utils import atomic_path, write_text_atomic
+from uadbench.files import atomic_path, write_text_atomic
 from uadbench.records import Failure, ResultRecord, read_records, records_text, versions
 
 

@@ -38,7 +38,7 @@ from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, MODAL
 from uadbench.data.phantom.subject import COHORTS, get_cohort, subject_id
 from uadbench.data.phantom.synthesis import generate_subject, render, to_volume
 from uadbench.errors import ConfigError, DataError
-from uadbench.io_utils import atomic_dir, remove_stale_temporaries, stale_temporaries
+from uadbench.files import atomic_dir, remove_stale_temporaries, stale_temporaries
 
 fcntl: ModuleType | None
 try:

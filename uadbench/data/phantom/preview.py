@@ -16,7 +16,7 @@ from uadbench.data.phantom.cohorts import PHANTOM_VERSION
 from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, get_scanner
 from uadbench.data.phantom.subject import get_cohort
 from uadbench.data.phantom.synthesis import generate_subject, render
-from uadbench.io_utils import atomic_path
+from uadbench.files import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -34,7 +34,7 @@ from uadbench.data.prepare import antsio, bias, layouts, register, skullstrip
 from uadbench.data.prepare.manifest import MANIFEST_NAME, Manifest, fingerprint
 from uadbench.data.scans import FileDataset, check_same_grid, file_sha256, read_scan
 from uadbench.errors import ConfigError, DataError, UadbenchError
-from uadbench.io_utils import atomic_path
+from uadbench.files import atomic_path
 
 #: bump when a step changes what it writes for the same inputs and settings (reruns redo everything)
 PREPARE_VERSION = "1"
@@ -337,9 +337,9 @@ def prepare_dataset(dataset: str, raw: str | Path, out: str | Path, settings: Pr
     not installed, an unreadable template); a subject that fails later is in the report's
     ``failures`` and the others go on. ``workers`` > 1 prepares that many subjects at once in
     spawned processes (each step runs on one thread)."""
-    from uadbench.io_utils import check_directory
-    from uadbench.locks import hold
+    from uadbench.files import check_directory
     from uadbench.progress import GridProgress
+    from uadbench.run.locks import hold
 
     settings = settings or PrepareSettings()
     raw, out = Path(raw), Path(out)

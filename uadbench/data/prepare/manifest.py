@@ -37,7 +37,7 @@ import numpy as np
 
 from uadbench.data.scans import file_sha256
 from uadbench.errors import DataError
-from uadbench.io_utils import write_json_atomic
+from uadbench.files import write_json_atomic
 
 MANIFEST_NAME = "prepare-manifest.json"
 MANIFEST_FORMAT = "uadbench-prepare-manifest"

@@ -1,6 +1,6 @@
 """A run's hold on its directories, and the sweep of temporaries a killed run left behind.
 
-Atomic writes (:mod:`uadbench.io_utils`) go through ``.<name>.<random>.tmp`` files beside their
+Atomic writes (:mod:`uadbench.files`) go through ``.<name>.<random>.tmp`` files beside their
 target; a SIGKILL in the middle leaves one behind. Every run holds a shared lock on its run and
 cache directories while it works; at start, a run that can take the lock alone (no other run uses
 the directory) deletes the temporaries left there, then keeps its shared hold. Where file locks

@@ -3,10 +3,9 @@
 Predictions are deterministic: each volume is predicted with a generator seeded from the fit's
 seed and the subject id, and a shift draws its randomness from the shift, the severity, the seed
 and the subject. So the maps of one (fit, dataset, split, shift) are the same whichever cell asks
-for them, and they are cached once under :func:`uadbench.grid.map_key`: a new metric or threshold
-protocol recomputes from cached maps without predicting again.
-
-    <cache>/maps/<key>.npz     anomaly maps (and reconstructions) of one split, float32
+for them, and they are cached once under the key the evaluation job carries
+(:func:`uadbench.grid.jobs.map_key`, at ``layout.map_path``): a new metric or threshold protocol
+recomputes from cached maps without predicting again.
 """
 
 from __future__ import annotations
@@ -19,10 +18,13 @@ import numpy as np
 
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
-from uadbench.evaluation.protocol import EvalVolume
-from uadbench.grid import FitJob, map_key
-from uadbench.io_utils import atomic_path
-from uadbench.shifts import NO_SHIFT, is_acquisition, shifted_image, subject_seed
+from uadbench.evaluation.results import EvalVolume
+from uadbench.files import atomic_path
+from uadbench.grid.entries import ShiftSpec
+from uadbench.grid.jobs import FitJob, MapRef
+from uadbench.run import layout
+from uadbench.run.splits import prepare_split
+from uadbench.shifts.base import NO_SHIFT, is_acquisition, shifted_image, subject_seed
 
 
 def predict_volume(method, image: np.ndarray, *, seed: int, batch_size: int, device,
@@ -69,12 +71,12 @@ class SplitMaps:
     seconds: list[float]
 
 
-def predict_split(method, volumes: list[Volume], *, shift_name: str, severity: float | None, seed: int,
-                  batch_size: int, device, precision: str = "fp32") -> SplitMaps:
-    """Predict every volume of a split under a shift (seeded per subject)."""
+def predict_split(method, volumes: list[Volume], images: list[np.ndarray], *, seed: int, batch_size: int, device,
+                  precision: str = "fp32") -> SplitMaps:
+    """Predict every volume of a split from its ``images`` (the volumes' images as the method sees
+    them, shifted or not), seeded per subject."""
     maps, recons, seconds = [], [], []
-    for v in volumes:
-        image = shifted_image(v, shift_name, severity, seed)
+    for v, image in zip(volumes, images, strict=True):
         amap, recon, sec = predict_volume(method, image, seed=subject_seed("predict", seed, v.subject_id),
                                           batch_size=batch_size, device=device, precision=precision)
         if not np.isfinite(amap).all():
@@ -89,11 +91,11 @@ def predict_split(method, volumes: list[Volume], *, shift_name: str, severity: f
 class MapCache:
     """Anomaly maps on disk, one npz per key, written atomically."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = Path(cache_dir)
 
     def path(self, key: str) -> Path:
-        return self.directory / f"{key}.npz"
+        return layout.map_path(self.cache_dir, key)
 
     def load(self, key: str) -> SplitMaps | None:
         path = self.path(key)
@@ -119,10 +121,10 @@ class MapCache:
 
 # -- fitted methods -------------------------------------------------------------------------------
 def fit_dir(cache_dir: Path, job: FitJob) -> Path:
-    return cache_dir / "fits" / job.key
+    return layout.fit_dir(cache_dir, job.key)
 
 
-def resolve_device(device: str):
+def resolve_device(device):
     import torch
 
     if device == "auto":
@@ -132,13 +134,13 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
-def load_fitted(job: FitJob, cache_dir: Path, device: str = "cpu"):
+def load_fitted(job: FitJob, cache_dir: Path, device="cpu"):
     """The fitted method of ``job`` from the cache, in eval mode on ``device``."""
     import torch
 
     from uadbench.method import create_method
 
-    path = fit_dir(cache_dir, job) / "model.pt"
+    path = layout.model_path(cache_dir, job.key)
     if not path.is_file():
         raise UadbenchError(f"no checkpoint for {job.method.display} seed {job.seed} at {path}")
     dev = resolve_device(device)
@@ -153,66 +155,64 @@ def load_fitted(job: FitJob, cache_dir: Path, device: str = "cpu"):
 class MapSource:
     """The evaluation volumes of one fit: maps from the cache, or predicted (and then cached).
 
-    ``load_method`` builds the fitted method on first need; ``prepare`` returns a prepared split
-    (``prepare(dataset, split, grid=, data_seed=, cache_dir=, data_root=)``). Maps already asked for
-    in this process are kept in memory, so a split shared by several cells (the healthy test split
-    under one shift) is predicted once.
+    Each :class:`~uadbench.grid.jobs.MapRef` names the maps' key, computed once with the grid's
+    jobs. The fitted method is loaded on first need. Maps, prepared splits and shifted images
+    already asked for in this process are kept in memory, so a split shared by several cells (the
+    healthy test split under one shift) is predicted once and each shift is applied to a volume once.
     """
 
-    def __init__(self, fit, *, spec, cache_dir: Path, data_root: Path | None, device, load_method, prepare) -> None:
-        self.fit, self.spec, self.cache_dir, self.data_root, self.device = fit, spec, cache_dir, data_root, device
-        self.cache = MapCache(cache_dir / "maps")
-        self._load_method, self._prepare = load_method, prepare
+    def __init__(self, fit: FitJob, *, batch_size: int, cache_dir: Path, data_root: Path | None, device) -> None:
+        self.fit, self.batch_size, self.cache_dir, self.data_root, self.device = fit, batch_size, cache_dir, data_root, device
+        self.cache = MapCache(cache_dir)
         self._method = None
-        self._maps: dict[tuple, SplitMaps] = {}
+        self._maps: dict[str, SplitMaps] = {}
         self._splits: dict[tuple, list[Volume]] = {}
+        self._images: dict[tuple, list[np.ndarray]] = {}
 
-    def _split(self, dataset: str, split: str, shift=None) -> tuple[list[Volume], str]:
+    def _split(self, dataset: str, split: str, shift: ShiftSpec) -> tuple[list[Volume], str]:
         """The split's volumes as the method sees them under ``shift``, and the pixel shift still to
         apply to them: an acquisition shift gives re-acquired volumes and leaves nothing to apply."""
-        acquired = shift is not None and is_acquisition(shift.name)
+        acquired = shift.name != NO_SHIFT and is_acquisition(shift.name)
         mem = (dataset, split, shift.name, shift.severity) if acquired else (dataset, split)
         if mem not in self._splits:
-            self._splits[mem] = self._prepare(dataset, split, grid=self.fit.image_grid, data_seed=self.fit.data_seed,
-                                              cache_dir=self.cache_dir, data_root=self.data_root,
-                                              **({"shift": shift} if acquired else {}))
-        return self._splits[mem], (NO_SHIFT if acquired or shift is None else shift.name)
+            self._splits[mem] = prepare_split(dataset, split, grid=self.fit.image_grid, data_seed=self.fit.data_seed,
+                                              cache_dir=self.cache_dir, data_root=self.data_root, shift=shift if acquired else None)
+        return self._splits[mem], (NO_SHIFT if acquired else shift.name)
 
-    def maps(self, dataset: str, split: str, shift) -> SplitMaps:
+    def split_volumes(self, dataset: str, split: str, shift: ShiftSpec) -> list[Volume]:
+        return self._split(dataset, split, shift)[0]
+
+    def images(self, dataset: str, split: str, shift: ShiftSpec) -> list[np.ndarray]:
+        """The images of a split as the method sees them under a shift (shifted once; nothing is predicted)."""
         mem = (dataset, split, shift.name, shift.severity)
-        if mem in self._maps:
-            return self._maps[mem]
-        batch = self.spec.predict_batch_size(self.fit.method.name)
-        key = map_key(self.fit, dataset, split, shift, batch)
-        maps = self.cache.load(key)
+        if mem not in self._images:
+            volumes, pixel_shift = self._split(dataset, split, shift)
+            self._images[mem] = [shifted_image(v, pixel_shift, shift.severity, self.fit.seed) for v in volumes]
+        return self._images[mem]
+
+    def maps(self, ref: MapRef) -> SplitMaps:
+        if ref.key in self._maps:
+            return self._maps[ref.key]
+        maps = self.cache.load(ref.key)
         if maps is None:
             if self._method is None:
-                self._method = self._load_method()
-            volumes, pixel_shift = self._split(dataset, split, shift)
-            maps = predict_split(self._method, volumes, shift_name=pixel_shift, severity=shift.severity,
-                                 seed=self.fit.seed, batch_size=batch, device=self.device, precision=self.fit.method.precision)
-            self.cache.save(key, maps)
-        self._maps[mem] = maps
+                self._method = load_fitted(self.fit, self.cache_dir, self.device)
+            volumes = self.split_volumes(ref.dataset, ref.split, ref.shift)
+            maps = predict_split(self._method, volumes, self.images(ref.dataset, ref.split, ref.shift), seed=self.fit.seed,
+                                 batch_size=self.batch_size, device=self.device, precision=self.fit.method.precision)
+            self.cache.save(ref.key, maps)
+        self._maps[ref.key] = maps
         return maps
 
-    def images(self, dataset: str, split: str, shift) -> list[np.ndarray]:
-        """The images of a split as the method sees them under a shift (nothing is predicted)."""
-        volumes, pixel_shift = self._split(dataset, split, shift)
-        return [shifted_image(v, pixel_shift, shift.severity, self.fit.seed) for v in volumes]
-
-    def seconds(self, dataset: str, split: str, shift) -> list[float]:
-        return self.maps(dataset, split, shift).seconds
-
-    def volumes(self, dataset: str, split: str, shift) -> list:
+    def volumes(self, ref: MapRef) -> list[EvalVolume]:
         """:class:`EvalVolume` s of a split under a shift: shifted image, map, masks."""
-        maps = self.maps(dataset, split, shift)
+        maps = self.maps(ref)
+        volumes, images = self.split_volumes(ref.dataset, ref.split, ref.shift), self.images(ref.dataset, ref.split, ref.shift)
         out = []
-        volumes, pixel_shift = self._split(dataset, split, shift)
-        for i, v in enumerate(volumes):
+        for i, (v, image) in enumerate(zip(volumes, images, strict=True)):
             if maps.subject_ids[i] != v.subject_id:
-                raise UadbenchError(f"cached maps of {dataset}/{split} do not match its subjects; delete {self.cache.directory}")
+                raise UadbenchError(f"cached maps of {ref.dataset}/{ref.split} do not match its subjects; delete {self.cache.path(ref.key)}")
             recon = maps.reconstructions[i] if maps.reconstructions is not None else None
             out.append(EvalVolume(v.subject_id, maps.maps[i], v.brain_mask, v.lesion_mask, self.fit.image_grid.spacing,
-                                  image=shifted_image(v, pixel_shift, shift.severity, self.fit.seed), reconstruction=recon,
-                                  affine=v.affine))
+                                  image=image, reconstruction=recon, affine=v.affine))
         return out

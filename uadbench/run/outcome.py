@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from uadbench.cells import EvalContext
 from uadbench.executors import Task, TaskFailure
 from uadbench.grid import FitJob
-from uadbench.live import LiveReader, step_of
 from uadbench.progress import GridProgress
 from uadbench.records import Failure, ResultRecord, ResultsFile
+from uadbench.run.cells import EvalContext
+from uadbench.run.live import LiveReader, step_of
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""One evaluation cell: where it reads and writes, its result record, its example volume."""
+"""One evaluation cell: its context, its result record, its floor, its example volume."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 from uadbench.data.dataset import create_dataset
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.evaluation.results import EvalVolume
-from uadbench.grid import EvalJob, FitJob, GridSpec
+from uadbench.grid.jobs import EvalJob, FitJob
+from uadbench.grid.spec import GridSpec
 from uadbench.records import ResultRecord, now_utc, versions
+from uadbench.run import layout
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,14 @@ class EvalContext:
     quiet: bool = False  # fits print no progress lines (the grid's process shows their progress)
 
     def eval_path(self, job: EvalJob | str) -> Path:
-        return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}.json"
+        return layout.eval_path(self.cache_dir, job if isinstance(job, str) else job.key)
 
     def example_dir(self, job: EvalJob | str) -> Path:
-        return self.cache_dir / "evals" / f"{job if isinstance(job, str) else job.key}-example"
+        return layout.example_dir(self.cache_dir, job if isinstance(job, str) else job.key)
+
+    def example(self, job: EvalJob | str) -> str:
+        """The example folder as a record names it: relative to the cache."""
+        return str(self.example_dir(job).relative_to(self.cache_dir))
 
 
 def subject_facts(ectx: EvalContext, job: EvalJob) -> dict[str, dict]:
@@ -92,14 +98,14 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
         versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
         subjects=subject_facts(ectx, job), precision=fit.method.precision, floor=floor or {}, sweep=dict(fit.method.sweep),
+        example=ectx.example(job),
     )
 
 
-def save_example(prefix: Path, vol, title: str = "") -> None:
-    """A test volume's image, reconstruction, map, lesion and brain masks as NIfTI, and its example
-    panel (input | reconstruction | map | ground truth) as ``panel.png`` (MLflow artifacts)."""
+def save_example(prefix: Path, vol) -> None:
+    """A test volume's image, reconstruction, map, lesion and brain masks as NIfTI (the record
+    names the folder; :func:`uadbench.report.figures.example_panel` draws its panel where one is shown)."""
     from uadbench.data.nifti import save_nifti
-    from uadbench.report.figures import cell_panel, save_figure
 
     affine = vol.affine if vol.affine is not None else np.diag([vol.spacing, vol.spacing, vol.spacing, 1.0])
     prefix.mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,3 @@ def save_example(prefix: Path, vol, title: str = "") -> None:
     if vol.lesion_mask is not None:
         save_nifti(prefix / f"{vol.subject_id}_lesion.nii.gz", vol.lesion_mask.astype(np.uint8), affine)
     save_nifti(prefix / f"{vol.subject_id}_brain.nii.gz", np.asarray(vol.brain_mask).astype(np.uint8), affine)
-    example = {"image": vol.image, "reconstruction": vol.reconstruction, "anomaly_map": vol.anomaly_map,
-               "lesion": vol.lesion_mask, "brain": vol.brain_mask}
-    fig = cell_panel(example, title or vol.subject_id)
-    save_figure(fig, prefix / "panel", formats=("png",), dpi=100)

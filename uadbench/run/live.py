@@ -16,11 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from uadbench.run.layout import live_path  # re-exported: where a fit's live log is
+
 _STEP = re.compile(r"\bstep (\d+)/(\d+)\b")
-
-
-def live_path(cache_dir: Path, fit_key: str) -> Path:
-    return Path(cache_dir) / "live" / f"{fit_key}.jsonl"
 
 
 class LiveWriter:

@@ -23,14 +23,13 @@ it is read. Train on one protocol, evaluate on another: the training split is ne
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from uadbench.config import stable_hash
 from uadbench.data.volume import Volume
 from uadbench.errors import ConfigError
 from uadbench.registry import DATASETS, register_shift
-from uadbench.shifts import (
+from uadbench.shifts.base import (
     SHIFTS_VERSION,
     acquisition_shift,
     calibration_range,
@@ -100,7 +99,7 @@ def acquire_split(source: Any, split: str, shift: str, severity: float) -> list[
     """The raw volumes of ``split`` of dataset ``source`` under acquisition shift ``shift``; the
     dataset's own volumes at the neutral severity (the same subjects either way)."""
     from uadbench.registry import SHIFTS
-    from uadbench.shifts import check_severity
+    from uadbench.shifts.base import check_severity
 
     fn = SHIFTS.get(shift)
     if not is_acquisition(shift):
@@ -127,8 +126,7 @@ def check_datasets(shift: str, datasets: list[str], where: str) -> None:
 ACQUISITION_SHIFTS = ("te", "tr", "ti", "field")
 
 
-def shifted_split_path(cache_dir: Path, dataset: str, split: str, shift: Any, base_key: str) -> Path:
-    """Where the preprocessed split under acquisition shift ``shift`` is cached: the unshifted
-    split's key, the shift and the shifts version."""
-    key = stable_hash({"split": base_key, "shift": [shift.name, shift.severity], "shifts": SHIFTS_VERSION}, 16)
-    return cache_dir / "data" / f"{dataset}-{split}-{shift.name}-{key}.npz"
+def acquired_split_key(base_key: str, shift: Any) -> str:
+    """Key of a preprocessed split under acquisition shift ``shift``: the unshifted split's key,
+    the shift and the shifts version."""
+    return stable_hash({"split": base_key, "shift": [shift.name, shift.severity], "shifts": SHIFTS_VERSION}, 16)

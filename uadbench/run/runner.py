@@ -1,13 +1,8 @@
 """Runs a grid: prepares data, fits every method, evaluates every cell, logs and reports.
 
 Every expensive product is cached under a key that hashes everything that determines it (see
-:mod:`uadbench.grid`), and written atomically, so a killed run resumes where it stopped and a
-finished cell is never recomputed:
-
-    <cache>/data/<dataset>-<split>-<key>.npz   preprocessed split on the grid (image, brain, lesion)
-    <cache>/fits/<key>/                        model.pt (loaded with weights_only=True) + meta.json
-    <cache>/maps/<key>.npz                     anomaly maps of one split under one shift
-    <cache>/evals/<key>.json                   one evaluation cell's result record
+:mod:`uadbench.grid.jobs`; where each lies: :mod:`uadbench.run.layout`), and written atomically,
+so a killed run resumes where it stopped and a finished cell is never recomputed.
 
 :func:`run_grid` reads as its steps: 1. read the grid and expand its job graph; 2. prepare every
 split it needs; 3. fit, dependencies first; 4. evaluate every (fit, dataset, shift) cell; 5. write
@@ -28,24 +23,22 @@ from pathlib import Path
 import numpy as np
 
 from uadbench import report
-from uadbench.cells import EvalContext, cell_record, floor_evaluation, input_similarity, save_example
-from uadbench.data.cache import data_key, load_split, save_split
-from uadbench.data.dataset import create_dataset
-from uadbench.data.pipeline import ImageGrid, preprocess
-from uadbench.data.volume import Volume
-from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.executors import Executor, Task, TaskFailure, create_executor
-from uadbench.grid import NO_SHIFT_SPEC, EvalJob, FitJob, GridSpec, ShiftSpec, load_grid
-from uadbench.inference import MapSource, fit_dir, load_fitted, resolve_device
-from uadbench.io_utils import atomic_path, write_json_atomic, write_text_atomic
-from uadbench.live import LiveReader, LiveWriter, live_path
-from uadbench.locks import hold
-from uadbench.outcome import Outcome
+from uadbench.files import atomic_path, write_json_atomic, write_text_atomic
+from uadbench.grid import EvalJob, FitJob, GridSpec, load_grid
+from uadbench.grid.entries import NO_SHIFT_SPEC
 from uadbench.progress import GridProgress
 from uadbench.records import Failure, ResultRecord, ResultsFile, versions
 from uadbench.registry import runtime_modules
-from uadbench.tracking import create_tracker
+from uadbench.run import layout
+from uadbench.run.cells import EvalContext, cell_record, floor_evaluation, input_similarity, save_example
+from uadbench.run.live import LiveReader, LiveWriter, live_path
+from uadbench.run.locks import hold
+from uadbench.run.maps import MapSource, load_fitted, resolve_device
+from uadbench.run.outcome import Outcome
+from uadbench.run.splits import prepare_split
+from uadbench.run.tracking import create_tracker
 
 Progress = Callable[[str], None]
 
@@ -54,35 +47,13 @@ def _print_progress(message: str) -> None:
     print(message, flush=True)
 
 
-# -- 2. data --------------------------------------------------------------------------------------
-def prepare_split(dataset: str, split: str, *, grid: ImageGrid, data_seed: int, cache_dir: Path, data_root: Path | None,
-                  shift: ShiftSpec | None = None) -> list[Volume]:
-    """Preprocessed volumes of one split on ``grid``, cached as npz; under an acquisition
-    ``shift`` (:mod:`uadbench.acquisition`), the split as the other protocol records it."""
-    source = create_dataset(dataset, root=data_root, seed=data_seed)
-    source.check_split(split)
-    path = cache_dir / "data" / f"{dataset}-{split}-{data_key(source, split, grid)}.npz"
-    if shift is not None:
-        from uadbench.acquisition import acquire_split, shifted_split_path
-
-        path = shifted_split_path(cache_dir, dataset, split, shift, path.stem)
-    if path.is_file():
-        return load_split(path)
-    raw = source.load(split) if shift is None else acquire_split(source, split, shift.name, shift.severity)  # type: ignore[arg-type]
-    volumes = [preprocess(v, grid) for v in raw]
-    if not volumes:
-        raise UadbenchError(f"dataset {dataset!r} split {split!r} has no subjects")
-    save_split(path, volumes)
-    return volumes
-
-
 # -- 3. fits --------------------------------------------------------------------------------------
 def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress | None = _print_progress,
             checkpoint_every: int = 500) -> dict:
     """Train one method (or read it from the cache); returns the fit's meta record.
 
     The fits ``job`` reuses (``job.depends_on``) are read from the cache, or fitted first when the
-    caller did not run them. Metrics and progress also go to the fit's live log (:mod:`uadbench.live`);
+    caller did not run them. Metrics and progress also go to the fit's live log (:mod:`uadbench.run.live`);
     ``progress=None`` prints nothing."""
     import torch
 
@@ -90,9 +61,9 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     from uadbench.data.slices import SliceDataset
     from uadbench.method import FitContext, create_method
 
-    out = fit_dir(cache_dir, job)
-    if (out / "meta.json").is_file() and (out / "model.pt").is_file():
-        return {**json.loads((out / "meta.json").read_text()), "cached": True}
+    model, meta_file = layout.model_path(cache_dir, job.key), layout.meta_path(cache_dir, job.key)
+    if meta_file.is_file() and model.is_file():
+        return {**json.loads(meta_file.read_text()), "cached": True}
     tag = f"[fit {job.method.display} seed {job.seed}]"
     live = LiveWriter(live_path(cache_dir, job.key), echo=(lambda msg: progress(f"{tag} {msg}")) if progress else None)
     train, val = (prepare_split(job.train_dataset, s, grid=job.image_grid, data_seed=job.data_seed, cache_dir=cache_dir, data_root=data_root)
@@ -103,7 +74,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape).to(dev)
     reused = [run_fit(d, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress, checkpoint_every=checkpoint_every)
               for d in job.depends_on]
-    ckpt = Checkpointer(cache_dir / "work" / job.key, checkpoint_every, method.modules)
+    ckpt = Checkpointer(layout.work_dir(cache_dir, job.key), checkpoint_every, method.modules)
     history = ckpt.history  # kept across a resume
     ctx = FitContext(
         device=dev, generator=torch.Generator().manual_seed(job.seed), seed=job.seed, checkpoint=ckpt,
@@ -116,7 +87,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     slices = [SliceDataset([v.image for v in split], [v.subject_id for v in split]) for split in (train, val)]
     method.fit(slices[0], slices[1], ctx)
     seconds = time.perf_counter() - start
-    with atomic_path(out / "model.pt", suffix=".pt") as tmp:
+    with atomic_path(model, suffix=".pt") as tmp:
         torch.save(method.state_dict(), tmp)
     meta = {
         "key": job.key, "method": job.method.name, "label": job.method.display, "preset": job.method.preset,
@@ -128,7 +99,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "precision": job.method.precision, "compile": job.method.compile,
         "versions": versions(),
     }
-    write_json_atomic(out / "meta.json", meta)
+    write_json_atomic(meta_file, meta)
     ckpt.clear()
     live.progress(f"done in {seconds:.1f} s")
     return {**meta, "cached": False}
@@ -138,32 +109,32 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
 def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta: dict) -> ResultRecord:
     """One evaluation cell: the protocol on the test split, healthy scans and validation splits."""
     spec, ds = ectx.spec, job.dataset
-    test = maps.volumes(ds.name, ds.test_split, job.shift)
-    healthy_test = maps.volumes(spec.train_dataset, "test", job.shift)  # once per shift, whatever the dataset
-    lesion_val = maps.volumes(ds.name, ds.val_split, NO_SHIFT_SPEC)
+    test = maps.volumes(job.map("test"))
+    healthy_test = maps.volumes(job.map("healthy_test"))  # once per shift, whatever the dataset
+    lesion_val = maps.volumes(job.map("lesion_val"))
     protocol = dict(
         lesion_val=lesion_val if all(v.lesion_mask is not None for v in lesion_val) else None,
-        healthy_val=maps.volumes(spec.train_dataset, "val", NO_SHIFT_SPEC),
+        healthy_val=maps.volumes(job.map("healthy_val")),
         source_names={"lesion_val": f"{ds.name}/{ds.val_split}", "healthy_val": f"{spec.train_dataset}/val"},
         seed=fit.seed,
     )
     result = evaluate_dataset(test + healthy_test, **protocol)  # type: ignore[arg-type]
     floor = floor_evaluation(test + healthy_test, **protocol)  # type: ignore[arg-type]  # the protocol on a map constant on the brain
-    seconds = maps.seconds(ds.name, ds.test_split, job.shift)
+    seconds = maps.maps(job.map("test")).seconds
     similarity = input_similarity(maps.images(spec.train_dataset, "test", NO_SHIFT_SPEC), healthy_test)
     record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor, similarity)
-    save_example(ectx.example_dir(job), test[0], f"{fit.method.display}, {ds.name} {job.shift.label}, {test[0].subject_id}")
+    save_example(ectx.example_dir(job), test[0])
     write_json_atomic(ectx.eval_path(job), record.to_dict())
     return record
 
 
-def restamp(record: ResultRecord, fit: FitJob, grid: str, spec_hash: str) -> ResultRecord:
+def restamp(record: ResultRecord, fit: FitJob, grid: str, spec_hash: str, example: str) -> ResultRecord:
     """A cached cell as a record of this grid: its key hashes everything that sets its numbers, so the
     fields that say how the grid named it (grid, spec hash, label, preset, overrides, sweep) come from
     the grid that reads it (another grid may have reached the same config as ``ae[steps=1500]``)."""
     m = fit.method
     return dataclasses.replace(record, grid=grid, spec_hash=spec_hash, label=m.display, preset=m.preset, overrides=m.overrides_dict,
-                               sweep=dict(m.sweep))
+                               sweep=dict(m.sweep), example=example)
 
 
 CellOutcome = tuple[ResultRecord | Failure, bool]  # (the cell's record or failure, read from the cache)
@@ -173,13 +144,13 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
     """Every evaluation cell of one fit, as (record, read from the cache); a cell that raises is a
     :class:`Failure` and the other cells go on."""
     spec_hash = ectx.spec.spec_hash
-    done = {job.key: restamp(ResultRecord.from_json(p.read_text(), str(p)), fit, ectx.spec.name, spec_hash)
+    done = {job.key: restamp(ResultRecord.from_json(p.read_text(), str(p)), fit, ectx.spec.name, spec_hash, ectx.example(job))
             for job in jobs if (p := ectx.eval_path(job)).is_file()}
     if len(done) == len(jobs):
         return [(done[j.key], True) for j in jobs]
-    meta = json.loads((fit_dir(ectx.cache_dir, fit) / "meta.json").read_text())
-    maps = MapSource(fit, spec=ectx.spec, cache_dir=ectx.cache_dir, data_root=ectx.data_root, device=resolve_device(ectx.device),
-                     load_method=lambda: load_fitted(fit, ectx.cache_dir, ectx.device), prepare=prepare_split)
+    meta = json.loads(layout.meta_path(ectx.cache_dir, fit.key).read_text())
+    maps = MapSource(fit, batch_size=ectx.spec.predict_batch_size(fit.method.name), cache_dir=ectx.cache_dir, data_root=ectx.data_root,
+                     device=resolve_device(ectx.device))
     out: list[CellOutcome] = []
     for job in jobs:
         if job.key in done:
@@ -246,7 +217,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
     spec = dataclasses.replace(spec, data_root=str(data_root) if data_root is not None else spec.data_root)
     executor = executor or create_executor(workers, threads_per_worker, runtime_modules())
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(spec)
-    ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else run_dir / "cache",
+    ectx = EvalContext(spec, Path(cache_dir) if cache_dir is not None else layout.default_cache(run_dir),
                        Path(data_root) if data_root is not None else None, device or spec.device, checkpoint_every,
                        quiet=executor.polls and sys.stdout.isatty())  # a terminal shows a bar per fit instead of lines
     fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": executor.device_type(ectx.device)})
@@ -263,7 +234,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
             prepare_split(name, split, grid=spec.image_grid, data_seed=spec.data_seed, cache_dir=ectx.cache_dir, data_root=ectx.data_root,
                           shift=shift)
             progress(f"  {name}/{split} re-acquired under {shift.label}")
-        results = ResultsFile(run_dir / "results.jsonl", [job.key for job in evals])
+        results = ResultsFile(layout.results_path(run_dir), [job.key for job in evals])
         if (moved := results.keep_foreign_records()) is not None:
             progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
         tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
@@ -278,7 +249,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
                 bar.advance(outcome.take(task, result))
             # 5. results (written above), leaderboard, tracking
             records = results.ordered()
-            leaderboard_path = run_dir / "leaderboard.md"
+            leaderboard_path = layout.leaderboard_path(run_dir)
             board = report.leaderboard_markdown(records, title=f"uadbench leaderboard: {spec.name}", failures=outcome.failures,
                                                 per_spec=True)  # records of another benchmark version never share a table
             write_text_atomic(leaderboard_path, board)

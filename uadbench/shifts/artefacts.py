@@ -1,6 +1,6 @@
 """MRI artefact shifts built on MONAI transforms, applied to evaluation images only.
 
-Each shift follows the contract of :mod:`uadbench.shifts` (``shift(image, brain_mask, severity,
+Each shift follows the contract of :mod:`uadbench.shifts.base` (``shift(image, brain_mask, severity,
 rng)``): it is computed on the preprocessed volume (X, Y, Z in [0, 1], zero outside the brain),
 then the background is re-zeroed and the result clipped to [0, 1]. It never writes to its inputs,
 draws every random parameter from ``rng`` (a MONAI ``Rand*`` transform is seeded with
@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from uadbench.registry import register_shift
-from uadbench.shifts import calibration_range, neutral_severity, severity_range
+from uadbench.shifts.base import calibration_range, neutral_severity, severity_range
 
 #: Degree of the Legendre polynomials of the ``bias-field`` log field.
 BIAS_DEGREE = 3

@@ -35,6 +35,7 @@ from typing import Any
 from uadbench.config import config_to_dict, flatten
 from uadbench.errors import UadbenchError
 from uadbench.records import ResultRecord
+from uadbench.run import layout
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -60,7 +61,7 @@ def default_tracking_uri(run_dir: str | os.PathLike) -> str:
     directory, and SQLAlchemy decodes the whole path."""
     from urllib.parse import quote
 
-    path = str(Path(run_dir).resolve() / "mlflow.db")
+    path = str(layout.mlflow_db(Path(run_dir)))
     unusual = _URI_PLAIN.search(path)
     if unusual is None:
         return f"sqlite:///{path}"
@@ -219,6 +220,7 @@ class Tracker:
         run_id = self.child_run(name, tags=tags, params=params)
         self.log_metrics(run_id, {**rec.metrics, **{f"cost.{k}": v for k, v in rec.cost.items() if isinstance(v, (int, float))}})
         if example_dir is not None and example_dir.is_dir():
+            draw_panel(example_dir, f"{rec.label}, {rec.dataset} {rec.shift_label}")
             for f in sorted(example_dir.iterdir()):
                 self.log_artifact(run_id, f, "example")
         self.end_run(run_id)
@@ -229,6 +231,17 @@ class Tracker:
 
     def end_grid(self, status: str) -> None:
         self.end_parent(status)
+
+
+def draw_panel(example_dir: Path, title: str) -> None:
+    """The example panel (input | reconstruction | map | ground truth) of a cell's example volume,
+    as ``panel.png`` beside it, unless it is there already."""
+    from uadbench.report.figures import cell_panel, read_example, save_figure
+    from uadbench.run import layout
+
+    if (example_dir / f"{layout.PANEL}.png").is_file() or (example := read_example(example_dir)) is None:
+        return
+    save_figure(cell_panel(example, f"{title}, {example['subject']}"), example_dir / layout.PANEL, formats=("png",), dpi=100)
 
 
 def fit_run(job: Any, meta: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -278,9 +291,8 @@ def create_tracker(track: bool, tracking_uri: str | None, run_dir: Path, experim
     if not track:
         return NullTracker()
     if tracking_uri:
-        return Tracker(tracking_uri, experiment, artifact_dir=Path(run_dir) / "mlartifacts")
-    store = Path(run_dir).resolve() / "mlflow.db"
-    return Tracker(default_tracking_uri(run_dir), experiment, artifact_dir=Path(run_dir) / "mlartifacts", own_store=store)
+        return Tracker(tracking_uri, experiment, artifact_dir=layout.mlflow_artifacts(run_dir))
+    return Tracker(default_tracking_uri(run_dir), experiment, artifact_dir=layout.mlflow_artifacts(run_dir), own_store=layout.mlflow_db(run_dir))
 
 
 def search_runs(tracking_uri: str, experiment: str):

@@ -11,7 +11,7 @@ volumes of a healthy split. A pixel shift draws its randomness exactly as in an 
 seed 0, per subject); an acquisition shift re-acquires the subjects and preprocesses them. The
 severity for each level is found by bisection along the shift's ``calibration_range``.
 
-The table shipped with uadbench (``shift_levels.json`` beside this module) is calibrated on the
+The table shipped with uadbench (``levels.json`` beside this module) is calibrated on the
 phantom's healthy T2-weighted validation split (6 volumes) on the ``cpu`` image grid; a grid asks
 for a level with ``[[shifts]] name = "gibbs"`` and ``ssim = [0.95, 0.9, 0.8]``. Recalibrate (for
 another dataset or grid) with ``uadbench calibrate-shifts``; ``--out`` writes a table a grid can
@@ -31,7 +31,7 @@ import numpy as np
 from uadbench.errors import ConfigError
 
 LEVELS: tuple[float, ...] = (0.95, 0.90, 0.80)
-TABLE_PATH = Path(__file__).with_name("shift_levels.json")
+TABLE_PATH = Path(__file__).with_name("shifts/levels.json")
 SIMILARITY = "SSIM (scikit-image, 7-voxel window, data range 1) of the whole preprocessed volume, mean over the split"
 TOLERANCE = 0.002  # bisection stops when the mean similarity is this close to the level
 MISS = 0.01  # a level no severity comes this close to is "not reached", never a wrong severity
@@ -55,10 +55,10 @@ class Reference:
 
     def shifted(self, shift: str, severity: float) -> list[np.ndarray]:
         from uadbench.data.pipeline import preprocess
-        from uadbench.shifts import is_acquisition, shifted_image
+        from uadbench.shifts.base import is_acquisition, shifted_image
 
         if is_acquisition(shift):
-            from uadbench.acquisition import acquire_split
+            from uadbench.shifts.acquisition import acquire_split
 
             return [preprocess(v, self.grid).image for v in acquire_split(self.source, self.split, shift, severity)]
         return [shifted_image(v, shift, severity, SEED) for v in self.volumes]
@@ -121,12 +121,12 @@ def calibratable_shifts(dataset: str | None = None) -> list[str]:
     """Shifts with a calibration range; with ``dataset``, those that apply to it (``ti`` needs an
     inversion-recovery sequence, acquisition shifts a dataset that can re-acquire its subjects)."""
     from uadbench.registry import SHIFTS
-    from uadbench.shifts import is_acquisition
+    from uadbench.shifts.base import is_acquisition
 
     def applies(name: str) -> bool:
         if dataset is None or not is_acquisition(name):
             return True
-        from uadbench.acquisition import check_datasets
+        from uadbench.shifts.acquisition import check_datasets
 
         try:
             check_datasets(name, [dataset], "")
@@ -182,7 +182,7 @@ def severity_for(shift: str, level: float, *, dataset: str, grid: dict[str, Any]
 
 def write_table(entries: Sequence[dict[str, Any]], path: str | os.PathLike, *, merge: bool = True) -> Path:
     """Write (or merge into) a calibration table, atomically."""
-    from uadbench.io_utils import write_json_atomic
+    from uadbench.files import write_json_atomic
 
     path = Path(path)
     table: dict[str, Any] = (read_table(path) if merge and path.is_file()

@@ -1,59 +1,21 @@
-"""Grid specs: a TOML file -> the job graph (FitJobs with dependency edges, EvalJobs). No torch.
-
-A grid file looks like::
-
-    name = "quickstart"
-    image_grid = "cpu"                 # "paper" | "cpu" | "smoke" | {shape = [X, Y, Z], spacing = mm}
-    seeds = [0]
-    train_dataset = "phantom-healthy-t2w"
-
-    [[methods]]
-    name = "ae"
-    preset = "cpu"
-    overrides = { steps = 400 }        # optional: any field of the method's Config
-    # a list where the field takes one value sweeps it: one fit per value, labelled ae[steps=300]
-    # overrides = { steps = [300, 1000, 3000] }
-    # precision = "bf16", compile = true  (optional: GPU arithmetic, part of the fit key)
-
-
-    [[datasets]]
-    name = "phantom-tumour-t2w"        # val_split = "val", test_split = "test" by default
-
-    [[shifts]]
-    name = "gamma"
-    severities = [0.7, 1.5]            # the shift's own scale, or calibrated levels:
-    # ssim = [0.95, 0.9, 0.8]          # mean SSIM of shifted to original healthy scans (uadbench/shift_calibration.py)
-
-    # optional: shift_levels = "table.json" (uadbench calibrate-shifts --out), notes = "..." (what the
-    # results can and cannot show; printed by published editions), [executor] (where `uadbench run` runs it)
-
-Every grid is evaluated without a shift too ("none"). Shifts apply to the test split only;
-thresholds come from the unshifted validation splits, as in deployment.
-
-The graph is expanded here, once: a fit that reuses another (mhd on cddpm) names that fit in
-``FitJob.depends_on``; :meth:`GridSpec.fit_graph` lists every fit, dependencies first. Every key
-hashes what sets the value it keys: the data term (the dataset's fingerprint, the volume pipeline
-version and the image grid), the method's config, the seed, and the versions of the protocol,
-metrics and shifts (:func:`uadbench.records.component_versions`).
-"""
+"""Reading a grid file: every table and value checked, every name resolved against the registries."""
 
 from __future__ import annotations
 
 import errno
-import itertools
 import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uadbench.config import config_hash, config_to_dict, create_config, stable_hash
+from uadbench.config import config_hash, create_config
 from uadbench.data.dataset import create_dataset
-from uadbench.data.pipeline import PIPELINE_VERSION, ImageGrid, get_image_grid
+from uadbench.data.pipeline import ImageGrid, get_image_grid
 from uadbench.errors import ConfigError
-from uadbench.records import component_versions, shift_label
+from uadbench.grid.entries import PRECISIONS, DatasetSpec, ShiftSpec
+from uadbench.grid.spec import GridSpec
+from uadbench.grid.sweep import expand_sweep
 from uadbench.registry import DATASETS, METHODS, SHIFTS
 
 GRID_KEYS = {
@@ -61,234 +23,11 @@ GRID_KEYS = {
     "shifts", "data_seed", "device", "eval_batch_size", "executor", "shift_levels", "notes",
 }
 METHOD_KEYS = {"name", "preset", "overrides", "label", "precision", "compile"}
-PRECISIONS = ("fp32", "bf16", "fp16")
 DATASET_KEYS = {"name", "val_split", "test_split"}
 SHIFT_KEYS = {"name", "severities", "ssim"}
-FIT_FORMAT = "2"  # the layout of a cached fit (model.pt + meta.json)
 SEED_LIMIT = 2**32  # seeds and data_seed lie in [0, 2^32): numpy's seeding range
 MAX_VOXELS = 256**3  # per volume on the image grid: a whole head at 1 mm (see _check_image_grid)
 MAX_EVAL_BATCH_SIZE = 4096  # slices per predict call
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    preset: str = "paper"
-    overrides: tuple[tuple[str, Any], ...] = ()
-    label: str = ""
-    precision: str = "fp32"  # training and prediction arithmetic: fp32, bf16 or fp16 (with a grad scaler)
-    compile: bool = False  # torch.compile the networks that dominate a step (methods that support it)
-    sweep: tuple[tuple[str, Any], ...] = ()  # the swept config fields and this entry's values (in overrides too)
-
-    @property
-    def overrides_dict(self) -> dict[str, Any]:
-        return dict(self.overrides)
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    val_split: str = "val"
-    test_split: str = "test"
-
-
-@dataclass(frozen=True)
-class ShiftSpec:
-    name: str
-    severity: float | None = None
-
-    @property
-    def label(self) -> str:
-        return shift_label(self.name, self.severity)
-
-
-NO_SHIFT_SPEC = ShiftSpec("none")
-
-
-def data_term(dataset: str, data_seed: int, image_grid: ImageGrid, data_root: str | None = None) -> dict[str, Any]:
-    """What sets a prepared split: the dataset's fingerprint (what the data are, wherever they
-    lie), the pipeline version and the grid. ``data_root`` only says where to find the data."""
-    source = create_dataset(dataset, root=data_root, seed=data_seed)
-    return {"fingerprint": source.fingerprint(), "pipeline": PIPELINE_VERSION, "grid": image_grid.to_dict()}
-
-
-@dataclass(frozen=True)
-class FitJob:
-    method: MethodSpec
-    config: Any
-    config_hash: str
-    train_dataset: str
-    data_seed: int
-    seed: int
-    image_grid: ImageGrid
-    key: str
-    depends_on: tuple[FitJob, ...] = ()  # fits this one reuses (Method.dependencies)
-    data_root: str | None = None  # where the data lie (not part of the key: the fingerprint is)
-
-
-@dataclass(frozen=True)
-class EvalJob:
-    fit: FitJob
-    dataset: DatasetSpec
-    shift: ShiftSpec
-    key: str
-
-
-def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: int, image_grid: ImageGrid,
-                 runtime: Mapping[str, Any] | None = None, data_root: str | None = None) -> FitJob:
-    """The fit of ``method`` on ``train_dataset``; its key hashes everything that sets the weights,
-    ``runtime`` included (torch threads and device type: both can change the numbers)."""
-    config = create_config(method.name, method.preset, method.overrides_dict)
-    cls = METHODS.get(method.name)
-    deps = tuple(
-        make_fit_job(MethodSpec(name, preset, tuple(sorted(dict(overrides).items())), "", method.precision, method.compile),
-                     train_dataset, data_seed, seed, image_grid, runtime, data_root)
-        for name, (preset, overrides) in cls.dependencies(config).items()
-    )
-    key = stable_hash(
-        {
-            "format": FIT_FORMAT,
-            "method": method.name,
-            "config": config_to_dict(config),
-            "precision": method.precision,
-            "compile": method.compile,
-            "train": data_term(train_dataset, data_seed, image_grid, data_root),
-            "seed": seed,
-            "depends_on": [d.key for d in deps],
-            "runtime": dict(runtime or {}),
-        },
-        length=16,
-    )
-    chash = config_hash(method.name, config, method.precision, method.compile)
-    return FitJob(method, config, chash, train_dataset, data_seed, seed, image_grid, key, deps, data_root)
-
-
-def topological(fits: list[FitJob]) -> list[FitJob]:
-    """Every fit of ``fits`` and of their dependencies, once each, dependencies first."""
-    out: dict[str, FitJob] = {}
-
-    def visit(job: FitJob) -> None:
-        for dep in job.depends_on:
-            visit(dep)
-        out.setdefault(job.key, job)
-
-    for job in fits:
-        visit(job)
-    return list(out.values())
-
-
-def map_key(fit: FitJob, dataset: str, split: str, shift: ShiftSpec, batch_size: int, data: dict[str, Any] | None = None) -> str:
-    """Key of the anomaly maps of ``fit`` on one (dataset, split, shift); ``data``: the dataset's
-    :func:`data_term`, when the caller has it already."""
-    return stable_hash(
-        {
-            "fit": fit.key,
-            "data": data if data is not None else data_term(dataset, fit.data_seed, fit.image_grid, fit.data_root),
-            "dataset": dataset,
-            "split": split,
-            "shift": [shift.name, shift.severity],
-            "shifts_version": component_versions()["shifts"],
-            "batch_size": batch_size,
-        },
-        length=16,
-    )
-
-
-@dataclass
-class GridSpec:
-    name: str
-    image_grid: ImageGrid
-    seeds: tuple[int, ...]
-    train_dataset: str
-    methods: list[MethodSpec]
-    datasets: list[DatasetSpec]
-    shifts: list[ShiftSpec]
-    description: str = ""
-    data_seed: int = 0
-    device: str = "cpu"
-    eval_batch_size: int = 64
-    source: str = ""
-    raw: dict = field(default_factory=dict)
-    data_root: str | None = None  # where the runner finds the data (set by run_grid)
-
-    def predict_batch_size(self, method: str) -> int:
-        """Slices per predict call: a whole volume for methods that declare ``whole_volume``."""
-        return self.image_grid.shape[2] if METHODS.get(method).whole_volume else self.eval_batch_size
-
-    @property
-    def spec_hash(self) -> str:
-        """The benchmark's identity: everything that sets its numbers, nothing presentational."""
-        def data(name: str) -> dict[str, Any]:
-            return data_term(name, self.data_seed, self.image_grid, self.data_root)
-
-        return stable_hash(
-            {
-                "train": data(self.train_dataset),
-                "seeds": list(self.seeds),
-                "methods": [[m.name, config_to_dict(create_config(m.name, m.preset, m.overrides_dict)), m.precision, m.compile]
-                            for m in self.methods],
-                "datasets": [[d.name, d.val_split, d.test_split, data(d.name)] for d in self.datasets],
-                "shifts": [[s.name, s.severity] for s in self.shifts],
-                "eval_batch_size": self.eval_batch_size,
-                "components": component_versions(),
-            }
-        )
-
-    # -- expansion -------------------------------------------------------------------------------
-    def splits(self) -> list[tuple[str, str]]:
-        """Every (dataset, split) the grid reads: healthy train/val/test and each dataset's val/test."""
-        needed = {(self.train_dataset, s) for s in ("train", "val", "test")}
-        needed |= {(ds.name, s) for ds in self.datasets for s in (ds.val_split, ds.test_split)}
-        return sorted(needed)
-
-    def acquired_splits(self) -> list[tuple[str, str, ShiftSpec]]:
-        """Every (dataset, split, shift) re-acquired under an acquisition shift: the shifted test splits."""
-        from uadbench.shifts import is_acquisition
-
-        tests = dict.fromkeys([(self.train_dataset, "test"), *((ds.name, ds.test_split) for ds in self.datasets)])
-        return [(name, split, shift) for shift in self.shifts if shift.name != "none" and is_acquisition(shift.name) for name, split in tests]
-
-    def fit_jobs(self, runtime: Mapping[str, Any] | None = None) -> list[FitJob]:
-        """The fits the grid lists (one per method and seed), in grid order; ``runtime`` (threads,
-        device type) goes into their keys."""
-        return [
-            make_fit_job(m, self.train_dataset, self.data_seed, seed, self.image_grid, runtime, self.data_root)
-            for m in self.methods
-            for seed in self.seeds
-        ]
-
-    def fit_graph(self, fits: list[FitJob] | None = None) -> list[FitJob]:
-        """Every fit to run, the listed ones and those they reuse, dependencies first."""
-        return topological(fits if fits is not None else self.fit_jobs())
-
-    def eval_jobs(self, fits: list[FitJob] | None = None) -> list[EvalJob]:
-        components = component_versions()
-        # each dataset's fingerprint once (a file dataset's stats every file), not four times a cell
-        terms = {name: data_term(name, self.data_seed, self.image_grid, self.data_root)
-                 for name in {self.train_dataset, *(ds.name for ds in self.datasets)}}
-        jobs = []
-        for fit in fits if fits is not None else self.fit_jobs():
-            batch = self.predict_batch_size(fit.method.name)
-            train = terms[self.train_dataset]
-            for ds in self.datasets:
-                for shift in self.shifts:
-                    key = stable_hash(
-                        {
-                            "test": map_key(fit, ds.name, ds.test_split, shift, batch, terms[ds.name]),
-                            "lesion_val": map_key(fit, ds.name, ds.val_split, NO_SHIFT_SPEC, batch, terms[ds.name]),
-                            "healthy_val": map_key(fit, self.train_dataset, "val", NO_SHIFT_SPEC, batch, train),
-                            "healthy_test": map_key(fit, self.train_dataset, "test", shift, batch, train),
-                            "components": components,
-                        },
-                        length=16,
-                    )
-                    jobs.append(EvalJob(fit, ds, shift, key))
-        return jobs
-
 
 def _require_table_list(raw: dict, key: str, source: str, *, required: bool = True) -> list[dict]:
     value = raw.get(key)
@@ -343,59 +82,6 @@ def _check_keys(table: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key{plural} {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(allowed))}")
 
 
-MAX_SWEEP_ENTRIES = 1000  # method entries one [[methods]] table may expand to
-
-
-def _swept(default: Any, value: Any) -> bool:
-    """Whether an override ``value`` lists values to sweep: a list where the field takes a scalar,
-    or a list of lists where it takes a sequence (``channels = [[16, 32], [32, 64]]``)."""
-    if not isinstance(value, list):
-        return False
-    if isinstance(default, (list, tuple)):
-        return bool(value) and all(isinstance(v, list) for v in value)
-    return True
-
-
-def sweep_value_text(value: Any, *, quote: bool = True) -> str:
-    """A swept value as labels write it: ``(8,16)`` for a sequence, ``'gaussian'`` for text (unquoted
-    with ``quote=False``), ``300`` for a number."""
-    if isinstance(value, (list, tuple)):
-        return f"({','.join(map(str, value))})"
-    return repr(value) if quote and isinstance(value, str) else str(value)
-
-
-def sweep_label(base: str, sweep: tuple[tuple[str, Any], ...]) -> str:
-    """``ae[steps=300]``, ``cddpm[lr=0.001,steps=900]``: a swept entry's label."""
-    return f"{base}[{','.join(f'{k}={sweep_value_text(v)}' for k, v in sweep)}]" if sweep else base
-
-
-def expand_sweep(name: str, preset: str, overrides: dict[str, Any], label: str, precision: str, compile_: bool,
-                 where: str) -> list[MethodSpec]:
-    """One :class:`MethodSpec` per combination of the swept override values, in the grid's order
-    (the first swept field varies slowest); a table without a sweep gives one spec."""
-
-    try:
-        defaults = config_to_dict(create_config(name, preset))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    swept = [k for k, v in overrides.items() if k in defaults and _swept(defaults[k], v)]
-    for key in swept:
-        values = overrides[key]
-        if not values:
-            raise ConfigError(f"{where}: overrides.{key} sweeps no value; give a non-empty list such as [300, 1000, 3000]")
-        if len({repr(v) for v in values}) != len(values):
-            raise ConfigError(f"{where}: overrides.{key} lists a value twice: {values!r}")
-    combos = list(itertools.product(*(overrides[k] for k in swept)))
-    if len(combos) > MAX_SWEEP_ENTRIES:
-        raise ConfigError(f"{where}: the sweep over {', '.join(swept)} expands to {len(combos):,} fits; at most {MAX_SWEEP_ENTRIES} a table")
-    specs = []
-    for combo in combos:
-        sweep = tuple(zip(swept, (tuple(v) if isinstance(v, list) else v for v in combo), strict=True))
-        merged = {**overrides, **dict(sweep)}
-        specs.append(MethodSpec(name, preset, tuple(sorted(merged.items())), sweep_label(label or name, sweep) if sweep else label,
-                                precision, compile_, sweep))
-    return specs
-
 
 def _shift_severities(s: dict, where: str, levels: Any) -> list[Any]:
     """A shift table's severities: listed (``severities``) or calibrated (``ssim`` levels)."""
@@ -419,14 +105,14 @@ def _shift_severities(s: dict, where: str, levels: Any) -> list[Any]:
 
 
 def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image_grid: ImageGrid, data_seed: int) -> list[ShiftSpec]:
-    from uadbench.shifts import check_severity, is_acquisition
+    from uadbench.shifts.base import check_severity, is_acquisition
 
     table_path = raw.get("shift_levels")
     if table_path is not None and not isinstance(table_path, str):
         raise ConfigError(f"{source}: shift_levels must name a calibration table file (uadbench calibrate-shifts --out FILE)")
 
     def levels(name: str, level: float) -> float:
-        from uadbench import shift_calibration as cal
+        from uadbench.shifts import calibration as cal
 
         path = table_path if table_path is None or Path(table_path).is_absolute() else Path(source).parent / table_path
         return cal.severity_for(name, level, dataset=train, grid=image_grid.to_dict(), table=cal.read_table(path),
@@ -442,7 +128,7 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
         if s["name"] == "none":
             continue
         if is_acquisition(s["name"]):
-            from uadbench.acquisition import check_datasets
+            from uadbench.shifts.acquisition import check_datasets
 
             check_datasets(s["name"], [train, *datasets], where)
         for v in _shift_severities(s, where, levels):

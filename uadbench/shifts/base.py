@@ -103,7 +103,7 @@ def severity_range(low: float | None = None, high: float | None = None, *, low_i
 
 def calibration_range(start: float, stop: float):
     """Decorator: the severities searched when calibrating a shift on the common similarity scale
-    (:mod:`uadbench.shift_calibration`): from ``start`` (its neutral severity, similarity 1) towards
+    (:mod:`uadbench.shifts.calibration`): from ``start`` (its neutral severity, similarity 1) towards
     ``stop``, along which the shift grows monotonically stronger."""
 
     def mark(fn):
@@ -191,7 +191,7 @@ def apply_shift(name: str, image: np.ndarray, brain_mask: np.ndarray, severity: 
     if name == NO_SHIFT:
         return image
     if getattr(fn, "acquisition", False):
-        raise TypeError(f"shift {name!r} re-acquires whole subjects; apply it with uadbench.acquisition.acquire_split")
+        raise TypeError(f"shift {name!r} re-acquires whole subjects; apply it with uadbench.shifts.acquisition.acquire_split")
     if severity is None:
         raise TypeError(f"shift {name!r} needs a severity, got None")
     return fn(image, brain_mask, check_severity(name, severity), rng)

@@ -1,0 +1,103 @@
+"""Where a run keeps everything: the one module that names cache folders and files.
+
+A run directory holds what a user reads; its cache (``<run dir>/cache`` unless ``--cache`` names
+another, which several runs may share) holds what is recomputed from keys
+(:mod:`uadbench.grid.jobs`). Every entry is written atomically (:mod:`uadbench.files`)::
+
+    <run dir>/results.jsonl                    one ResultRecord per cell
+    <run dir>/leaderboard.md                   the leaderboard
+    <run dir>/mlflow.db, mlartifacts/          the default MLflow store
+    <run dir>/slurm/                           submitit's job files
+    <cache>/data/<dataset>-<split>-<key>.npz   a prepared split on the grid (image, brain, lesion)
+    <cache>/data/<dataset>-<split>-<shift>-<key>.npz   the split re-acquired under an acquisition shift
+    <cache>/fits/<key>/                        model.pt (loaded with weights_only=True) + meta.json
+    <cache>/work/<key>/                        a running fit's checkpoints
+    <cache>/live/<key>.jsonl                   a running fit's live log
+    <cache>/maps/<key>.npz                     anomaly maps of one split under one shift
+    <cache>/evals/<key>.json                   one evaluation cell's result record
+    <cache>/evals/<key>-example/               its example volume (NIfTI) and panel
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = "results.jsonl"
+LEADERBOARD = "leaderboard.md"
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+MODEL = "model.pt"
+META = "meta.json"
+PANEL = "panel"  # the example panel's stem (panel.png)
+
+
+def default_cache(run_dir: Path) -> Path:
+    return Path(run_dir) / "cache"
+
+
+def results_path(run_dir: Path) -> Path:
+    return Path(run_dir) / RESULTS
+
+
+def leaderboard_path(run_dir: Path) -> Path:
+    return Path(run_dir) / LEADERBOARD
+
+
+def mlflow_db(run_dir: Path) -> Path:
+    return Path(run_dir).resolve() / MLFLOW_DB
+
+
+def mlflow_artifacts(run_dir: Path) -> Path:
+    return Path(run_dir) / MLFLOW_ARTIFACTS
+
+
+def slurm_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "slurm"
+
+
+def split_path(cache: Path, dataset: str, split: str, key: str) -> Path:
+    return Path(cache) / "data" / f"{dataset}-{split}-{key}.npz"
+
+
+def acquired_split_path(cache: Path, dataset: str, split: str, shift: str, key: str) -> Path:
+    return Path(cache) / "data" / f"{dataset}-{split}-{shift}-{key}.npz"
+
+
+def fit_dir(cache: Path, fit_key: str) -> Path:
+    return Path(cache) / "fits" / fit_key
+
+
+def fits_root(cache: Path) -> Path:
+    return Path(cache) / "fits"
+
+
+def model_path(cache: Path, fit_key: str) -> Path:
+    return fit_dir(cache, fit_key) / MODEL
+
+
+def meta_path(cache: Path, fit_key: str) -> Path:
+    return fit_dir(cache, fit_key) / META
+
+
+def work_dir(cache: Path, fit_key: str) -> Path:
+    return Path(cache) / "work" / fit_key
+
+
+def live_path(cache: Path, fit_key: str) -> Path:
+    return Path(cache) / "live" / f"{fit_key}.jsonl"
+
+
+def maps_dir(cache: Path) -> Path:
+    return Path(cache) / "maps"
+
+
+def eval_path(cache: Path, eval_key: str) -> Path:
+    return Path(cache) / "evals" / f"{eval_key}.json"
+
+
+def example_dir(cache: Path, eval_key: str) -> Path:
+    return Path(cache) / "evals" / f"{eval_key}-example"
+
+
+def map_path(cache: Path, map_key: str) -> Path:
+    return maps_dir(cache) / f"{map_key}.npz"

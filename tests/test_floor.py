@@ -120,4 +120,5 @@ def test_a_run_records_the_floor_and_a_constant_method_ties_it(tmp_path, data_ro
     (table, *_) = report.tables_for(summary.records)
     col = ("", "AUPRC ↑")
     assert table.cells.loc["test-constant", col] == table.cells.loc["floor", col]
-    assert (tmp_path / "run" / "cache" / "evals" / f"{records['thresh'].eval_key}-example" / "panel.png").is_file()
+    example = tmp_path / "run" / "cache" / records["thresh"].example  # the record names its example volume
+    assert records["thresh"].example.endswith(f"{records['thresh'].eval_key}-example") and any(example.glob("*_anomaly_map.nii.gz"))

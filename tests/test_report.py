@@ -303,25 +303,32 @@ def test_importing_the_report_imports_no_plotting_library():
 
 
 # -- figures and the published edition --------------------------------------------------------------------
-def _examples(cache: Path, records: list[ResultRecord]) -> None:
+def _examples(cache: Path, records: list[ResultRecord]) -> list[ResultRecord]:
+    """Example volumes for the unshifted seed-0 cells, and the records naming them."""
+    import dataclasses
+
     from synthetic import brainlike_volumes
     from uadbench.data.nifti import save_nifti
 
     vols, brains, lesions = brainlike_volumes(1, shape=(24, 24, 10), seed=3, lesion=True)
+    out = []
     for r in records:
         if r.shift == "none" and r.seed == 0:
-            folder = cache / "evals" / f"{r.eval_key}-example"
+            r = dataclasses.replace(r, example=f"evals/{r.eval_key}-example")
+            folder = cache / r.example
             folder.mkdir(parents=True)
             for kind, array in (("image", vols[0]), ("anomaly_map", np.abs(vols[0] - 0.5)), ("lesion", lesions[0].astype(np.uint8)),
                                 ("brain", brains[0].astype(np.uint8))):
                 save_nifti(folder / f"tumour-0_{kind}.nii.gz", array, np.eye(4))
+        out.append(r)
+    return out
 
 
 def test_figures_as_png_and_pdf_with_the_same_slice_for_every_method(tmp_path):
     from uadbench.report import figures
 
     records = make_records()
-    _examples(tmp_path / "cache", records)
+    records = _examples(tmp_path / "cache", records)
     examples = figures.example_dirs(records, tmp_path / "cache")
     assert list(examples["d"]) == ["a", "b_x", "c"]
     written = figures.render_figures(report.tidy_frame(records), tmp_path / "figures", examples=examples, dpi=60)
@@ -341,9 +348,8 @@ def test_leaderboard_publish_writes_the_edition(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    records = make_records()
+    records = _examples(run / "cache", make_records())
     (run / "results.jsonl").write_text(records_text(records))
-    _examples(run / "cache", records)
     grid = tmp_path / "g.toml"
     grid.write_text('name = "g"\nnotes = "One seed: the intervals are over subjects only."\n')
     out = tmp_path / "edition"

@@ -44,7 +44,7 @@ def leaderboard_path(run_dir: Path) -> Path:
 
 
 def mlflow_db(run_dir: Path) -> Path:
-    return Path(run_dir).resolve() / MLFLOW_DB
+    return Path(run_dir) / MLFLOW_DB
 
 
 def mlflow_artifacts(run_dir: Path) -> Path:

@@ -61,7 +61,7 @@ def default_tracking_uri(run_dir: str | os.PathLike) -> str:
     directory, and SQLAlchemy decodes the whole path."""
     from urllib.parse import quote
 
-    path = str(layout.mlflow_db(Path(run_dir)))
+    path = str(layout.mlflow_db(Path(run_dir).resolve()))
     unusual = _URI_PLAIN.search(path)
     if unusual is None:
         return f"sqlite:///{path}"
@@ -292,7 +292,8 @@ def create_tracker(track: bool, tracking_uri: str | None, run_dir: Path, experim
         return NullTracker()
     if tracking_uri:
         return Tracker(tracking_uri, experiment, artifact_dir=layout.mlflow_artifacts(run_dir))
-    return Tracker(default_tracking_uri(run_dir), experiment, artifact_dir=layout.mlflow_artifacts(run_dir), own_store=layout.mlflow_db(run_dir))
+    return Tracker(default_tracking_uri(run_dir), experiment, artifact_dir=layout.mlflow_artifacts(run_dir),
+                   own_store=layout.mlflow_db(Path(run_dir).resolve()))
 
 
 def search_runs(tracking_uri: str, experiment: str):

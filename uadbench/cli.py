@@ -7,6 +7,9 @@
     uadbench compare results.jsonl cddpm ae       paired permutation test on per-subject values
     uadbench phantom --out DIR [--preview]        write the phantom cohorts as NIfTI for a viewer
     uadbench ui --run-dir runs/quickstart         serve the MLflow store on 127.0.0.1
+    uadbench calibrate-shifts --out FILE          shift severities at SSIM 0.95 / 0.90 / 0.80
+    uadbench prepare ixi-t1 --raw DIR --out DIR   prepare a real dataset's download (skull-strip, register, N4)
+    uadbench verify leaderboard/quickstart        rerun a published edition, check every cell within its tolerance
 
 User errors print one line (``uadbench: error: ...``) and exit with status 2, before anything is
 written: options, the grid and every path are checked first.
@@ -167,8 +170,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_version_differences(results: str) -> None:
+    """Which library versions differ between the records and this environment (stderr)."""
+    from uadbench.records import version_differences
+
+    for line in version_differences(_read_results(results)):
+        print(f"uadbench: note: versions differ: {line}", file=sys.stderr)
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.publish is None:
+        _print_version_differences(args.results)
         return _cmd_report(args)
     import shlex
 
@@ -187,6 +199,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         print(path)
     for note in edition.notes:
         print(f"uadbench: note: {note}", file=sys.stderr)
+    _print_version_differences(args.results)
     print(f"edition: {out} ({len(edition.tables)} tables, {len(edition.figures)} figure files)")
     return 0
 
@@ -315,6 +328,17 @@ def _directory_env(dataset: str) -> str:
     from uadbench.registry import DATASETS
 
     return str(DATASETS.get(dataset).directory_env())
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from uadbench.run.verify import verify_edition
+
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise UadbenchError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    result = verify_edition(args.edition, only=args.only, out_dir=args.out, cache_dir=args.cache, data_root=args.data_root,
+                            workers=args.workers, tolerance=args.tolerance)
+    print(result.report())
+    return 0 if result.ok else 1
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -449,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=_int_in(1, 65535), default=5000)
     ui.set_defaults(func=_cmd_ui)
+
+    ver = sub.add_parser("verify", help="rerun a published edition's grid and check every cell against its records")
+    ver.add_argument("edition", help="a folder written by `uadbench leaderboard --publish`, e.g. leaderboard/quickstart")
+    ver.add_argument("--only", metavar="PATTERN", help="rerun and check only the methods whose label matches (shell pattern, e.g. 'ae*')")
+    ver.add_argument("--out", help="run directory of the rerun (default: runs/verify-<grid>-<time>; must hold no results)")
+    ver.add_argument("--cache", help="cache directory (default: <run dir>/cache)")
+    ver.add_argument("--data-root", help="where datasets are generated/prepared")
+    ver.add_argument("--workers", type=_int_in(1), default=1, help="worker processes")
+    ver.add_argument("--tolerance", type=float, help="largest absolute metric difference allowed (default: the edition's verify.tolerance)")
+    ver.set_defaults(func=_cmd_verify)
     return p
 
 

@@ -68,6 +68,8 @@ class Method(ABC):
     # True: ``predict`` must receive every axial slice of one volume, in order, as one batch
     # (the runner then ignores the grid's eval_batch_size for this method)
     whole_volume: ClassVar[bool] = False
+    # the method's own version: raise it when a change to the code changes its numbers (part of every fit key)
+    version: ClassVar[str] = "1"
     registered_name: ClassVar[str] = ""
 
     def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -35,7 +36,8 @@ RECORD_SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)  # schema 1 records lack versions.components and device; they read fine
 NO_SHIFT = "none"
 
-_LIBRARIES = ("torch", "numpy", "scipy", "monai", "mlflow")
+_LIBRARIES = ("torch", "numpy", "scipy", "monai", "scikit-image", "mlflow")
+NUMERIC_LIBRARIES = ("torch", "numpy", "scipy", "monai", "scikit-image")  # they set numbers: part of every fit key
 
 
 def shift_label(name: str, severity: float | None) -> str:
@@ -64,6 +66,24 @@ def _library_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+@functools.cache
+def numeric_versions() -> dict[str, str]:
+    """The versions of the libraries that compute the numbers (a fit key hashes them)."""
+    return {name: v for name in NUMERIC_LIBRARIES if (v := _library_version(name)) is not None}
+
+
+def version_differences(records: list[ResultRecord], reader: dict[str, Any] | None = None) -> list[str]:
+    """``"numpy 2.3.5 (records) != 2.4.6 (here)"`` for each library or harness version in which the
+    records (as made) and this environment differ; several versions in the records are listed together."""
+    here = reader if reader is not None else versions()
+    out = []
+    for name in ("uadbench", "python", *_LIBRARIES):
+        made = sorted({str(r.versions.get(name)) for r in records if r.versions.get(name) is not None})
+        if made and here.get(name) is not None and made != [str(here[name])]:
+            out.append(f"{name} {', '.join(made)} (records) != {here[name]} (here)")
+    return out
 
 
 def versions() -> dict[str, Any]:

@@ -36,6 +36,9 @@ class DatasetSource(ABC):
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     lesion_splits: ClassVar[tuple[str, ...]] = ()
     modality: ClassVar[str] = ""
+    # the dataset code's version: raise it when a change to how volumes are read or made changes them
+    # (part of every data key, beside the data's own fingerprint)
+    version: ClassVar[str] = "1"
     registered_name: ClassVar[str] = ""
 
     def __init__(self, root: str | os.PathLike | None = None, seed: int = 0) -> None:

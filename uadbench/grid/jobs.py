@@ -16,7 +16,7 @@ from uadbench.config import config_hash, config_to_dict, create_config, stable_h
 from uadbench.data.dataset import create_dataset
 from uadbench.data.pipeline import PIPELINE_VERSION, ImageGrid
 from uadbench.grid.entries import DatasetSpec, MethodSpec, ShiftSpec
-from uadbench.records import component_versions
+from uadbench.records import component_versions, numeric_versions
 from uadbench.registry import METHODS
 
 FIT_FORMAT = "2"  # the layout of a cached fit (model.pt + meta.json)
@@ -26,7 +26,8 @@ def data_term(dataset: str, data_seed: int, image_grid: ImageGrid, data_root: st
     """What sets a prepared split: the dataset's fingerprint (what the data are, wherever they
     lie), the pipeline version and the grid. ``data_root`` only says where to find the data."""
     source = create_dataset(dataset, root=data_root, seed=data_seed)
-    return {"fingerprint": source.fingerprint(), "pipeline": PIPELINE_VERSION, "grid": image_grid.to_dict()}
+    return {"fingerprint": source.fingerprint(), "pipeline": PIPELINE_VERSION, "grid": image_grid.to_dict(),
+            "dataset_version": type(source).version}
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def make_fit_job(method: MethodSpec, train_dataset: str, data_seed: int, seed: i
             "seed": seed,
             "depends_on": [d.key for d in deps],
             "runtime": dict(runtime or {}),
+            "method_version": cls.version,
+            "libraries": numeric_versions(),  # torch, numpy, scipy, monai, scikit-image: each can move a trained model's numbers
         },
         length=16,
     )

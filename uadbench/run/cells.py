@@ -12,7 +12,7 @@ from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.evaluation.results import EvalVolume
 from uadbench.grid.jobs import EvalJob, FitJob
 from uadbench.grid.spec import GridSpec
-from uadbench.records import ResultRecord, now_utc, versions
+from uadbench.records import NUMERIC_LIBRARIES, ResultRecord, now_utc, versions
 from uadbench.run import layout
 
 
@@ -80,6 +80,13 @@ def input_similarity(original: list[np.ndarray], shifted: list) -> float:
     return float(np.mean([ssim(o, v.image) for o, v in zip(original, shifted, strict=True)]))
 
 
+def fit_versions(meta: dict) -> dict:
+    """The versions a cell's record carries: the numerical libraries that trained its fit (from the
+    fit's meta record, also when the fit came from the cache) and this harness's components."""
+    made = meta.get("versions", {})
+    return {**versions(), **{name: made[name] for name in NUMERIC_LIBRARIES if name in made}}
+
+
 def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list, n_healthy: int, seconds: list[float],
                 meta: dict, device: str, floor: dict | None = None, input_ssim: float | None = None) -> ResultRecord:
     """The result record of one evaluation cell (``meta``: the fit's meta record)."""
@@ -96,7 +103,7 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0])),
                        **({} if input_ssim is None else {"healthy_input_ssim": input_ssim})},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},
-        versions=versions(), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
+        versions=fit_versions(meta), device=device, threads=int(meta.get("threads", 0)), created=now_utc(),
         subjects=subject_facts(ectx, job), precision=fit.method.precision, floor=floor or {}, sweep=dict(fit.method.sweep),
         example=ectx.example(job),
     )

@@ -24,3 +24,11 @@ def data_root(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that skip without an optional extra (their skip reason names ``uadbench[...]``) are also
+    marked ``extras``: .ci/run reruns them with ``pytest -m extras`` once it has installed the extras."""
+    for item in items:
+        if any("uadbench[" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif")):
+            item.add_marker(pytest.mark.extras)

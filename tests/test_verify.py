@@ -110,3 +110,41 @@ def test_compare_cells_treats_a_missing_cell_and_nan(edition):
     nan = ResultRecord.from_dict({**recs[0].to_dict(), "metrics": {**recs[0].metrics, "auprc": math.nan}})
     assert not compare_cells([recs[0]], [nan], 1.0)[0].within
     assert compare_cells([nan], [nan], 0.0)[0].within
+
+
+def test_a_run_held_against_a_reference_file(edition, tmp_path, capsys):
+    from uadbench.cli import main
+
+    recs = read_records(edition / "results.jsonl")
+    ae = next(r for r in recs if r.label == "ae")
+    ref = {"reference": "a paper, Table 1", "cells": [
+        {"label": "ae", "dataset": ae.dataset, "metric": "auprc", "mean": ae.metrics["auprc"] + 0.004, "sd": 0.001},  # within the 0.01 floor
+        {"label": "ae", "dataset": ae.dataset, "metric": "auroc", "mean": ae.metrics["auroc"] + 0.05, "sd": 0.01},  # 2 sd = 0.02 < 0.05
+        {"label": "vae", "dataset": ae.dataset, "metric": "auprc", "mean": 0.5, "sd": 0.1},  # not in the run
+    ]}
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps(ref))
+    assert main(["verify", str(path), "--results", str(edition / "results.jsonl")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("against a paper, Table 1: 3 cells") and out[-1] == "1 of 3 cells reproduced"
+    assert out[1].endswith("ok") and out[2].endswith("DIFFERS") and "not in the run" in out[3]
+    ref["cells"] = ref["cells"][:1]
+    path.write_text(json.dumps(ref))
+    assert main(["verify", str(path), "--results", str(edition / "results.jsonl")]) == 0
+    assert main(["verify", str(path)]) == 2
+    assert "pass --results" in capsys.readouterr().err
+
+
+def test_the_paper_reference_covers_table_3():
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).resolve().parents[1] / "leaderboard" / "paper-reference.json").read_text())
+    cells = {(c["label"], c["dataset"], c["metric"]): c for c in ref["cells"]}
+    assert len(cells) == len(ref["cells"]) == 11 * 8  # 11 rows x (4 datasets x Dice, AUPRC)
+    assert cells[("cddpm-ens-ssl", "brats21-t2", "auprc")]["mean"] == pytest.approx(0.5884)
+    assert cells[("thresh", "wmh-t1", "dice@val-bisection")]["sd"] is None
+    from uadbench.grid import load_grid
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    labels = {m.display for g in ("paper.toml", "paper-t1.toml") for m in load_grid(root / g).methods}
+    assert {c["label"] for c in ref["cells"]} <= labels  # every reference row names a method of the paper grids

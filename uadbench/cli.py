@@ -331,8 +331,16 @@ def _directory_env(dataset: str) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from uadbench.run.verify import verify_edition
+    from uadbench.run.verify import reference_report, verify_edition, verify_reference
 
+    if Path(args.edition).suffix == ".json":
+        if args.results is None:
+            raise UadbenchError(f"{args.edition} is a reference file: pass --results RUN/results.jsonl to hold a run against it")
+        source, checks = verify_reference(args.edition, args.results)
+        print(reference_report(source, checks))
+        return 0 if checks and all(c.within for c in checks) else 1
+    if args.results is not None:
+        raise UadbenchError("--results goes with a reference file (e.g. leaderboard/paper-reference.json); an edition is rerun from its grid")
     if args.tolerance is not None and not args.tolerance >= 0:
         raise UadbenchError(f"--tolerance must be a number >= 0, got {args.tolerance}")
     result = verify_edition(args.edition, only=args.only, out_dir=args.out, cache_dir=args.cache, data_root=args.data_root,
@@ -475,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=_cmd_ui)
 
     ver = sub.add_parser("verify", help="rerun a published edition's grid and check every cell against its records")
-    ver.add_argument("edition", help="a folder written by `uadbench leaderboard --publish`, e.g. leaderboard/quickstart")
+    ver.add_argument("edition", help="a folder written by `uadbench leaderboard --publish` (e.g. leaderboard/quickstart), "
+                                     "or a reference file such as leaderboard/paper-reference.json with --results")
+    ver.add_argument("--results", help="with a reference file: the run's results.jsonl to hold against it (nothing is rerun)")
     ver.add_argument("--only", metavar="PATTERN", help="rerun and check only the methods whose label matches (shell pattern, e.g. 'ae*')")
     ver.add_argument("--out", help="run directory of the rerun (default: runs/verify-<grid>-<time>; must hold no results)")
     ver.add_argument("--cache", help="cache directory (default: <run dir>/cache)")

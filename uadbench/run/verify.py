@@ -25,6 +25,63 @@ from uadbench.errors import UadbenchError
 from uadbench.records import ResultRecord, read_records, version_differences
 
 DEFAULT_TOLERANCE = 0.0  # an edition that declares none must be reproduced exactly
+MIN_BAND = 0.01  # a reference check never asks for closer than one percentage point
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """A run's mean over seeds against a published mean ± sd (one method, dataset, metric)."""
+
+    label: str
+    dataset: str
+    metric: str
+    paper: float
+    paper_sd: float | None
+    run: float  # NaN when the run lacks the cell
+    run_sd: float
+    seeds: int
+    within: bool
+
+    @property
+    def band(self) -> float:
+        return max(2 * math.sqrt((self.paper_sd or 0.0) ** 2 + self.run_sd**2), MIN_BAND)
+
+
+def verify_reference(reference: str | Path, results: str | Path) -> tuple[str, list[ReferenceCheck]]:
+    """Every cell of a reference file (``leaderboard/paper-reference.json``: label, dataset, metric,
+    mean, sd) against the unshifted records of a run: agreement when the run's mean over seeds lies
+    within ``max(2 sqrt(sd_paper² + sd_run²), MIN_BAND)`` of the published mean. Cells the run
+    lacks are listed as not reproduced."""
+    import statistics
+
+    path = Path(reference)
+    try:
+        ref = json.loads(path.read_text())
+        cells = ref["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UadbenchError(f"{path}: not a reference file (JSON with a 'cells' list of label, dataset, metric, mean, sd): {exc}") from exc
+    records = [r for r in read_records(results) if r.shift == "none"]
+    out = []
+    for c in cells:
+        values = [float(r.metrics[c["metric"]]) for r in records
+                  if r.label == c["label"] and r.dataset == c["dataset"] and c["metric"] in r.metrics]
+        run = statistics.fmean(values) if values else math.nan
+        run_sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        check = ReferenceCheck(c["label"], c["dataset"], c["metric"], float(c["mean"]), c.get("sd"), run, run_sd, len(values), False)
+        out.append(dataclasses.replace(check, within=bool(values) and abs(run - check.paper) <= check.band))
+    return str(ref.get("reference", path)), out
+
+
+def reference_report(source: str, checks: list[ReferenceCheck]) -> str:
+    lines = [f"against {source}: {len(checks)} cells (mean over seeds within max(2 combined sd, {MIN_BAND:g}) of the published mean)"]
+    for c in checks:
+        sd = "" if c.paper_sd is None else f" ± {100 * c.paper_sd:.2f}"
+        run = "not in the run" if c.seeds == 0 else f"{100 * c.run:.2f} ± {100 * c.run_sd:.2f} ({c.seeds} seeds)"
+        lines.append(f"  {c.label:<14} {c.dataset:<11} {c.metric:<19} paper {100 * c.paper:6.2f}{sd:<8} run {run:<28} "
+                     f"{'ok' if c.within else 'DIFFERS'}")
+    ok = sum(c.within for c in checks)
+    lines.append(f"{ok} of {len(checks)} cells reproduced")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,24 @@
 """A run's hold on its directories, and the sweep of temporaries a killed run left behind.
 
-Atomic writes (:mod:`uadbench.files`) go through ``.<name>.<random>.tmp`` files beside their
-target; a SIGKILL in the middle leaves one behind. Every run holds a shared lock on its run and
-cache directories while it works; at start, a run that can take the lock alone (no other run uses
-the directory) deletes the temporaries left there, then keeps its shared hold. Where file locks
-do not exist (not POSIX), nothing is swept.
+Atomic writes (:mod:`uadbench.files`) go through ``.<name>.<8 random characters><suffix>.tmp``
+files beside their target; a SIGKILL in the middle leaves one behind. A run holds its run
+directory alone (an exclusive lock: a second run on the same ``--out`` is refused with one line
+naming the holder's pid) and its cache shared (several runs may share one cache). At start, a run
+that can take a directory's lock alone deletes the temporaries left there: only names that
+uadbench's own atomic writes make, and never inside a sub-folder that another run holds (a folder
+with its own lock file). Where file locks do not exist (not POSIX), nothing is locked or swept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from uadbench.errors import UadbenchError
 
 try:
     import fcntl
@@ -21,15 +26,48 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".uadbench.lock"
+# what tempfile.mkstemp / mkdtemp make for uadbench.files: "." + name + "." + 8 of [a-z0-9_] + suffix + ".tmp"
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[^/]*)?\.tmp")
 
 
 def _temporaries(directory: Path) -> list[Path]:
-    return [p for p in directory.rglob(".*.tmp") if p.name != LOCK_NAME]
+    """uadbench's own temporaries under ``directory``, not descending into folders another run holds."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        here = Path(root)
+        kept = []
+        for d in dirs:
+            if _TEMPORARY.fullmatch(d):
+                found.append(here / d)
+            elif not (here / d / LOCK_NAME).exists():
+                kept.append(d)
+        dirs[:] = kept
+        found += [here / f for f in files if f != LOCK_NAME and _TEMPORARY.fullmatch(f)]
+    return found
+
+
+def _sweep(directory: Path) -> list[Path]:
+    swept = []
+    for path in _temporaries(directory):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        swept.append(path)
+    return swept
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    pid = handle.read().strip()
+    return f"pid {pid}" if pid.isdigit() else "another process"
 
 
 @contextlib.contextmanager
-def hold(directory: Path) -> Iterator[list[Path]]:
-    """Hold ``directory`` for a run; yields the stale temporaries that were deleted."""
+def hold(directory: Path, *, exclusive: bool = False) -> Iterator[list[Path]]:
+    """Hold ``directory`` for a run; yields the stale temporaries that were deleted. ``exclusive``:
+    hold it alone for the whole run (a run directory), refusing if another process holds it."""
     directory.mkdir(parents=True, exist_ok=True)
     if fcntl is None:  # pragma: no cover
         yield []
@@ -39,16 +77,22 @@ def hold(directory: Path) -> Iterator[list[Path]]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pass  # another run works here: its temporaries may be live
+            if exclusive:
+                raise UadbenchError(f"{directory} is in use by another uadbench run ({_holder(handle)}); wait for it to end, "
+                                    "or pass another --out") from None
+            # another run works here: its temporaries may be live
         else:
-            for path in _temporaries(directory):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                swept.append(path)
-        fcntl.flock(handle, fcntl.LOCK_SH)
+            swept = _sweep(directory)
+            if exclusive:
+                handle.truncate(0)
+                handle.write(str(os.getpid()))
+                handle.flush()
+        if not exclusive:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # a run holds it as its run directory
+                raise UadbenchError(f"{directory} is the run directory of another uadbench run ({_holder(handle)}); "
+                                    "use another --cache") from None
         try:
             yield swept
         finally:

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,10 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     torch.manual_seed(job.seed)
     np.random.seed(job.seed % (2**32))
     dev = resolve_device(device)
+    if dev.type == "cuda":  # the deterministic kernels where CUDA has them; a warning names each op that has none
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape).to(dev)
     reused = [run_fit(d, cache_dir=cache_dir, data_root=data_root, device=device, progress=progress, checkpoint_every=checkpoint_every)
               for d in job.depends_on]
@@ -222,7 +227,8 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
                        quiet=executor.polls and sys.stdout.isatty())  # a terminal shows a bar per fit instead of lines
     fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": executor.device_type(ectx.device)})
     graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
-    with hold(run_dir), hold(ectx.cache_dir):  # and sweep what a killed run left half-written
+    # the run directory alone, the cache shared (runs may share one); each swept of what a killed run left half-written
+    with hold(run_dir, exclusive=True), (hold(ectx.cache_dir) if ectx.cache_dir.resolve() != run_dir.resolve() else nullcontext()):
         progress(f"uadbench: grid {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {len(fits)} fits "
                  f"({len(graph)} with reused ones), {len(evals)} evaluation cells; {executor.describe()}; run dir {run_dir}")
         # 2. data, prepared once here so that jobs only read the cache

@@ -1,9 +1,15 @@
 """The evaluation protocol, owned by the harness and identical for every method.
 
+- :mod:`~uadbench.evaluation.protocol`: :func:`evaluate_dataset`, the one call the runner makes
+  (and the face that re-exports the rooms below);
 - :mod:`~uadbench.evaluation.postprocess`: erosion-masking, median filter, component filter;
-- :mod:`~uadbench.evaluation.metrics`: AUPRC / AUROC / Dice and the registered metric names;
-- :mod:`~uadbench.evaluation.thresholds`: validation bisection, exact optimum, healthy FPR;
-- :mod:`~uadbench.evaluation.protocol`: :func:`evaluate_dataset`, the one call the runner makes;
+- :mod:`~uadbench.evaluation.metrics`: AUPRC / AUROC / Dice from ranked counts;
+- :mod:`~uadbench.evaluation.catalogue`: every reported metric, its direction and unit (registered);
+- :mod:`~uadbench.evaluation.thresholds`: validation bisection, exact optimum, healthy FPR searches;
+- :mod:`~uadbench.evaluation.threshold_protocols`: the fair thresholds of the validation splits;
+- :mod:`~uadbench.evaluation.volume`: every metric of one test volume;
+- :mod:`~uadbench.evaluation.evaluator`: :class:`DatasetEvaluator`, aggregates and their CIs;
+- :mod:`~uadbench.evaluation.crossfit`: threshold cross-fitting over a few annotated cases;
 - :mod:`~uadbench.evaluation.results`: the data types (:class:`EvalVolume`, ...) and their JSON form;
 - :mod:`~uadbench.evaluation.checks`: the input checks (volumes, splits, disjointness);
 - :mod:`~uadbench.evaluation.stats`: bootstrap CIs and the paired permutation test;

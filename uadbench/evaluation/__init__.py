@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from uadbench.evaluation.catalogue import VolumeMetric, volume_metric, volume_metrics
 from uadbench.evaluation.image_quality import reconstruction_quality
 from uadbench.evaluation.metrics import (
     ALL_PROTOCOLS,
@@ -54,6 +55,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "PostprocessSettings",
     "ThresholdInfo",
+    "VolumeMetric",
     "VolumeResult",
     "binarize",
     "bootstrap_mean_ci",
@@ -67,4 +69,6 @@ __all__ = [
     "paired_permutation_test",
     "postprocess_map",
     "reconstruction_quality",
+    "volume_metric",
+    "volume_metrics",
 ]

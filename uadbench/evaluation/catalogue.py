@@ -11,13 +11,38 @@ cross-fitting protocols' keys and metrics registered by other packages. Each ent
 - ``percent``: a fraction that tables show multiplied by 100.
 
 Every entry is registered in :data:`uadbench.registry.METRICS` (``uadbench list metrics``).
+
+Another package adds a per-volume metric with :func:`volume_metric` (a :class:`VolumeMetric`
+entry): one module of its own and one entry-point line are enough, and the protocol then computes
+it on every test volume of every cell (:mod:`uadbench.evaluation.volume`); records carry it in
+``metrics`` (the mean over the volumes that define it, with its bootstrap CI) and ``per_volume``,
+and the report's tidy frame has its rows. For example, in ``my_metrics.py``::
+
+    import numpy as np
+    from uadbench.evaluation.catalogue import volume_metric
+
+    @volume_metric("hot_fraction", direction="lower", percent=True,
+                   description="fraction of brain voxels whose post-processed score exceeds 0.5")
+    def hot_fraction(processed, lesion, brain, spacing):
+        return float(np.mean(processed[brain] > 0.5)) if brain.any() else float("nan")
+
+and in ``pyproject.toml``::
+
+    [project.entry-points."uadbench.metrics"]
+    hot_fraction = "my_metrics"
+
+Registered metrics enter the evaluation cache keys (:func:`uadbench.evaluation.metrics.metrics_version`),
+so cells evaluated before a metric was installed are evaluated again (from their cached maps).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from uadbench.errors import UadbenchError
 from uadbench.registry import METRICS, register_metric
@@ -85,6 +110,82 @@ class MetricInfo:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+#: Name prefixes the protocol aggregates as pooled ratios (not as means): not for a volume metric.
+_POOLED = ("dice_pooled@", "detection_rate_", "l1_ratio")
+
+
+@dataclass(frozen=True, repr=False)
+class VolumeMetric(MetricInfo):
+    """A per-volume metric that the protocol computes on every test volume of every cell.
+
+    The contract of ``compute``: ``compute(processed, lesion, brain, spacing) -> float`` with
+
+    - ``processed``: the volume's post-processed anomaly map (X, Y, Z) float32, erosion-masked and
+      median-filtered (post-processing steps 2-3), higher = more anomalous; read-only;
+    - ``lesion``: the boolean lesion mask (X, Y, Z), or None for a scan without annotation (a
+      healthy scan); an annotated volume's mask may be empty;
+    - ``brain``: the boolean brain mask (X, Y, Z);
+    - ``spacing``: the isotropic voxel size in mm (a voxel is ``spacing ** 3 / 1000`` ml);
+
+    returning a float, or NaN where the metric is undefined for the volume (then the volume has
+    no value for it and is left out of its mean). The aggregate is the mean over the volumes with
+    a value. ``direction`` (``"higher"``, ``"lower"`` or ``"signed"``), ``percent`` and
+    ``description`` say how tables show it. ``version``: bump it whenever a change of
+    ``compute`` changes a value, so that cached cells are evaluated again.
+    """
+
+    compute: Callable[..., Any] | None = None
+    version: str = "1"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not callable(self.compute):
+            raise UadbenchError(
+                f"metric {self.name!r}: compute must be a function (processed, lesion, brain, spacing) -> float, "
+                f"got {type(self.compute).__name__}"
+            )
+        if self.name.startswith(_POOLED) or "@" in self.name:
+            raise UadbenchError(
+                f"metric {self.name!r}: a volume metric's name may not contain '@' nor start with "
+                f"{', '.join(repr(p) for p in _POOLED)} (the protocol's threshold and pooled metrics)"
+            )
+        if not isinstance(self.version, str) or not self.version:
+            raise UadbenchError(f"metric {self.name!r}: version must be a non-empty string, got {self.version!r}")
+        # the module that defines the metric, so that worker processes import it when it was
+        # registered outside the entry points (``uadbench.registry.runtime_modules``)
+        object.__setattr__(self, "__module__", getattr(self.compute, "__module__", type(self).__module__))
+
+
+def volume_metric(
+    name: str,
+    *,
+    direction: str = "higher",
+    description: str | None = None,
+    percent: bool = False,
+    version: str = "1",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn(processed, lesion, brain, spacing) -> float`` as the per-volume
+    metric ``name`` (see :class:`VolumeMetric` for the contract); returns ``fn`` unchanged.
+
+    ``description`` defaults to the first line of the function's docstring.
+    """
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        doc = (inspect.getdoc(fn) or "").strip()
+        text = description or (doc.splitlines()[0].rstrip(".") if doc else name)
+        metric = VolumeMetric(name, text, direction=direction, percent=percent, compute=fn, version=version)
+        register_metric(name, description=text)(metric)
+        return fn
+
+    return decorator
+
+
+def volume_metrics() -> list[VolumeMetric]:
+    """Every registered :class:`VolumeMetric` (entry points loaded), by name."""
+    registered = [METRICS.get(name) for name in METRICS.names()]
+    return [m for m in registered if isinstance(m, VolumeMetric)]
 
 
 def _protocol_text(protocol: str) -> str:
@@ -226,5 +327,8 @@ __all__ = [
     "MetricInfo",
     "ORACLE",
     "SIZE_BINS_ML",
+    "VolumeMetric",
     "metric_info",
+    "volume_metric",
+    "volume_metrics",
 ]

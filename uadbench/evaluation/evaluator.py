@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from uadbench.errors import UadbenchError
+from uadbench.evaluation.catalogue import METRIC_INFO, ORACLE, volume_metrics
 from uadbench.evaluation.checks import (
     check_disjoint,
     check_n_bootstrap,
@@ -27,7 +28,6 @@ from uadbench.evaluation.checks import (
     check_validation_splits,
     check_volume,
 )
-from uadbench.evaluation.metrics import METRIC_INFO, ORACLE
 from uadbench.evaluation.results import DatasetEvaluation, EvalVolume, ThresholdInfo, VolumeResult
 from uadbench.evaluation.stats import bootstrap_ratio_ci, bootstrap_resamples
 from uadbench.evaluation.threshold_protocols import thresholds_checked
@@ -89,6 +89,7 @@ class DatasetEvaluator:
         self._lesion_val_ids = {v.subject_id for v in lesion_val}
         self._healthy_val_ids = {v.subject_id for v in healthy_val}
         self._settings = SettingsCache(order)
+        self._registered = volume_metrics()  # the metrics of other packages, looked up once
         self._results: list[VolumeResult] = []
         self._test_ids: set[str] = set()
         self._spacings: set[float] = set()
@@ -114,7 +115,7 @@ class DatasetEvaluator:
         thresholds: Mapping[str, ThresholdInfo | float] = self.thresholds
         if own:
             thresholds = {**self.thresholds, **own}
-        result = evaluate_checked(vol, thresholds, self._settings(vol.spacing), detection)
+        result = evaluate_checked(vol, thresholds, self._settings(vol.spacing), detection, registered=self._registered)
         self._results.append(result)
         self._test_ids.add(vol.subject_id)
         self._spacings.add(vol.spacing)

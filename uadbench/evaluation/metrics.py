@@ -38,6 +38,7 @@ from uadbench.evaluation.catalogue import (
     SIZE_BINS_ML,
     MetricInfo,
     metric_info,
+    volume_metrics,
 )
 from uadbench.evaluation.postprocess import threshold_float32
 
@@ -45,6 +46,15 @@ from uadbench.evaluation.postprocess import threshold_float32
 #: function here for some input (ranking, Dice, best Dice, ties, NaN conventions), so that cached
 #: evaluations keyed on it are recomputed. Catalogue text and display flags do not bump it.
 METRICS_VERSION = "1"
+
+
+def metrics_version() -> str:
+    """The metrics' version in cache keys: :data:`METRICS_VERSION`, then each registered volume
+    metric of another package with its own version (``"1+hot_fraction=1"``), so that installing,
+    removing or changing such a metric evaluates cached cells again."""
+    extra = [f"{m.name}={m.version}" for m in volume_metrics()]
+    return "+".join([METRICS_VERSION, ",".join(extra)]) if extra else METRICS_VERSION
+
 
 # -- ranked counts -----------------------------------------------------------------------------
 
@@ -290,6 +300,7 @@ __all__ = [
     "dice_counts",
     "dice_from_counts",
     "metric_info",
+    "metrics_version",
     "pooled_ranked_counts",
     "ranked_counts",
     "roc_auc",

@@ -10,7 +10,10 @@
 - lesion-wise detection by lesion size at the detection protocol's threshold (volumes with lesions);
 - the false-positive volume per protocol (volumes without lesions);
 - l1 of the raw residual on lesion vs other voxels; SSIM / PSNR / l1 of the reconstruction on
-  volumes without lesions, and the histogram entropy difference on brain voxels.
+  volumes without lesions, and the histogram entropy difference on brain voxels;
+- every per-volume metric registered by another package (a
+  :class:`~uadbench.evaluation.catalogue.VolumeMetric`, found through the ``uadbench.metrics``
+  entry points), on the post-processed map, the masks and the spacing.
 
 Lesion-wise detection: lesions are the 26-connected components of the lesion mask; one counts as
 detected when at least one of its voxels is predicted (after the component filter). Size bins by
@@ -25,12 +28,15 @@ empty target) are left out of its metrics.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
 
+from uadbench.errors import UadbenchError
 from uadbench.evaluation import image_quality
+from uadbench.evaluation.catalogue import VolumeMetric, volume_metrics
 from uadbench.evaluation.checks import check_volume, to_numpy
 from uadbench.evaluation.metrics import (
     ORACLE,
@@ -97,6 +103,32 @@ def _detection(
     return out
 
 
+def _registered(vol: EvalVolume, processed: np.ndarray, lesion: np.ndarray | None, brain: np.ndarray,
+                metrics: Sequence[VolumeMetric]) -> dict[str, float]:
+    """The values of registered per-volume metrics (NaN where undefined), on read-only arrays."""
+    views = []
+    for arr in (processed, lesion, brain):
+        view = None if arr is None else arr.view()
+        if view is not None:
+            view.flags.writeable = False
+        views.append(view)
+    out: dict[str, float] = {}
+    for metric in metrics:
+        try:
+            value = cast(Callable[..., Any], metric.compute)(views[0], views[1], views[2], float(vol.spacing))
+        except Exception as exc:
+            raise UadbenchError(
+                f"metric {metric.name!r} failed on volume {vol.subject_id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise UadbenchError(
+                f"metric {metric.name!r} returned {type(value).__name__} on volume {vol.subject_id!r}; "
+                "a volume metric returns a float (NaN where it is undefined)"
+            )
+        out[metric.name] = float(value)
+    return out
+
+
 def evaluate_volume(
     vol: EvalVolume,
     thresholds: Mapping[str, ThresholdInfo | float],
@@ -104,7 +136,8 @@ def evaluate_volume(
     order: str = "code",
     settings: PostprocessSettings | None = None,
 ) -> VolumeResult:
-    """Every per-volume metric of one test volume at the given fair thresholds."""
+    """Every per-volume metric of one test volume at the given fair thresholds (registered
+    metrics of other packages included)."""
     vol = check_volume(vol, "test")
     settings = settings or PostprocessSettings.for_spacing(vol.spacing, order=order)
     return evaluate_checked(vol, thresholds, settings)
@@ -116,9 +149,11 @@ def evaluate_checked(
     settings: PostprocessSettings,
     detection: str = DETECTION_PROTOCOL,
     processed: np.ndarray | None = None,
+    registered: Sequence[VolumeMetric] | None = None,
 ) -> VolumeResult:
     """:func:`evaluate_volume` on a checked volume; ``detection``: the protocol of the lesion-wise
-    detection rates; ``processed``: the volume's post-processed map, when the caller has it."""
+    detection rates; ``processed``: the volume's post-processed map, when the caller has it;
+    ``registered``: the registered volume metrics to compute (None: every one registered now)."""
     if processed is None:
         processed = processed_map(vol, settings)
     brain = np.asarray(vol.brain_mask, dtype=bool)
@@ -176,6 +211,8 @@ def evaluate_checked(
             vol.image, vol.reconstruction, brain & ~lesion
         )
 
+    m.update(_registered(vol, processed, lesion if annotated else None, brain,
+                         volume_metrics() if registered is None else registered))
     metrics = {k: float(v) for k, v in m.items() if not (isinstance(v, float) and math.isnan(v))}
     return VolumeResult(vol.subject_id, metrics, ratios)
 

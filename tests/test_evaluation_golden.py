@@ -4,7 +4,7 @@
 intervals, counts, thresholds) of :func:`evaluate_dataset` and :func:`evaluate_crossfit` on the
 synthetic volumes below, written by the protocol of ``PROTOCOL_VERSION`` 1 / ``METRICS_VERSION`` 1
 before the detection metrics were added. Every number it holds must come out again; the only keys
-a result may add are the detection metrics and metrics registered by other packages. Rewrite the
+a result may add are the detection metrics and the metrics registered by other packages. Rewrite the
 file (``python tests/test_evaluation_golden.py --write``) only with a change that is meant to
 change a number, and bump the version that says so.
 """
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uadbench.evaluation.catalogue import volume_metrics
+from uadbench.evaluation.detection import DETECTION_METRICS
 from uadbench.evaluation.protocol import EvalVolume, evaluate_crossfit, evaluate_dataset
 
 GOLDEN = Path(__file__).parent / "data" / "evaluation_golden.json"
@@ -84,6 +86,13 @@ def test_the_protocol_gives_the_numbers_it_gave_before():
     new = golden_results()
     _same(new, old, "result")
     assert old["dataset"]["aggregates"]["auprc"] > 0 and len(old["dataset"]["per_volume"]) == 7  # the file holds numbers
+    # what was added since: the dataset-level detection metrics and the metrics of other packages
+    registered = {m.name for m in volume_metrics()}
+    for kind in ("dataset", "crossfit"):
+        for part in ("aggregates", "confidence_intervals", "counts"):
+            assert set(new[kind][part]) - set(old[kind][part]) == set(DETECTION_METRICS) | registered, (kind, part)
+        for sid, values in new[kind]["per_volume"].items():
+            assert set(values) - set(old[kind]["per_volume"][sid]) <= registered
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

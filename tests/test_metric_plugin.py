@@ -21,6 +21,7 @@ import pytest
 from synthetic import brainlike_volumes
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.catalogue import VolumeMetric, metric_info, volume_metric, volume_metrics
+from uadbench.evaluation.detection import DETECTION_METRICS
 from uadbench.evaluation.metrics import METRICS_VERSION, metrics_version
 from uadbench.evaluation.postprocess import PostprocessSettings, postprocess_map
 from uadbench.evaluation.protocol import EvalVolume, evaluate_dataset
@@ -134,6 +135,7 @@ def test_a_grid_run_records_the_metric_and_the_tables_have_it(tmp_path, data_roo
     assert record.metrics["extra_lesion_score"] == pytest.approx(np.mean([record.per_volume[s]["extra_lesion_score"] for s in lesioned]))
     assert "extra_lesion_score=1" in record.versions["components"]["metrics"]
     assert "extra_lesion_score" in record.floor["metrics"]  # the floor is the same protocol
+    assert set(DETECTION_METRICS) <= set(record.metrics) & set(record.confidence_intervals)  # and so are the detection metrics
     frame = report.tidy_frame([record])
     rows = frame[(frame["metric"] == "extra_lesion_score") & (frame["kind"] == "method")]
     assert set(rows["level"]) == {"cell", "subject"} and len(rows[rows["level"] == "subject"]) == len(lesioned)

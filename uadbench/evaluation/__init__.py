@@ -8,6 +8,7 @@
 - :mod:`~uadbench.evaluation.thresholds`: validation bisection, exact optimum, healthy FPR searches;
 - :mod:`~uadbench.evaluation.threshold_protocols`: the fair thresholds of the validation splits;
 - :mod:`~uadbench.evaluation.volume`: every metric of one test volume;
+- :mod:`~uadbench.evaluation.detection`: scan- and slice-level AUROC / AP of a per-scan score;
 - :mod:`~uadbench.evaluation.evaluator`: :class:`DatasetEvaluator`, aggregates and their CIs;
 - :mod:`~uadbench.evaluation.crossfit`: threshold cross-fitting over a few annotated cases;
 - :mod:`~uadbench.evaluation.results`: the data types (:class:`EvalVolume`, ...) and their JSON form;

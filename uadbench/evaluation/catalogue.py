@@ -262,6 +262,17 @@ def _metric_table() -> list[MetricInfo]:
                 percent=True,
             )
         )
+    quantile = "the 0.99 quantile of the post-processed map over its brain voxels"
+    table += [
+        MetricInfo("auroc_scan", f"scan-level AUROC: scans with lesions vs the other test scans, each scored by {quantile}",
+                   percent=True),
+        MetricInfo("auprc_scan", f"scan-level AP (AUPRC): scans with lesions vs the other test scans, each scored by {quantile}",
+                   percent=True),
+        MetricInfo("auroc_slice", "slice-level AUROC: axial slices with lesion voxels vs the other brain slices of all test "
+                   f"scans, each scored by {quantile}", percent=True),
+        MetricInfo("auprc_slice", "slice-level AP (AUPRC): axial slices with lesion voxels vs the other brain slices of all "
+                   f"test scans, each scored by {quantile}", percent=True),
+    ]
     table += [
         MetricInfo("ssim", "SSIM of reconstruction vs input on healthy test scans (data range 1)"),
         MetricInfo("psnr", "PSNR (dB) of reconstruction vs input on healthy test scans"),

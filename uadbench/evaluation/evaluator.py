@@ -7,8 +7,9 @@
 Aggregates are means over the volumes that define the metric, except ``dice_pooled@*``
 (2 Σ|P∩G| / Σ(|P| + |G|) over all annotated volumes), ``l1_ratio`` (Σ l1_lesion / Σ l1_healthy
 over volumes with lesions, i.e. the ratio of the means) and ``detection_rate_*`` (detected lesions
-/ lesions, pooled). Each aggregate has a per-subject percentile bootstrap 95 % confidence interval,
-every metric on the same resamples of the test subjects.
+/ lesions, pooled). The scan- and slice-level detection metrics (:mod:`uadbench.evaluation.detection`)
+rank the scores of all test scans together. Each aggregate has a per-subject percentile bootstrap
+95 % confidence interval, every metric on the same resamples of the test subjects.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from uadbench.evaluation.checks import (
     check_validation_splits,
     check_volume,
 )
+from uadbench.evaluation.detection import DetectionScores, detection_metrics, volume_scores
 from uadbench.evaluation.results import DatasetEvaluation, EvalVolume, ThresholdInfo, VolumeResult
 from uadbench.evaluation.stats import bootstrap_ratio_ci, bootstrap_resamples
 from uadbench.evaluation.threshold_protocols import thresholds_checked
-from uadbench.evaluation.volume import DETECTION_PROTOCOL, SettingsCache, evaluate_checked
+from uadbench.evaluation.volume import DETECTION_PROTOCOL, SettingsCache, evaluate_checked, processed_map
 
 
 class DatasetEvaluator:
@@ -91,6 +93,7 @@ class DatasetEvaluator:
         self._settings = SettingsCache(order)
         self._registered = volume_metrics()  # the metrics of other packages, looked up once
         self._results: list[VolumeResult] = []
+        self._scores: list[DetectionScores] = []
         self._test_ids: set[str] = set()
         self._spacings: set[float] = set()
 
@@ -115,14 +118,18 @@ class DatasetEvaluator:
         thresholds: Mapping[str, ThresholdInfo | float] = self.thresholds
         if own:
             thresholds = {**self.thresholds, **own}
-        result = evaluate_checked(vol, thresholds, self._settings(vol.spacing), detection, registered=self._registered)
+        settings = self._settings(vol.spacing)
+        processed = processed_map(vol, settings)
+        result = evaluate_checked(vol, thresholds, settings, detection, processed, self._registered)
         self._results.append(result)
+        self._scores.append(volume_scores(processed, vol.brain_mask, vol.lesion_mask))
         self._test_ids.add(vol.subject_id)
         self._spacings.add(vol.spacing)
         return result
 
     def reset(self) -> None:
         self._results = []
+        self._scores = []
         self._test_ids = set()
         self._spacings = set()
 
@@ -146,6 +153,7 @@ class DatasetEvaluator:
                 aggregates[name] = float(num.sum() / den.sum())
                 counts[name] = int(np.count_nonzero(den))
         cis: dict[str, tuple[float, float]] = {}
+        resamples = None
         if self.n_bootstrap:
             resamples = bootstrap_resamples(
                 len(results), n_bootstrap=self.n_bootstrap, seed=self.seed
@@ -153,6 +161,11 @@ class DatasetEvaluator:
             for name in aggregates:
                 num, den = num_den[name]
                 cis[name] = bootstrap_ratio_ci(num, den, resamples=resamples)
+        # dataset-level: the detection metrics rank every test scan's scores together
+        detected, detected_counts, detected_cis = detection_metrics(self._scores, resamples)
+        aggregates.update(detected)
+        counts.update(detected_counts)
+        cis.update(detected_cis)
         info = {
             "order": self.order,
             "postprocess": {

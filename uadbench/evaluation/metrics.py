@@ -44,8 +44,9 @@ from uadbench.evaluation.postprocess import threshold_float32
 
 #: Version of the metric values. Bump it with any change that changes the value of a metric
 #: function here for some input (ranking, Dice, best Dice, ties, NaN conventions), so that cached
-#: evaluations keyed on it are recomputed. Catalogue text and display flags do not bump it.
-METRICS_VERSION = "1"
+#: evaluations keyed on it are recomputed. Catalogue text and display flags do not bump it, but a
+#: new metric does: cached evaluations lack it. 2: the scan- and slice-level detection metrics.
+METRICS_VERSION = "2"
 
 
 def metrics_version() -> str:

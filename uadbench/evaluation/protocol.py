@@ -14,7 +14,10 @@ implemented in the reference code, METHOD_SPEC §4) for every method alike:
    size; on healthy scans the false-positive volume and the reconstruction quality;
 4. aggregate over volumes with per-subject bootstrap 95 % confidence intervals
    (:mod:`uadbench.evaluation.evaluator`, whose :class:`DatasetEvaluator` takes the test volumes
-   one at a time).
+   one at a time), and rank all test scans and their slices by a per-scan and per-slice score for
+   the scan- and slice-level detection AUROC / AP (:mod:`uadbench.evaluation.detection`: lesion
+   scans and slices with lesion voxels are the positives; the score is the 0.99 quantile of the
+   post-processed map over brain voxels).
 
 With few annotated cases, :func:`evaluate_crossfit` (:mod:`uadbench.evaluation.crossfit`) offers
 threshold cross-fitting instead of a labelled validation split.

@@ -22,6 +22,7 @@ from uadbench.evaluation import checks
 from uadbench.evaluation.image_quality import reconstruction_quality
 from uadbench.evaluation.metrics import (
     METRIC_INFO,
+    MetricInfo,
     SortedScores,
     average_precision,
     best_dice,
@@ -649,7 +650,7 @@ def test_evaluation_round_trips_through_json(evaluation):
 
 def _count_volume_checks(monkeypatch):
     """Spy on every volume check of the protocol; returns the list of (role, subject) checked."""
-    from uadbench.evaluation import protocol
+    from uadbench.evaluation import evaluator, volume
 
     seen = []
     original = checks.check_volume
@@ -658,8 +659,8 @@ def _count_volume_checks(monkeypatch):
         seen.append((role, vol.subject_id))
         return original(vol, role)
 
-    monkeypatch.setattr(checks, "check_volume", spy)
-    monkeypatch.setattr(protocol, "check_volume", spy)
+    for module in (checks, evaluator, volume):
+        monkeypatch.setattr(module, "check_volume", spy)
     return seen
 
 
@@ -691,7 +692,7 @@ def test_versions_are_exported():
     from uadbench.evaluation import METRICS_VERSION, PROTOCOL_VERSION, metrics, protocol
 
     assert PROTOCOL_VERSION == protocol.PROTOCOL_VERSION == "1"
-    assert METRICS_VERSION == metrics.METRICS_VERSION == "1"
+    assert METRICS_VERSION == metrics.METRICS_VERSION == "2"  # 2: the detection metrics
 
 
 # (key, higher is better, upper bound, shown in percent) of every leaderboard column
@@ -716,6 +717,17 @@ def test_metric_catalogue_says_direction_bound_and_unit(key, higher, upper, perc
     assert info.description
 
 
+def test_the_entropy_difference_is_signed_with_no_better_side():
+    """The catalogue and the report agree: the entropy difference has a sign, not a direction."""
+    info = metric_info("entropy_diff")
+    assert (info.direction, info.ranked, info.higher_is_better, info.arrow) == ("signed", False, False, "±")
+    assert "signed" in info.description
+    assert [k for k, i in METRIC_INFO.items() if not i.ranked] == ["entropy_diff"]
+    assert metric_info("dice@crossfit-exact@3").direction == "higher"
+    with pytest.raises(UadbenchError, match="valid: higher, lower, signed"):
+        MetricInfo("x", "y", direction="up")
+
+
 def test_metric_catalogue_covers_every_reported_metric(evaluation):
     per_volume = {k for m in evaluation.per_volume.values() for k in m}
     for name in set(evaluation.aggregates) | per_volume:
@@ -728,8 +740,8 @@ def test_metric_catalogue_covers_every_reported_metric(evaluation):
 def test_evaluation_modules_import_without_torch():
     """Only torch_postprocess imports torch; the rest of the wing is numpy/scipy."""
     package_dir = Path(uadbench.__file__).parent
-    modules = ["results", "checks", "metrics", "postprocess", "thresholds", "stats",
-               "image_quality", "protocol"]
+    modules = ["results", "checks", "catalogue", "metrics", "postprocess", "thresholds", "stats",
+               "image_quality", "volume", "threshold_protocols", "evaluator", "crossfit", "protocol"]
     code = (
         "import sys, types\n"
         # a bare package object: what the modules themselves import, not the package face

@@ -48,14 +48,14 @@ def shift_label(name: str, severity: float | None) -> str:
 def component_versions() -> dict[str, str]:
     """Versions of the harness parts that set a number (cache keys and spec hashes include them)."""
     from uadbench.data.pipeline import PIPELINE_VERSION
-    from uadbench.evaluation.metrics import METRICS_VERSION
+    from uadbench.evaluation.metrics import metrics_version
     from uadbench.evaluation.protocol import PROTOCOL_VERSION
     from uadbench.shifts.base import SHIFTS_VERSION
 
     return {
         "pipeline": PIPELINE_VERSION,
         "protocol": PROTOCOL_VERSION,
-        "metrics": METRICS_VERSION,
+        "metrics": metrics_version(),  # with the versions of metrics registered by other packages
         "shifts": SHIFTS_VERSION,
         "record": str(RECORD_SCHEMA),
     }

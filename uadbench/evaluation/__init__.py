@@ -1,9 +1,16 @@
 """The evaluation protocol, owned by the harness and identical for every method.
 
+- :mod:`~uadbench.evaluation.protocol`: :func:`evaluate_dataset`, the one call the runner makes
+  (and the face that re-exports the rooms below);
 - :mod:`~uadbench.evaluation.postprocess`: erosion-masking, median filter, component filter;
-- :mod:`~uadbench.evaluation.metrics`: AUPRC / AUROC / Dice and the registered metric names;
-- :mod:`~uadbench.evaluation.thresholds`: validation bisection, exact optimum, healthy FPR;
-- :mod:`~uadbench.evaluation.protocol`: :func:`evaluate_dataset`, the one call the runner makes;
+- :mod:`~uadbench.evaluation.metrics`: AUPRC / AUROC / Dice from ranked counts;
+- :mod:`~uadbench.evaluation.catalogue`: every reported metric, its direction and unit (registered);
+- :mod:`~uadbench.evaluation.thresholds`: validation bisection, exact optimum, healthy FPR searches;
+- :mod:`~uadbench.evaluation.threshold_protocols`: the fair thresholds of the validation splits;
+- :mod:`~uadbench.evaluation.volume`: every metric of one test volume;
+- :mod:`~uadbench.evaluation.detection`: scan- and slice-level AUROC / AP of a per-scan score;
+- :mod:`~uadbench.evaluation.evaluator`: :class:`DatasetEvaluator`, aggregates and their CIs;
+- :mod:`~uadbench.evaluation.crossfit`: threshold cross-fitting over a few annotated cases;
 - :mod:`~uadbench.evaluation.results`: the data types (:class:`EvalVolume`, ...) and their JSON form;
 - :mod:`~uadbench.evaluation.checks`: the input checks (volumes, splits, disjointness);
 - :mod:`~uadbench.evaluation.stats`: bootstrap CIs and the paired permutation test;
@@ -13,6 +20,7 @@
 
 from __future__ import annotations
 
+from uadbench.evaluation.catalogue import VolumeMetric, volume_metric, volume_metrics
 from uadbench.evaluation.image_quality import reconstruction_quality
 from uadbench.evaluation.metrics import (
     ALL_PROTOCOLS,
@@ -48,6 +56,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "PostprocessSettings",
     "ThresholdInfo",
+    "VolumeMetric",
     "VolumeResult",
     "binarize",
     "bootstrap_mean_ci",
@@ -61,4 +70,6 @@ __all__ = [
     "paired_permutation_test",
     "postprocess_map",
     "reconstruction_quality",
+    "volume_metric",
+    "volume_metrics",
 ]

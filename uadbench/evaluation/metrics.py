@@ -1,4 +1,4 @@
-"""Voxel-level metrics: AUPRC, AUROC, Dice, best Dice, and the metric catalogue.
+"""Voxel-level metrics: AUPRC, AUROC, Dice, best Dice.
 
 All ranking metrics come from one :class:`RankedCounts`: the distinct scores in decreasing order
 with the cumulative numbers of positives and negatives at or above each one. It is built from one
@@ -16,9 +16,9 @@ Undefined values are NaN: AUPRC without positives, AUROC without positives or wi
 (sklearn warns or raises there), Dice when prediction and target are both empty (the reference
 ``dice`` divides 0 by 0).
 
-The catalogue (:data:`METRIC_INFO`, :func:`metric_info`) describes every metric the protocol
-reports: what it is, whether higher is better, whether it is an upper bound (the oracle Dice) and
-whether tables show it in percent. Each entry is also registered (``uadbench list metrics``).
+The metric catalogue (what each reported metric is, its direction and unit) lives in
+:mod:`uadbench.evaluation.catalogue`; its names are re-exported here, and importing this module
+registers them (the ``uadbench.metrics`` entry point ``builtin`` names this module).
 """
 
 from __future__ import annotations
@@ -30,13 +30,32 @@ from functools import cached_property
 import numpy as np
 
 from uadbench.errors import UadbenchError
+from uadbench.evaluation.catalogue import (
+    ALL_PROTOCOLS,
+    FAIR_PROTOCOLS,
+    METRIC_INFO,
+    ORACLE,
+    SIZE_BINS_ML,
+    MetricInfo,
+    metric_info,
+    volume_metrics,
+)
 from uadbench.evaluation.postprocess import threshold_float32
-from uadbench.registry import METRICS, register_metric
 
 #: Version of the metric values. Bump it with any change that changes the value of a metric
 #: function here for some input (ranking, Dice, best Dice, ties, NaN conventions), so that cached
-#: evaluations keyed on it are recomputed. Catalogue text and display flags do not bump it.
-METRICS_VERSION = "1"
+#: evaluations keyed on it are recomputed. Catalogue text and display flags do not bump it, but a
+#: new metric does: cached evaluations lack it. 2: the scan- and slice-level detection metrics.
+METRICS_VERSION = "2"
+
+
+def metrics_version() -> str:
+    """The metrics' version in cache keys: :data:`METRICS_VERSION`, then each registered volume
+    metric of another package with its own version (``"1+hot_fraction=1"``), so that installing,
+    removing or changing such a metric evaluates cached cells again."""
+    extra = [f"{m.name}={m.version}" for m in volume_metrics()]
+    return "+".join([METRICS_VERSION, ",".join(extra)]) if extra else METRICS_VERSION
+
 
 # -- ranked counts -----------------------------------------------------------------------------
 
@@ -264,185 +283,6 @@ def compute_dice(prediction: np.ndarray, target: np.ndarray) -> float:
     return dice_from_counts(*dice_counts(prediction, target))
 
 
-# -- metric names ------------------------------------------------------------------------------
-
-#: Threshold protocols with a fair (not test-tuned) threshold, in display order.
-FAIR_PROTOCOLS = (
-    "val-bisection",
-    "val-exact",
-    "healthy-fpr@1%",
-    "healthy-fpr@5%",
-    "healthy-fpr@10%",
-)
-ORACLE = "oracle"
-ALL_PROTOCOLS = FAIR_PROTOCOLS + (ORACLE,)
-
-#: Lesion-size bins (ml) of connected lesions for the detection rate: [lower, upper).
-SIZE_BINS_ML: dict[str, tuple[float, float]] = {
-    "small": (0.0, 0.1),
-    "medium": (0.1, 1.0),
-    "large": (1.0, math.inf),
-}
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """A metric reported by the evaluation protocol, and how tables should show it.
-
-    ``higher_is_better``: the direction of "better" (``arrow`` gives ↑ or ↓).
-    ``upper_bound``: the value uses the test labels (the oracle Dice); never a fair result, never
-    mixed into the fair columns. ``percent``: a fraction that tables show multiplied by 100.
-    """
-
-    name: str
-    description: str
-    higher_is_better: bool = True
-    upper_bound: bool = False
-    percent: bool = False
-
-    @property
-    def arrow(self) -> str:
-        """``"↑"`` when higher is better, else ``"↓"``."""
-        return "↑" if self.higher_is_better else "↓"
-
-    def __repr__(self) -> str:
-        return f"MetricInfo({self.name!r})"
-
-
-def _protocol_text(protocol: str) -> str:
-    if protocol == "val-bisection":
-        return "threshold from the labelled validation split (reference 10-step bisection)"
-    if protocol == "val-exact":
-        return "threshold from the labelled validation split (exact pooled-Dice optimum)"
-    if protocol.startswith("healthy-fpr@"):
-        pct = protocol.split("@", 1)[1]
-        return f"threshold giving {pct} voxel FPR on healthy validation brains"
-    return protocol
-
-
-def _metric_table() -> list[MetricInfo]:
-    table = [
-        MetricInfo(
-            "auprc",
-            "AUPRC over all voxels of a volume, mean over volumes (paper's AUPRC)",
-            percent=True,
-        ),
-        MetricInfo("auroc", "AUROC over all voxels of a volume, mean over volumes", percent=True),
-        MetricInfo(
-            "auprc_brain",
-            "AUPRC over brain-mask voxels of a volume, mean over volumes",
-            percent=True,
-        ),
-        MetricInfo(
-            "auroc_brain",
-            "AUROC over brain-mask voxels of a volume, mean over volumes",
-            percent=True,
-        ),
-    ]
-    for p in FAIR_PROTOCOLS:
-        text = _protocol_text(p)
-        table.append(
-            MetricInfo(f"dice@{p}", f"per-volume Dice, mean over volumes; {text}", percent=True)
-        )
-        table.append(
-            MetricInfo(f"dice_pooled@{p}", f"Dice of all test voxels pooled; {text}", percent=True)
-        )
-        table.append(
-            MetricInfo(
-                f"fp_volume_ml@{p}",
-                f"predicted anomalous volume (ml) on healthy test scans; {text}",
-                higher_is_better=False,
-            )
-        )
-    table.append(
-        MetricInfo(
-            "dice@oracle",
-            "best Dice per test volume over all thresholds, no CC filter (upper bound, not fair)",
-            upper_bound=True,
-            percent=True,
-        )
-    )
-    table += [
-        MetricInfo(
-            "l1_lesion", "mean raw |x - x̂| (or raw map) over lesion voxels", higher_is_better=True
-        ),
-        MetricInfo(
-            "l1_healthy",
-            "mean raw |x - x̂| (or raw map) over non-lesion voxels, background included",
-            higher_is_better=False,
-        ),
-        MetricInfo(
-            "l1_ratio", "l1_lesion / l1_healthy (aggregate: ratio of the means), paper's l1-ratio"
-        ),
-    ]
-    for name, (lo, hi) in SIZE_BINS_ML.items():
-        span = f">= {lo:g} ml" if math.isinf(hi) else f"{lo:g}-{hi:g} ml"
-        table.append(
-            MetricInfo(
-                f"detection_rate_{name}@val-bisection",
-                f"fraction of connected lesions of {span} hit by the prediction (pooled); "
-                "threshold from val-bisection",
-                percent=True,
-            )
-        )
-    table += [
-        MetricInfo("ssim", "SSIM of reconstruction vs input on healthy test scans (data range 1)"),
-        MetricInfo("psnr", "PSNR (dB) of reconstruction vs input on healthy test scans"),
-        MetricInfo(
-            "l1_recon",
-            "mean |x - x̂| over all voxels of healthy test scans",
-            higher_is_better=False,
-        ),
-        MetricInfo(
-            "entropy_diff",
-            "histogram entropy of input minus that of reconstruction, brain voxels (paper's 'KLD')",
-            higher_is_better=False,
-        ),
-    ]
-    return table
-
-
-#: The catalogue, in display order (aggregates are reported in this order).
-METRIC_INFO: dict[str, MetricInfo] = {}
-for _info in _metric_table():
-    METRIC_INFO[_info.name] = _info
-    register_metric(_info.name, description=_info.description)(_info)
-del _info
-
-
-def _crossfit_info(key: str) -> MetricInfo | None:
-    """The entry of a cross-fitting metric (``dice@crossfit-bisection@5``): the fair protocol's
-    entry with the threshold's provenance said (see ``protocol.evaluate_crossfit``)."""
-    import re
-
-    m = re.fullmatch(r"(.+)@crossfit-(bisection|exact)@(\d+)", key)
-    base = METRIC_INFO.get(f"{m.group(1)}@val-{m.group(2)}") if m else None
-    if m is None or base is None:
-        return None
-    text = f"threshold from {m.group(3)}-fold cross-fitting over the annotated cases ({m.group(2)})"
-    return MetricInfo(key, base.description.rsplit(";", 1)[0] + f"; {text}", base.higher_is_better, base.upper_bound, base.percent)
-
-
-def metric_info(key: str) -> MetricInfo:
-    """The catalogue entry of a metric key as it appears in results, e.g. ``"auprc"``,
-    ``"dice@val-bisection"``, ``"dice@healthy-fpr@5%"``, ``"fp_volume_ml@val-bisection"``,
-    ``"l1_ratio"``, ``"dice@oracle"`` (``upper_bound``).
-
-    Metrics registered by other packages are found when they registered a :class:`MetricInfo`.
-    An unknown key raises an error that lists the known ones.
-    """
-    info = METRIC_INFO.get(key) or _crossfit_info(key)
-    if info is not None:
-        return info
-    registered = METRICS.get(key)  # raises "unknown metric ...; did you mean ...; available: ..."
-    if not isinstance(registered, MetricInfo):
-        raise UadbenchError(
-            f"metric {key!r} is registered as {type(registered).__name__}, not MetricInfo; "
-            "register a MetricInfo to give it a direction, upper-bound flag and display unit"
-        )
-    return registered
-
-
 __all__ = [
     "ALL_PROTOCOLS",
     "FAIR_PROTOCOLS",
@@ -461,6 +301,7 @@ __all__ = [
     "dice_counts",
     "dice_from_counts",
     "metric_info",
+    "metrics_version",
     "pooled_ranked_counts",
     "ranked_counts",
     "roc_auc",

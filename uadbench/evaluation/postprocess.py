@@ -2,12 +2,13 @@
 
 The reference implementation of Behrendt et al. (arXiv 2312.04215; ``src/utils/utils_eval.py`` of
 FinnBehrendt/Conditioned-Diffusion-Models-UAD, see METHOD_SPEC §4.2) post-processes the residual
-of each 96×96×50 volume at 2 mm like this:
+of each 96×96×50 volume at 2 mm like this (the step numbers of the design's protocol, step 1 being
+the method's anomaly map itself):
 
-1. multiply by the brain mask eroded per axial slice with a 2D cross, 3 iterations (the code
+2. multiply by the brain mask eroded per axial slice with a 2D cross, 3 iterations (the code
    computes ``width // 25`` = 96 // 25);
-2. 3D median filter, 5×5×5 voxels, ``mode="reflect"``;
-3. threshold (strict ``>``), then drop 26-connected components whose *filled* size (cavities
+3. 3D median filter, 5×5×5 voxels, ``mode="reflect"``;
+4. threshold (strict ``>``), then drop 26-connected components whose *filled* size (cavities
    closed, skimage ``area_filled``) is at most 7 voxels.
 
 The paper lists the median filter before the erosion; ``order="paper"`` selects that order, the

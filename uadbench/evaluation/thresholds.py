@@ -18,7 +18,7 @@ is a binary search.
   voxels and never exceeds ``k``.
 - :func:`crossfit_folds`: k folds over a few annotated cases for threshold cross-fitting (each
   case is tested once, at a threshold chosen on the other folds; see
-  :func:`uadbench.evaluation.protocol.evaluate_crossfit`).
+  :func:`uadbench.evaluation.crossfit.evaluate_crossfit`).
 """
 
 from __future__ import annotations

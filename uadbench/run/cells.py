@@ -99,7 +99,8 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         val_split=job.dataset.val_split, shift=job.shift.name, severity=job.shift.severity, seed=fit.seed,
         image_grid=fit.image_grid.to_dict(), metrics=res["aggregates"], thresholds=res["thresholds"],
         confidence_intervals=res.get("confidence_intervals", {}), per_volume=res["per_volume"],
-        healthy_test=f"{fit.train_dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon)",
+        healthy_test=f"{fit.train_dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon; "
+                     "the negatives of auroc_scan, auprc_scan, auroc_slice, auprc_slice)",
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0])),
                        **({} if input_ssim is None else {"healthy_input_ssim": input_ssim})},
         cost={"num_parameters": meta["num_parameters"], "train_seconds": meta["train_seconds"], "seconds_per_volume": float(np.mean(seconds))},

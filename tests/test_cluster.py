@@ -26,7 +26,10 @@ import torch
 
 from uadbench.cli import main
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.executors import Task, TaskFailure, cluster, create_executor
+from uadbench.executors import Task, TaskFailure, create_executor, remote
+from uadbench.executors import slurm as slurm_executors
+from uadbench.executors.ray import RayExecutor
+from uadbench.executors.slurm import SlurmExecutor, parse_slurm_mem, parse_slurm_time
 from uadbench.grid import executor_table
 from uadbench.records import ResultRecord
 from uadbench.run.runner import run_grid
@@ -36,7 +39,7 @@ SMOKE = Path(__file__).parent / "data" / "smoke.toml"
 
 # -- without an engine ---------------------------------------------------------------------------
 def test_create_executor_refuses_unknown_kinds_and_options():
-    with pytest.raises(UadbenchError, match="unknown executor 'sge'; choose one of: local, slurm, ray"):
+    with pytest.raises(UadbenchError, match="unknown executor 'sge'; available: local, ray, slurm"):
         create_executor(kind="sge")
     with pytest.raises(UadbenchError, match="the slurm executor has no option address; valid: folder, partition"):
         create_executor(kind="slurm", address="auto")
@@ -46,8 +49,8 @@ def test_create_executor_refuses_unknown_kinds_and_options():
 
 @pytest.mark.parametrize("kind, package", [("slurm", "submitit"), ("ray", "ray")])
 def test_a_missing_optional_package_names_the_extra(monkeypatch, kind, package):
-    real = cluster.importlib.util.find_spec
-    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    real = remote.importlib.util.find_spec
+    monkeypatch.setattr(remote.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
     with pytest.raises(UadbenchError, match=rf"the {kind} executor needs the '{package}' package: pip install 'uadbench\[{kind}\]'"):
         create_executor(kind=kind)
 
@@ -55,24 +58,24 @@ def test_a_missing_optional_package_names_the_extra(monkeypatch, kind, package):
 @pytest.mark.parametrize("value, minutes", [(90, 90), ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440), ("1-02:30", 1590),
                                             ("0-00:00:30", 1)])
 def test_slurm_time_limits_in_minutes(value, minutes):
-    assert cluster.parse_slurm_time(value) == minutes
+    assert parse_slurm_time(value) == minutes
 
 
 @pytest.mark.parametrize("value", ["1h", "", "0", "00:00:00", "1:2:3:4", True, "-5"])
 def test_bad_slurm_time_limits_are_refused(value):
     with pytest.raises(UadbenchError, match="slurm time"):
-        cluster.parse_slurm_time(value)
+        parse_slurm_time(value)
 
 
 def test_slurm_memory_sizes():
-    assert [cluster.parse_slurm_mem(v) for v in ("16G", "16gb", "500", 2048, "1T")] == ["16G", "16G", "500M", "2048M", "1T"]
+    assert [parse_slurm_mem(v) for v in ("16G", "16gb", "500", 2048, "1T")] == ["16G", "16G", "500M", "2048M", "1T"]
     for bad in ("16 GiB", "1.5G", "0G", "lots"):
         with pytest.raises(UadbenchError, match="slurm memory"):
-            cluster.parse_slurm_mem(bad)
+            parse_slurm_mem(bad)
 
 
 def test_slurm_job_parameters_follow_the_options(monkeypatch, tmp_path):
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed to build the parameters
+    monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed to build the parameters
     ex = create_executor(3, 1, kind="slurm", partition="gpu", time="2:00:00", mem="32G", gpus=1, cpus=8, folder=tmp_path)
     params = ex.sbatch_parameters()
     assert ex.threads == 8 and params["cpus_per_task"] == 8 and params["gpus_per_node"] == 1
@@ -89,8 +92,10 @@ def test_slurm_job_parameters_follow_the_options(monkeypatch, tmp_path):
 
 
 def test_levels_put_every_task_below_its_parents():
+    from uadbench.executors.slurm import levels
+
     tasks = [Task("d", abs, (1,), ("c",)), Task("c", abs, (1,), ("a", "b")), Task("a", abs, (1,)), Task("b", abs, (1,), ("a",))]
-    assert [[t.key for t in level] for level in cluster.levels(tasks)] == [["a"], ["b"], ["c"], ["d"]]
+    assert [[t.key for t in level] for level in levels(tasks)] == [["a"], ["b"], ["c"], ["d"]]
 
 
 def test_grid_executor_table():
@@ -102,7 +107,8 @@ def test_grid_executor_table():
         ({"executor": {"queue": "gpu"}}, "unknown key 'queue'"),
         ({"executor": {"gpus": "one"}}, "gpus must be an integer"),
         ({"executor": {"gpus": True}}, "gpus must be an integer"),
-        ({"executor": {"kind": "sge"}}, "kind must be 'local', 'slurm' or 'ray'"),
+        ({"executor": {"kind": "sge"}}, "g.toml: \\[executor\\] kind: unknown executor 'sge'; available: local, ray, slurm"),
+        ({"executor": {"kind": "slrum"}}, "did you mean 'slurm'\\?"),
     ]:
         with pytest.raises(ConfigError, match=message):
             executor_table(raw, "g.toml")
@@ -116,7 +122,7 @@ def test_grid_executor_table():
     (["--executor", "slurm", "--slurm-mem", "lots"], "slurm memory 'lots' is not a size"),
 ])
 def test_cli_executor_flags_fail_in_one_line(monkeypatch, tmp_path, capsys, flags, message):
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("uadbench: error: ") and message in err and "\n" not in err
@@ -127,7 +133,7 @@ def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
     from uadbench.executors import SerialExecutor
     from uadbench.grid import load_grid
 
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     grid = tmp_path / "g.toml"
     grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\npartition = "gpu"\ntime = 60\ngpus = 1\naddress = "auto"\n')
     spec = load_grid(grid)
@@ -137,11 +143,11 @@ def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
         return _run_executor(build_parser().parse_args(["run", str(grid), *flags]), spec, tmp_path / "run")
 
     ex = executor("--slurm-time", "30", "--threads", "2")
-    assert isinstance(ex, cluster.SlurmExecutor) and (ex.partition, ex.time_min, ex.gpus, ex.threads) == ("gpu", 30, 1, 2)
+    assert isinstance(ex, SlurmExecutor) and (ex.partition, ex.time_min, ex.gpus, ex.threads) == ("gpu", 30, 1, 2)
     assert ex.folder == (tmp_path / "run" / "slurm").absolute()
     assert isinstance(executor("--executor", "local"), SerialExecutor)
     ray = executor("--executor", "ray", "--ray-address", "ray://head:10001")
-    assert isinstance(ray, cluster.RayExecutor) and ray.address == "ray://head:10001" and ray.gpus == 1
+    assert isinstance(ray, RayExecutor) and ray.address == "ray://head:10001" and ray.gpus == 1
     assert executor("--executor", "ray").address == "auto"
     grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\ntime = "1h"\n')
     with pytest.raises(UadbenchError, match="slurm time '1h' is not a Slurm time limit"):
@@ -149,8 +155,8 @@ def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
 
 
 def test_cli_names_the_extra_when_its_package_is_missing(monkeypatch, tmp_path, capsys):
-    real = cluster.importlib.util.find_spec
-    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    real = remote.importlib.util.find_spec
+    monkeypatch.setattr(remote.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", "--executor", "ray"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "uadbench: error: the ray executor needs the 'ray' package: pip install 'uadbench[ray]'"

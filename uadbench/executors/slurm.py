@@ -1,0 +1,269 @@
+"""The Slurm executor: the runner's task graph as Slurm jobs, through submitit.
+
+The submitting process alone writes results and MLflow; the jobs read and write the run's cache,
+which must be on a filesystem every node sees. A task that fails yields a
+:class:`~uadbench.executors.TaskFailure` (its error line, and the job's log tail as its
+traceback), the tasks that depend on it yield one without running, and the others go on.
+
+One job per task, all submitted up front. A task's dependencies become ``afterok`` dependencies on
+its parents' job ids, so Slurm itself holds a fit back until the fit it reuses has finished, and an
+evaluation until its fit has. Tasks with the same parents (typically every fit that reuses nothing)
+go in as one job array. Each job asks for ``cpus`` CPUs and runs torch with that many threads;
+``gpus`` per job, ``partition``, ``time`` and ``mem`` as given (unset ones take the partition's
+defaults). Scripts, pickles and logs go to ``folder``. Progress comes from the result files
+submitit writes; ``squeue`` is asked only to notice jobs that ended without one (killed, timed out,
+out of memory), so the cluster needs no accounting database. Jobs still queued when the run stops
+(an interrupt, an error in the caller) are cancelled.
+
+The optional package: ``pip install 'uadbench[slurm]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from uadbench.errors import UadbenchError
+from uadbench.executors.base import Task, TaskFailure, check_graph, failed_dependency, register_executor
+from uadbench.executors.remote import RemoteExecutor, count, error_line, module_roots, require, run_with_threads, tail
+
+
+def levels(tasks: Sequence[Task]) -> list[list[Task]]:
+    """The graph in dependency levels: each task one level below its deepest parent."""
+    depth: dict[str, int] = {}
+    pending = list(tasks)
+    while pending:
+        for task in [t for t in pending if all(d in depth for d in t.depends_on)]:
+            depth[task.key] = 1 + max((depth[d] for d in task.depends_on), default=-1)
+            pending.remove(task)
+    out: list[list[Task]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for task in tasks:
+        out[depth[task.key]].append(task)
+    return out
+
+
+# -- option values (shared by the CLI and the grid's [executor] table) ---------------------------
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_MEM = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
+
+
+def parse_slurm_time(value: str | int) -> int:
+    """A Slurm time limit (``90``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM[:SS]``) in whole minutes."""
+    text = str(value).strip()
+    match = None if isinstance(value, bool) else _TIME.match(text)
+    if match is None:
+        raise UadbenchError(f"slurm time {value!r} is not a Slurm time limit: use minutes (90), HH:MM:SS or D-HH:MM:SS")
+    days, a, b, c = match.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        total = int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    elif len(parts) == 3:  # HH:MM:SS
+        total = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    else:  # MM or MM:SS
+        total = parts[0] * 60 + (parts[1] if len(parts) == 2 else 0)
+    if total <= 0:
+        raise UadbenchError(f"slurm time {value!r} must be longer than zero")
+    return math.ceil(total / 60)
+
+
+def parse_slurm_mem(value: str | int) -> str:
+    """Memory per job as Slurm writes it: ``16G``, ``500M`` (a bare number is megabytes)."""
+    match = None if isinstance(value, bool) else _MEM.match(str(value).strip())
+    if match is None or int(match.group(1)) == 0:
+        raise UadbenchError(f"slurm memory {value!r} is not a size: use a whole number with K, M, G or T (16G, 500M)")
+    return f"{int(match.group(1))}{match.group(2).upper() or 'M'}"
+
+
+_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+           "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+
+
+@register_executor("slurm", "a Slurm cluster through submitit: one job per task, afterok edges (pip install 'uadbench[slurm]')")
+class SlurmExecutor(RemoteExecutor):
+    """One Slurm job per task (arrays for tasks with the same parents), ``afterok`` for every edge.
+
+    ``cpus`` per job (and as many torch threads), ``gpus`` per job, ``partition``, ``time``
+    (minutes or ``[D-]HH:MM:SS``) and ``mem`` (``16G``). ``folder`` holds submitit's scripts,
+    pickles and logs; like the cache it must be on the shared filesystem. ``modules``: run-time
+    plugin modules every job imports first (see :func:`uadbench.registry.runtime_modules`).
+    """
+
+    options: ClassVar[tuple[str, ...]] = ("folder", "partition", "time", "mem", "gpus", "cpus", "job_name", "poll_s", "squeue_s",
+                                          "result_grace_s", "extra")
+
+    def __init__(self, cpus: int = 1, *, folder: str | os.PathLike | None = None, partition: str | None = None,
+                 time: str | int | None = None, mem: str | int | None = None, gpus: int = 0, modules: Sequence[str] = (),
+                 job_name: str = "uadbench", poll_s: float = 1.0, squeue_s: float = 5.0, result_grace_s: float = 30.0,
+                 squeue_patience_s: float = 900.0, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(count(cpus, "slurm cpus per job", 1))
+        require("submitit", "slurm", "slurm")
+        missing = [c for c in ("sbatch", "squeue", "scancel", "srun") if shutil.which(c) is None]
+        if missing:
+            raise UadbenchError(f"the slurm executor needs {', '.join(missing)} on PATH: run it on a Slurm submit (login) node")
+        if partition is not None and (not isinstance(partition, str) or not partition.strip()):
+            raise UadbenchError(f"slurm partition must be a non-empty name, got {partition!r}")
+        self.folder = Path(folder if folder is not None else "uadbench-slurm").absolute()
+        self.partition = partition
+        self.time_min = None if time is None else parse_slurm_time(time)
+        self.mem = None if mem is None else parse_slurm_mem(mem)
+        self.gpus = count(gpus, "slurm gpus per job", 0)
+        self.modules = tuple(modules)
+        self.job_name = job_name
+        self.poll_s, self.squeue_s, self.result_grace_s, self.squeue_patience_s = poll_s, squeue_s, result_grace_s, squeue_patience_s
+        self.extra = dict(extra or {})
+
+    def sbatch_parameters(self) -> dict[str, Any]:
+        """The submitit parameters of every job, before its dependency."""
+        params: dict[str, Any] = {
+            "job_name": self.job_name,
+            "nodes": 1,
+            "ntasks_per_node": 1,
+            "cpus_per_task": self.threads,
+            "time": self.time_min,  # None: the partition's default
+            "setup": [f"export OMP_NUM_THREADS={self.threads} MKL_NUM_THREADS={self.threads}"],
+            # a job whose parent failed leaves the queue instead of pending forever
+            "additional_parameters": {"kill_on_invalid_dep": "yes", **self.extra},
+        }
+        if self.partition:
+            params["partition"] = self.partition
+        if self.mem:
+            params["mem"] = self.mem
+        if self.gpus:
+            params["gpus_per_node"] = self.gpus
+        return params
+
+    def _submit(self, tasks: Sequence[Task]) -> dict[str, Any]:
+        """Every task as a job, parents first; returns the submitit job of each task key."""
+        import submitit
+
+        executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=0)
+        base = self.sbatch_parameters()
+        roots = module_roots(self.modules)
+        jobs: dict[str, Any] = {}
+        for level in levels(tasks):
+            groups: dict[tuple[str, ...], list[Task]] = {}
+            for task in level:
+                groups.setdefault(tuple(sorted(task.depends_on)), []).append(task)
+            for parents, group in groups.items():
+                dependency = "afterok:" + ":".join(jobs[p].job_id for p in parents) if parents else None
+                executor.update_parameters(**base, dependency=dependency)
+                try:
+                    with executor.batch():
+                        submitted = [executor.submit(run_with_threads, self.threads, t.fn, t.args, self.modules, roots) for t in group]
+                except Exception as exc:  # sbatch refused (unknown partition, limits, ...): say what it said
+                    self._cancel([job.job_id for job in jobs.values()])
+                    sbatch = [line for line in str(exc).splitlines() if "sbatch: error" in line]
+                    raise UadbenchError(f"Slurm refused the jobs: {sbatch[-1].strip() if sbatch else error_line(str(exc), repr(exc))}") from exc
+                jobs.update((task.key, job) for task, job in zip(group, submitted))
+        return jobs
+
+    def _queue(self) -> dict[str, str] | str:
+        """The state of each of this user's jobs that Slurm still lists, or why squeue failed."""
+        command = ["squeue", "--noheader", "--array", f"--user={os.getuid()}", "--format=%i %T"]
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+        if out.returncode:
+            return f"`{' '.join(command)}` failed ({out.returncode}): {(out.stderr or out.stdout).strip()}"
+        return {parts[0]: parts[1] for line in out.stdout.splitlines() if len(parts := line.split()) >= 2}
+
+    def _logs(self, job: Any) -> str:
+        logs = [f"--- {p}\n{text}" for p in (job.paths.stderr, job.paths.stdout) if (text := tail(p))]
+        return "\n".join(logs) or f"(no log for job {job.job_id} in {self.folder})"
+
+    def _finished(self, job: Any) -> tuple[Any] | TaskFailure | None:
+        """``(result,)`` or a failure once the job's result file is there; None before."""
+        if not job.paths.result_pickle.exists():
+            return None
+        from submitit.core.utils import pickle_load
+
+        outcome, value = pickle_load(job.paths.result_pickle)
+        if outcome == "success":
+            return (value,)
+        trace = str(value)
+        return TaskFailure(error_line(trace, "the job failed"), f"Slurm job {job.job_id}\n{trace}\n{self._logs(job)}")
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, Any]]:
+        check_graph(tasks)
+        if not tasks:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        jobs: dict[str, Any] = {}
+        cancelled: set[str] = set()
+        try:
+            jobs = self._submit(tasks)
+            pending = [t for level in levels(tasks) for t in level]
+            failed: dict[str, TaskFailure] = {}
+            succeeded: set[str] = set()
+            gone_since: dict[str, float] = {}
+            last_squeue = last_idle = queue_ok = time.monotonic()
+            while pending:
+                queue = None
+                if time.monotonic() - last_squeue >= self.squeue_s:
+                    last_squeue, answer = time.monotonic(), self._queue()
+                    if isinstance(answer, str):  # Slurm unreachable: wait for it, but not forever
+                        if time.monotonic() - queue_ok > self.squeue_patience_s:
+                            raise UadbenchError(f"Slurm has not answered for {self.squeue_patience_s:.0f} s: {answer}")
+                    else:
+                        queue, queue_ok = answer, time.monotonic()
+                progressed = False
+                for task in list(pending):
+                    job = jobs[task.key]
+                    result: tuple[Any] | TaskFailure | None = failed_dependency(task, failed)
+                    if result is not None:  # Slurm drops it too (kill_on_invalid_dep); make sure
+                        self._cancel([job.job_id])
+                        cancelled.add(task.key)
+                    else:
+                        result = self._finished(job)
+                        # a job whose parents are not all done has not run; Slurm may drop it before
+                        # its parent's failure shows: that failure decides
+                        if result is None and queue is not None and set(task.depends_on) <= succeeded:
+                            state = queue.get(job.job_id, "GONE")
+                            if state in _ACTIVE:
+                                gone_since.pop(task.key, None)
+                            elif time.monotonic() - gone_since.setdefault(task.key, time.monotonic()) > self.result_grace_s:
+                                what = "left the queue" if state == "GONE" else f"ended in state {state}"
+                                result = TaskFailure(f"Slurm job {job.job_id} {what} without a result (time limit, memory, "
+                                                     f"node failure or scancel?)", self._logs(job))
+                        if result is None:
+                            continue
+                    pending.remove(task)
+                    progressed = True
+                    if isinstance(result, TaskFailure):
+                        failed[task.key] = result
+                        yield task, result
+                    else:
+                        succeeded.add(task.key)
+                        yield task, result[0]
+                if pending and not progressed:
+                    if time.monotonic() - last_idle >= self.idle_every:
+                        last_idle = time.monotonic()
+                        self.idle()
+                    time.sleep(self.poll_s)
+        finally:
+            self._cancel([job.job_id for key, job in jobs.items() if key not in cancelled and not job.paths.result_pickle.exists()])
+
+    @staticmethod
+    def _cancel(job_ids: Sequence[str]) -> None:
+        if job_ids:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+    def describe(self) -> str:
+        limits = [f"partition {self.partition}" if self.partition else "default partition",
+                  f"{self.threads} cpu{'s' if self.threads > 1 else ''}", f"{self.gpus} gpu{'s' if self.gpus != 1 else ''}"]
+        if self.time_min:
+            limits.append(f"{self.time_min} min")
+        if self.mem:
+            limits.append(f"{self.mem} memory")
+        return f"slurm, one job per task ({', '.join(limits)}; logs in {self.folder})"

@@ -1,7 +1,7 @@
 """Cluster executors with real engines: a one-node Slurm on localhost and a local Ray cluster on 127.0.0.1.
 
 The engines are started here (tests/slurm.py for Slurm, the executor itself for Ray) and stopped
-after. Each runs a small task graph (order, job arrays and ``afterok`` edges, torch threads, a
+after. Each runs a small task graph (order, bounded job arrays of ready tasks, torch threads, a
 failure and the tasks that depend on it, a job that Slurm kills) and the smoke grid, whose records
 must equal those of the local executor. Slurm is skipped only when it cannot start here, with the
 step that failed in the reason.
@@ -80,22 +80,28 @@ def test_slurm_job_parameters_follow_the_options(monkeypatch, tmp_path):
     params = ex.sbatch_parameters()
     assert ex.threads == 8 and params["cpus_per_task"] == 8 and params["gpus_per_node"] == 1
     assert (params["partition"], params["time"], params["mem"]) == ("gpu", 120, "32G")
-    assert params["additional_parameters"]["kill_on_invalid_dep"] == "yes"
+    assert params["array_parallelism"] == 500 and "additional_parameters" not in params  # no dependency options: none are used
     assert "OMP_NUM_THREADS=8" in params["setup"][0]
-    assert "partition gpu, 8 cpus, 1 gpu, 120 min, 32G memory" in ex.describe()
-    bare = create_executor(kind="slurm", threads=2, folder=tmp_path).sbatch_parameters()
+    assert "job arrays of up to 500 ready tasks (partition gpu, 8 cpus, 1 gpu, 120 min, 32G memory" in ex.describe()
+    bare = create_executor(kind="slurm", threads=2, folder=tmp_path, array_size=20, extra={"qos": "low"}).sbatch_parameters()
     assert bare["time"] is None and bare["cpus_per_task"] == 2 and not {"partition", "mem", "gpus_per_node"} & set(bare)
+    assert bare["array_parallelism"] == 20 and bare["additional_parameters"] == {"qos": "low"}
     with pytest.raises(UadbenchError, match="slurm gpus per job must be an integer >= 0"):
         create_executor(kind="slurm", gpus=-1, folder=tmp_path)
     with pytest.raises(UadbenchError, match="slurm cpus per job must be an integer >= 1"):
         create_executor(kind="slurm", cpus=0, folder=tmp_path)
+    with pytest.raises(UadbenchError, match="slurm array size must be an integer >= 1, got 0"):
+        create_executor(kind="slurm", array_size=0, folder=tmp_path)
+    with pytest.raises(UadbenchError, match="slurm jobs queued at once must be an integer >= 1"):
+        create_executor(kind="slurm", max_queued=0, folder=tmp_path)
 
 
-def test_levels_put_every_task_below_its_parents():
-    from uadbench.executors.slurm import levels
+def test_priority_order_puts_every_task_after_its_parents():
+    from uadbench.executors.base import priority_order
 
-    tasks = [Task("d", abs, (1,), ("c",)), Task("c", abs, (1,), ("a", "b")), Task("a", abs, (1,)), Task("b", abs, (1,), ("a",))]
-    assert [[t.key for t in level] for level in levels(tasks)] == [["a"], ["b"], ["c"], ["d"]]
+    tasks = [Task("d", abs, (1,), ("c",)), Task("c", abs, (1,), ("a", "b")), Task("a", abs, (1,)), Task("b", abs, (1,), ("a",)),
+             Task("x", abs, (1,))]
+    assert [t.key for t in sorted(tasks, key=priority_order(tasks))] == ["a", "b", "c", "d", "x"]
 
 
 def test_grid_executor_table():
@@ -270,21 +276,54 @@ def slurm_executor(folder: Path, **options):
     return create_executor(kind="slurm", folder=folder, poll_s=0.3, squeue_s=1.0, **options)
 
 
+def submissions(folder: Path) -> dict[tuple, dict]:
+    """What reached Slurm, by task arguments: each job's id, its sbatch script and when it was
+    submitted (the script's time) and finished (its result file's time, None without one)."""
+    from submitit.core.utils import pickle_load
+
+    out = {}
+    for pickled in folder.glob("*_submitted.pkl"):
+        job_id = pickled.name.removesuffix("_submitted.pkl")
+        script = folder / f"{job_id.split('_')[0]}_submission.sh"
+        result = folder / f"{job_id}_0_result.pkl"
+        args = pickle_load(pickled).args[2]  # run_with_threads(threads, fn, args, ...)
+        out[args] = {"job": job_id, "script": script.read_text(), "submitted": script.stat().st_mtime,
+                     "finished": result.stat().st_mtime if result.exists() else None}
+    return out
+
+
+def most_at_once(jobs: list[dict]) -> int:
+    """The most jobs that had been submitted and had not written their result, at any submission."""
+    return max(sum(1 for j in jobs if j["submitted"] <= t and (j["finished"] is None or j["finished"] > t))
+               for t in {j["submitted"] for j in jobs})
+
+
 @pytest.mark.slow
-def test_slurm_runs_the_graph_as_arrays_with_afterok_edges(slurm_cluster, tmp_path):
+def test_slurm_submits_ready_tasks_as_bounded_arrays(slurm_cluster, tmp_path):
     assert all(is_loopback(address) for address, port in listening() if port in slurm_cluster.ports)
-    ex = slurm_executor(tmp_path / "jobs")
+    ex = slurm_executor(tmp_path / "jobs", array_size=2)
     idle: list[float] = []
     ex.on_idle, ex.idle_every = lambda: idle.append(time.monotonic()), 0.5  # the runner reads live fit logs then
     check_graph_outcome(list(ex.run(graph())), threads=1)
     assert ex.polls and idle
-    scripts = {p.name: p.read_text() for p in (tmp_path / "jobs").glob("*_submission.sh")}
-    roots = [text for text in scripts.values() if "#SBATCH --array=0-2" in text]
-    assert len(roots) == 1 and "--dependency" not in roots[0]  # a, b, threads: one array, no dependency
-    edges = sorted(line.split("=", 1)[1] for text in scripts.values() for line in text.splitlines() if line.startswith("#SBATCH --dependency"))
-    assert len(edges) == 3 and all(e.startswith("afterok:") for e in edges)  # c after a, d after b, e after c and threads
-    assert any(e.count(":") == 2 for e in edges)
-    assert "#SBATCH --kill-on-invalid-dep=yes" in roots[0] and "#SBATCH --cpus-per-task=1" in roots[0]
+    jobs = submissions(tmp_path / "jobs")
+    a, b, threads, c, e = (jobs[args] for args in [(2, 3), (-1,), (), (1, 1), (5, 5)])
+    assert (1, 2) not in jobs  # d depends on the failed b: it never reached Slurm
+    # the three roots are ready together: an array of two (array_size) and one job
+    assert a["script"] == b["script"] and "#SBATCH --array=0-1%2" in a["script"] and "--array" not in threads["script"]
+    assert all("--dependency" not in j["script"] and "#SBATCH --cpus-per-task=1" in j["script"] for j in jobs.values())
+    # a task is submitted once every task it depends on has its result
+    assert c["submitted"] >= a["finished"] and e["submitted"] >= max(c["finished"], threads["finished"])
+
+
+@pytest.mark.slow
+def test_slurm_keeps_at_most_max_queued_jobs_in_the_queue(slurm_cluster, tmp_path):
+    tasks = [Task(f"r{i}", operator.add, (i, 10)) for i in range(5)]
+    ex = slurm_executor(tmp_path / "jobs", array_size=2, max_queued=3)
+    assert {task.key: result for task, result in ex.run(tasks)} == {f"r{i}": i + 10 for i in range(5)}
+    jobs = submissions(tmp_path / "jobs")
+    assert len(jobs) == 5 and most_at_once(list(jobs.values())) <= 3
+    assert all("--array=0-1%2" in j["script"] or "--array" not in j["script"] for j in jobs.values())  # arrays of two at most
 
 
 def test_slurm_refusing_the_jobs_is_one_line(slurm_cluster, tmp_path):

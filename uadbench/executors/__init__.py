@@ -9,10 +9,10 @@ of a result, the tasks that depend on it yield one without running, and every ot
 Executors are registered by name like methods (``@register_executor("slurm")`` on the class, its
 module declared in the ``uadbench.executors`` entry-point group): ``local``
 (:mod:`~uadbench.executors.local`: in-process, or a pool of worker processes that die with the
-process that started them), ``slurm`` (:mod:`~uadbench.executors.slurm`, through submitit) and
-``ray`` (:mod:`~uadbench.executors.ray`). An executor of one's own is one module with an
-:class:`Executor` subclass plus one entry-point line; ``uadbench list executors`` shows what is
-installed.
+process that started them), ``slurm`` (:mod:`~uadbench.executors.slurm`, job arrays through
+submitit) and ``ray`` (:mod:`~uadbench.executors.ray`). An executor of one's own is one module
+with an :class:`Executor` subclass plus one entry-point line; ``uadbench list executors`` shows
+what is installed.
 
 Every executor runs torch with the same number of threads per task, so a grid gives the same
 numbers whichever executor runs it.
@@ -64,13 +64,13 @@ def create_executor(workers: int = 1, threads: int = 1, modules: Sequence[str] =
     """The registered executor ``kind``; every task imports the run-time plugin ``modules`` first.
 
     ``local``: in-process for one worker, a process pool of ``workers`` for more, ``threads``
-    torch threads each. ``slurm`` (:class:`uadbench.executors.slurm.SlurmExecutor`): one job per
-    task with ``cpus`` CPUs (default ``threads``) and as many torch threads; ``gpus``,
-    ``partition``, ``time``, ``mem``, ``folder``. ``ray``
-    (:class:`uadbench.executors.ray.RayExecutor`): ``address`` of a running cluster, or none for a
-    local one on 127.0.0.1 of ``workers`` x ``cpus`` CPUs (all CPUs for one worker); ``cpus``
-    (default ``threads``) and ``gpus`` per task. The optional packages of slurm and ray are
-    imported only when one of them is built.
+    torch threads each. ``slurm`` (:class:`uadbench.executors.slurm.SlurmExecutor`): job arrays
+    of ready tasks with ``cpus`` CPUs each (default ``threads``) and as many torch threads;
+    ``gpus``, ``partition``, ``time``, ``mem``, ``folder``, ``array_size``, ``max_queued``.
+    ``ray`` (:class:`uadbench.executors.ray.RayExecutor`): ``address`` of a running cluster, or
+    none for a local one on 127.0.0.1 of ``workers`` x ``cpus`` CPUs (all CPUs for one worker);
+    ``cpus`` (default ``threads``) and ``gpus`` per task. The optional packages of slurm and ray
+    are imported only when one of them is built.
     """
     valid = executor_options(kind)
     unknown = sorted(set(options) - set(valid))

@@ -1,19 +1,24 @@
-"""The Slurm executor: the runner's task graph as Slurm jobs, through submitit.
+"""The Slurm executor: the runner's task graph as job arrays, through submitit.
 
 The submitting process alone writes results and MLflow; the jobs read and write the run's cache,
 which must be on a filesystem every node sees. A task that fails yields a
 :class:`~uadbench.executors.TaskFailure` (its error line, and the job's log tail as its
-traceback), the tasks that depend on it yield one without running, and the others go on.
+traceback), the tasks that depend on it yield one without ever reaching Slurm, and the others go on.
 
-One job per task, all submitted up front. A task's dependencies become ``afterok`` dependencies on
-its parents' job ids, so Slurm itself holds a fit back until the fit it reuses has finished, and an
-evaluation until its fit has. Tasks with the same parents (typically every fit that reuses nothing)
-go in as one job array. Each job asks for ``cpus`` CPUs and runs torch with that many threads;
-``gpus`` per job, ``partition``, ``time`` and ``mem`` as given (unset ones take the partition's
-defaults). Scripts, pickles and logs go to ``folder``. Progress comes from the result files
-submitit writes; ``squeue`` is asked only to notice jobs that ended without one (killed, timed out,
-out of memory), so the cluster needs no accounting database. Jobs still queued when the run stops
-(an interrupt, an error in the caller) are cancelled.
+**How tasks reach Slurm.** A task is submitted once every task it depends on has succeeded, so no
+job waits in Slurm's queue on a dependency and a failed fit leaves none of its evaluations behind.
+Tasks that are ready together go in as job arrays of at most ``array_size`` tasks (default 500,
+below Slurm's default ``MaxArraySize`` of 1001), one ``sbatch`` per array, and at most
+``max_queued`` of the run's jobs (default 1000) are in the queue at once; the rest wait in the
+submitter, which submits more as jobs finish. Tasks that others wait for go first: every fit
+before the evaluations, and a fit that another fit reuses before the rest.
+
+Each job asks for ``cpus`` CPUs and runs torch with that many threads; ``gpus`` per job,
+``partition``, ``time`` and ``mem`` as given (unset ones take the partition's defaults). Scripts,
+pickles and logs go to ``folder``. Progress comes from the result files submitit writes; ``squeue`` tells which jobs still wait and notices jobs
+that ended without a result (killed, timed out, out of memory), so the cluster needs no
+accounting database. Jobs still queued when the run stops (an interrupt, an error in the caller)
+are cancelled.
 
 The optional package: ``pip install 'uadbench[slurm]'``.
 """
@@ -32,23 +37,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from uadbench.errors import UadbenchError
-from uadbench.executors.base import Task, TaskFailure, check_graph, failed_dependency, register_executor
+from uadbench.executors.base import (
+    GraphState,
+    Task,
+    TaskFailure,
+    check_graph,
+    failed_dependency,
+    priority_order,
+    register_executor,
+)
 from uadbench.executors.remote import RemoteExecutor, count, error_line, module_roots, require, run_with_threads, tail
 
-
-def levels(tasks: Sequence[Task]) -> list[list[Task]]:
-    """The graph in dependency levels: each task one level below its deepest parent."""
-    depth: dict[str, int] = {}
-    pending = list(tasks)
-    while pending:
-        for task in [t for t in pending if all(d in depth for d in t.depends_on)]:
-            depth[task.key] = 1 + max((depth[d] for d in task.depends_on), default=-1)
-            pending.remove(task)
-    out: list[list[Task]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for task in tasks:
-        out[depth[task.key]].append(task)
-    return out
-
+ARRAY_SIZE = 500  # tasks per job array (Slurm's default MaxArraySize is 1001)
+MAX_QUEUED = 1000  # jobs of one run in Slurm's queue at once (queued or running)
 
 # -- option values (shared by the CLI and the grid's [executor] table) ---------------------------
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -87,23 +88,24 @@ _ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUE
            "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
 
 
-@register_executor("slurm", "a Slurm cluster through submitit: one job per task, afterok edges (pip install 'uadbench[slurm]')")
+@register_executor("slurm", "a Slurm cluster through submitit: ready tasks as job arrays (pip install 'uadbench[slurm]')")
 class SlurmExecutor(RemoteExecutor):
-    """One Slurm job per task (arrays for tasks with the same parents), ``afterok`` for every edge.
+    """Ready tasks as Slurm job arrays of at most ``array_size``, at most ``max_queued`` jobs queued.
 
     ``cpus`` per job (and as many torch threads), ``gpus`` per job, ``partition``, ``time``
     (minutes or ``[D-]HH:MM:SS``) and ``mem`` (``16G``). ``folder`` holds submitit's scripts,
-    pickles and logs; like the cache it must be on the shared filesystem. ``modules``: run-time
-    plugin modules every job imports first (see :func:`uadbench.registry.runtime_modules`).
+    pickles and logs; like the cache it must be on the shared filesystem. ``modules``:
+    run-time plugin modules every job imports first (see :func:`uadbench.registry.runtime_modules`).
     """
 
-    options: ClassVar[tuple[str, ...]] = ("folder", "partition", "time", "mem", "gpus", "cpus", "job_name", "poll_s", "squeue_s",
-                                          "result_grace_s", "extra")
+    options: ClassVar[tuple[str, ...]] = ("folder", "partition", "time", "mem", "gpus", "cpus", "job_name", "array_size", "max_queued",
+                                          "poll_s", "squeue_s", "result_grace_s", "extra")
 
     def __init__(self, cpus: int = 1, *, folder: str | os.PathLike | None = None, partition: str | None = None,
                  time: str | int | None = None, mem: str | int | None = None, gpus: int = 0, modules: Sequence[str] = (),
-                 job_name: str = "uadbench", poll_s: float = 1.0, squeue_s: float = 5.0, result_grace_s: float = 30.0,
-                 squeue_patience_s: float = 900.0, extra: dict[str, Any] | None = None) -> None:
+                 job_name: str = "uadbench", array_size: int = ARRAY_SIZE, max_queued: int = MAX_QUEUED, poll_s: float = 1.0,
+                 squeue_s: float = 5.0, result_grace_s: float = 30.0, squeue_patience_s: float = 900.0,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(count(cpus, "slurm cpus per job", 1))
         require("submitit", "slurm", "slurm")
         missing = [c for c in ("sbatch", "squeue", "scancel", "srun") if shutil.which(c) is None]
@@ -116,13 +118,15 @@ class SlurmExecutor(RemoteExecutor):
         self.time_min = None if time is None else parse_slurm_time(time)
         self.mem = None if mem is None else parse_slurm_mem(mem)
         self.gpus = count(gpus, "slurm gpus per job", 0)
+        self.array_size = count(array_size, "slurm array size", 1)
+        self.max_queued = count(max_queued, "slurm jobs queued at once", 1)
         self.modules = tuple(modules)
         self.job_name = job_name
         self.poll_s, self.squeue_s, self.result_grace_s, self.squeue_patience_s = poll_s, squeue_s, result_grace_s, squeue_patience_s
         self.extra = dict(extra or {})
 
     def sbatch_parameters(self) -> dict[str, Any]:
-        """The submitit parameters of every job, before its dependency."""
+        """The submitit parameters of every job."""
         params: dict[str, Any] = {
             "job_name": self.job_name,
             "nodes": 1,
@@ -130,9 +134,10 @@ class SlurmExecutor(RemoteExecutor):
             "cpus_per_task": self.threads,
             "time": self.time_min,  # None: the partition's default
             "setup": [f"export OMP_NUM_THREADS={self.threads} MKL_NUM_THREADS={self.threads}"],
-            # a job whose parent failed leaves the queue instead of pending forever
-            "additional_parameters": {"kill_on_invalid_dep": "yes", **self.extra},
+            "array_parallelism": self.array_size,  # every task of an array may run at once
         }
+        if self.extra:
+            params["additional_parameters"] = dict(self.extra)
         if self.partition:
             params["partition"] = self.partition
         if self.mem:
@@ -141,30 +146,15 @@ class SlurmExecutor(RemoteExecutor):
             params["gpus_per_node"] = self.gpus
         return params
 
-    def _submit(self, tasks: Sequence[Task]) -> dict[str, Any]:
-        """Every task as a job, parents first; returns the submitit job of each task key."""
-        import submitit
-
-        executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=0)
-        base = self.sbatch_parameters()
-        roots = module_roots(self.modules)
-        jobs: dict[str, Any] = {}
-        for level in levels(tasks):
-            groups: dict[tuple[str, ...], list[Task]] = {}
-            for task in level:
-                groups.setdefault(tuple(sorted(task.depends_on)), []).append(task)
-            for parents, group in groups.items():
-                dependency = "afterok:" + ":".join(jobs[p].job_id for p in parents) if parents else None
-                executor.update_parameters(**base, dependency=dependency)
-                try:
-                    with executor.batch():
-                        submitted = [executor.submit(run_with_threads, self.threads, t.fn, t.args, self.modules, roots) for t in group]
-                except Exception as exc:  # sbatch refused (unknown partition, limits, ...): say what it said
-                    self._cancel([job.job_id for job in jobs.values()])
-                    sbatch = [line for line in str(exc).splitlines() if "sbatch: error" in line]
-                    raise UadbenchError(f"Slurm refused the jobs: {sbatch[-1].strip() if sbatch else error_line(str(exc), repr(exc))}") from exc
-                jobs.update((task.key, job) for task, job in zip(group, submitted))
-        return jobs
+    def _submit(self, executor: Any, tasks: Sequence[Task], roots: tuple[str, ...], cwd: str) -> dict[str, Any]:
+        """``tasks`` as one job array (one job for one task); the submitit job of each task key."""
+        try:
+            with executor.batch():
+                submitted = [executor.submit(run_with_threads, self.threads, t.fn, t.args, self.modules, roots, cwd) for t in tasks]
+        except Exception as exc:  # sbatch refused (unknown partition, limits, ...): say what it said
+            sbatch = [line for line in str(exc).splitlines() if "sbatch: error" in line]
+            raise UadbenchError(f"Slurm refused the jobs: {sbatch[-1].strip() if sbatch else error_line(str(exc), repr(exc))}") from exc
+        return {task.key: job for task, job in zip(tasks, submitted)}
 
     def _queue(self) -> dict[str, str] | str:
         """The state of each of this user's jobs that Slurm still lists, or why squeue failed."""
@@ -197,61 +187,73 @@ class SlurmExecutor(RemoteExecutor):
         check_graph(tasks)
         if not tasks:
             return
+        import submitit
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        jobs: dict[str, Any] = {}
-        cancelled: set[str] = set()
+        executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=0)
+        executor.update_parameters(**self.sbatch_parameters())
+        roots, cwd = module_roots(self.modules), os.getcwd()
+        waiting = sorted(tasks, key=priority_order(tasks))  # not submitted yet; what others wait for first
+        jobs: dict[str, Any] = {}  # submitted, no outcome yet
+        by_key = {t.key: t for t in tasks}
+        queued: set[str] = set()  # tasks whose job squeue last showed PENDING: no result to look for yet
+        gone_since: dict[str, float] = {}
+        state = GraphState()
+        last_squeue = last_idle = queue_ok = time.monotonic()
         try:
-            jobs = self._submit(tasks)
-            pending = [t for level in levels(tasks) for t in level]
-            failed: dict[str, TaskFailure] = {}
-            succeeded: set[str] = set()
-            gone_since: dict[str, float] = {}
-            last_squeue = last_idle = queue_ok = time.monotonic()
-            while pending:
+            while waiting or jobs:
+                progressed = False
+                # 1. a task whose dependency failed never reaches Slurm
+                for task in list(waiting):
+                    skipped = failed_dependency(task, state.failed)
+                    if skipped is not None:
+                        waiting.remove(task)
+                        progressed = True
+                        yield state.finish(task, skipped)
+                # 2. ready tasks as job arrays, while the queue has room
+                ready = [t for t in waiting if state.ready(t)][:max(0, self.max_queued - len(jobs))]
+                for start in range(0, len(ready), self.array_size):
+                    chunk = ready[start:start + self.array_size]
+                    jobs.update(self._submit(executor, chunk, roots, cwd))
+                    queued |= {t.key for t in chunk}
+                submitted = {t.key for t in ready}
+                waiting = [t for t in waiting if t.key not in submitted]
+                # 3. which jobs still wait, and which left the queue
                 queue = None
                 if time.monotonic() - last_squeue >= self.squeue_s:
                     last_squeue, answer = time.monotonic(), self._queue()
-                    if isinstance(answer, str):  # Slurm unreachable: wait for it, but not forever
+                    if isinstance(answer, str):  # Slurm unreachable: read result files meanwhile, but not forever
+                        queued.clear()
                         if time.monotonic() - queue_ok > self.squeue_patience_s:
                             raise UadbenchError(f"Slurm has not answered for {self.squeue_patience_s:.0f} s: {answer}")
                     else:
                         queue, queue_ok = answer, time.monotonic()
-                progressed = False
-                for task in list(pending):
-                    job = jobs[task.key]
-                    result: tuple[Any] | TaskFailure | None = failed_dependency(task, failed)
-                    if result is not None:  # Slurm drops it too (kill_on_invalid_dep); make sure
-                        self._cancel([job.job_id])
-                        cancelled.add(task.key)
-                    else:
-                        result = self._finished(job)
-                        # a job whose parents are not all done has not run; Slurm may drop it before
-                        # its parent's failure shows: that failure decides
-                        if result is None and queue is not None and set(task.depends_on) <= succeeded:
-                            state = queue.get(job.job_id, "GONE")
-                            if state in _ACTIVE:
-                                gone_since.pop(task.key, None)
-                            elif time.monotonic() - gone_since.setdefault(task.key, time.monotonic()) > self.result_grace_s:
-                                what = "left the queue" if state == "GONE" else f"ended in state {state}"
-                                result = TaskFailure(f"Slurm job {job.job_id} {what} without a result (time limit, memory, "
-                                                     f"node failure or scancel?)", self._logs(job))
-                        if result is None:
-                            continue
-                    pending.remove(task)
+                        queued = {key for key, job in jobs.items() if queue.get(job.job_id) == "PENDING"}
+                # 4. outcomes from the result files
+                for key, job in list(jobs.items()):
+                    if key in queued:
+                        continue
+                    result = self._finished(job)
+                    if result is None and queue is not None:
+                        status = queue.get(job.job_id, "GONE")
+                        if status in _ACTIVE:
+                            gone_since.pop(key, None)
+                        elif time.monotonic() - gone_since.setdefault(key, time.monotonic()) > self.result_grace_s:
+                            what = "left the queue" if status == "GONE" else f"ended in state {status}"
+                            result = TaskFailure(f"Slurm job {job.job_id} {what} without a result (time limit, memory, "
+                                                 f"node failure or scancel?)", self._logs(job))
+                    if result is None:
+                        continue
+                    del jobs[key]
                     progressed = True
-                    if isinstance(result, TaskFailure):
-                        failed[task.key] = result
-                        yield task, result
-                    else:
-                        succeeded.add(task.key)
-                        yield task, result[0]
-                if pending and not progressed:
+                    yield state.finish(by_key[key], result if isinstance(result, TaskFailure) else result[0])
+                if (waiting or jobs) and not progressed:
                     if time.monotonic() - last_idle >= self.idle_every:
                         last_idle = time.monotonic()
                         self.idle()
                     time.sleep(self.poll_s)
         finally:
-            self._cancel([job.job_id for key, job in jobs.items() if key not in cancelled and not job.paths.result_pickle.exists()])
+            self._cancel([job.job_id for job in jobs.values() if not job.paths.result_pickle.exists()])
 
     @staticmethod
     def _cancel(job_ids: Sequence[str]) -> None:
@@ -266,4 +268,4 @@ class SlurmExecutor(RemoteExecutor):
             limits.append(f"{self.time_min} min")
         if self.mem:
             limits.append(f"{self.mem} memory")
-        return f"slurm, one job per task ({', '.join(limits)}; logs in {self.folder})"
+        return f"slurm, job arrays of up to {self.array_size} ready tasks ({', '.join(limits)}; logs in {self.folder})"

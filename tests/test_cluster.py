@@ -14,6 +14,7 @@ import math
 import operator
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -148,16 +149,19 @@ def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
     def executor(*flags):
         return _run_executor(build_parser().parse_args(["run", str(grid), *flags]), spec, tmp_path / "run")
 
-    ex = executor("--slurm-time", "30", "--threads", "2")
+    ex = executor("--executor", "slurm", "--slurm-time", "30", "--threads", "2")
     assert isinstance(ex, SlurmExecutor) and (ex.partition, ex.time_min, ex.gpus, ex.threads) == ("gpu", 30, 1, 2)
     assert ex.folder == (tmp_path / "run" / "slurm").absolute()
     assert isinstance(executor("--executor", "local"), SerialExecutor)
     ray = executor("--executor", "ray", "--ray-address", "ray://head:10001")
     assert isinstance(ray, RayExecutor) and ray.address == "ray://head:10001" and ray.gpus == 1
-    assert executor("--executor", "ray").address == "auto"
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert executor("--executor", "ray").address is None  # the grid's address is never joined: a local cluster
+    monkeypatch.setenv("RAY_ADDRESS", "ray://mine:10001")
+    assert executor("--executor", "ray").address == "ray://mine:10001"  # the user's environment is
     grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\ntime = "1h"\n')
     with pytest.raises(UadbenchError, match="slurm time '1h' is not a Slurm time limit"):
-        _run_executor(build_parser().parse_args(["run", str(grid)]), load_grid(grid), tmp_path / "run")
+        _run_executor(build_parser().parse_args(["run", str(grid), "--executor", "slurm"]), load_grid(grid), tmp_path / "run")
 
 
 def test_cli_names_the_extra_when_its_package_is_missing(monkeypatch, tmp_path, capsys):
@@ -306,6 +310,7 @@ def test_slurm_submits_ready_tasks_as_bounded_arrays(slurm_cluster, tmp_path):
     ex.on_idle, ex.idle_every = lambda: idle.append(time.monotonic()), 0.5  # the runner reads live fit logs then
     check_graph_outcome(list(ex.run(graph())), threads=1)
     assert ex.polls and idle
+    assert stat.S_IMODE((tmp_path / "jobs").stat().st_mode) == 0o700  # submitit's pickles: this user's alone
     jobs = submissions(tmp_path / "jobs")
     a, b, threads, c, e = (jobs[args] for args in [(2, 3), (-1,), (), (1, 1), (5, 5)])
     assert (1, 2) not in jobs  # d depends on the failed b: it never reached Slurm

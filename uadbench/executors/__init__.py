@@ -67,10 +67,10 @@ def create_executor(workers: int = 1, threads: int = 1, modules: Sequence[str] =
     torch threads each. ``slurm`` (:class:`uadbench.executors.slurm.SlurmExecutor`): job arrays
     of ready tasks with ``cpus`` CPUs each (default ``threads``) and as many torch threads;
     ``gpus``, ``partition``, ``time``, ``mem``, ``folder``, ``array_size``, ``max_queued``.
-    ``ray`` (:class:`uadbench.executors.ray.RayExecutor`): ``address`` of a running cluster, or
-    none for a local one on 127.0.0.1 of ``workers`` x ``cpus`` CPUs (all CPUs for one worker);
-    ``cpus`` (default ``threads``) and ``gpus`` per task. The optional packages of slurm and ray
-    are imported only when one of them is built.
+    ``ray`` (:class:`uadbench.executors.ray.RayExecutor`): ``address`` of a running cluster (else
+    ``RAY_ADDRESS``), or none for a local one on 127.0.0.1 of ``workers`` x ``cpus`` CPUs (all
+    CPUs for one worker); ``cpus`` (default ``threads``) and ``gpus`` per task. The optional
+    packages of slurm and ray are imported only when one of them is built.
     """
     valid = executor_options(kind)
     unknown = sorted(set(options) - set(valid))

@@ -5,8 +5,10 @@ which must be on a filesystem every node sees. A task that fails yields a
 :class:`~uadbench.executors.TaskFailure`, the tasks that depend on it yield one without running,
 and the others go on.
 
-``address`` joins a running cluster (``"auto"``, ``"ray://head:10001"``, ...); without one, a
-local cluster is started for the run, bound to 127.0.0.1 only, without dashboard
+``address`` joins a running cluster (``"auto"``, ``"ray://head:10001"``, ...); it comes from the
+caller (``uadbench run --ray-address``) or the ``RAY_ADDRESS`` environment variable, never from a
+grid file: Ray unpickles every result the cluster sends back, so joining a cluster is trusting it.
+Without one, a local cluster is started for the run, bound to 127.0.0.1 only, without dashboard
 or usage statistics, and shut down afterwards. Every task asks for ``num_cpus`` (= torch threads)
 and ``num_gpus``; its parents' object refs are passed as arguments, so Ray starts it once they
 are done.
@@ -61,7 +63,7 @@ def _ray_failure(exc: BaseException) -> TaskFailure:
     return TaskFailure(error, "\n".join(str(exc).strip().splitlines()[-4 * LOG_TAIL_LINES:]))
 
 
-@register_executor("ray", "a Ray cluster (--ray-address), else a local one on 127.0.0.1 (pip install 'uadbench[ray]')")
+@register_executor("ray", "a Ray cluster (--ray-address or $RAY_ADDRESS), else a local one on 127.0.0.1 (pip install 'uadbench[ray]')")
 class RayExecutor(RemoteExecutor):
     """Tasks as ``ray.remote`` calls, each started by Ray once its parents' object refs resolve.
 
@@ -88,8 +90,11 @@ class RayExecutor(RemoteExecutor):
 
     @classmethod
     def create(cls, workers: int, threads: int, modules: Sequence[str], **options: Any) -> Executor:
-        """Without ``address``, a local cluster of ``workers`` x ``cpus`` CPUs (all CPUs for one worker)."""
-        if options.get("address") is None and options.get("local_cpus") is None and workers > 1:
+        """Without ``address``, the cluster named by ``RAY_ADDRESS``, else a local one of ``workers``
+        x ``cpus`` CPUs (all CPUs for one worker)."""
+        if options.get("address") is None:
+            options["address"] = os.environ.get("RAY_ADDRESS") or None
+        if options["address"] is None and options.get("local_cpus") is None and workers > 1:
             options["local_cpus"] = workers * (options.get("cpus") or threads)
         return super().create(workers, threads, modules, **options)
 
@@ -119,7 +124,7 @@ class RayExecutor(RemoteExecutor):
             # the flag is read at import: set it again in case ray was imported before this run
             old_flag, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
             try:
-                # address "local": a new cluster even where `ray start` left one to join
+                # address "local": a new cluster even where `ray start` left one to join (RAY_ADDRESS too)
                 ray.init(address="local", num_cpus=self.local_cpus, include_dashboard=False, configure_logging=False,
                          **{"_node_ip_address": "127.0.0.1", **self.init_options})
                 try:

@@ -15,7 +15,9 @@ before the evaluations, and a fit that another fit reuses before the rest.
 
 Each job asks for ``cpus`` CPUs and runs torch with that many threads; ``gpus`` per job,
 ``partition``, ``time`` and ``mem`` as given (unset ones take the partition's defaults). Scripts,
-pickles and logs go to ``folder``. Progress comes from the result files submitit writes; ``squeue`` tells which jobs still wait and notices jobs
+pickles and logs go to ``folder``, which is made private (mode 0700) and must belong to the
+submitting user; a result pickle that belongs to anyone else is never unpickled. Progress comes
+from the result files submitit writes; ``squeue`` tells which jobs still wait and notices jobs
 that ended without a result (killed, timed out, out of memory), so the cluster needs no
 accounting database. Jobs still queued when the run stops (an interrupt, an error in the caller)
 are cancelled.
@@ -30,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -84,6 +87,28 @@ def parse_slurm_mem(value: str | int) -> str:
     return f"{int(match.group(1))}{match.group(2).upper() or 'M'}"
 
 
+def private_folder(folder: Path, *, create: bool) -> None:
+    """Refuse ``folder`` unless it is a directory of this user (or absent); with ``create``, make
+    it (mode 0700), or take group and other permissions off an existing one. Another user who can
+    write there could swap a pickle that the submitter or a job unpickles."""
+    try:
+        info = folder.stat()
+    except FileNotFoundError:
+        if not create:
+            return
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+        info = folder.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise UadbenchError(f"slurm job folder {folder} is not a directory")
+    if info.st_uid != os.getuid():
+        raise UadbenchError(f"slurm job folder {folder} belongs to uid {info.st_uid}, not to this user (uid {os.getuid()}); "
+                            "its pickles must be private: choose another run folder (--out)")
+    if create and info.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+
+
 _ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
            "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
 
@@ -94,7 +119,7 @@ class SlurmExecutor(RemoteExecutor):
 
     ``cpus`` per job (and as many torch threads), ``gpus`` per job, ``partition``, ``time``
     (minutes or ``[D-]HH:MM:SS``) and ``mem`` (``16G``). ``folder`` holds submitit's scripts,
-    pickles and logs; like the cache it must be on the shared filesystem. ``modules``:
+    pickles and logs (made 0700); like the cache it must be on the shared filesystem. ``modules``:
     run-time plugin modules every job imports first (see :func:`uadbench.registry.runtime_modules`).
     """
 
@@ -114,6 +139,7 @@ class SlurmExecutor(RemoteExecutor):
         if partition is not None and (not isinstance(partition, str) or not partition.strip()):
             raise UadbenchError(f"slurm partition must be a non-empty name, got {partition!r}")
         self.folder = Path(folder if folder is not None else "uadbench-slurm").absolute()
+        private_folder(self.folder, create=False)  # another user's folder is refused before anything is written
         self.partition = partition
         self.time_min = None if time is None else parse_slurm_time(time)
         self.mem = None if mem is None else parse_slurm_mem(mem)
@@ -173,11 +199,16 @@ class SlurmExecutor(RemoteExecutor):
 
     def _finished(self, job: Any) -> tuple[Any] | TaskFailure | None:
         """``(result,)`` or a failure once the job's result file is there; None before."""
-        if not job.paths.result_pickle.exists():
+        path = job.paths.result_pickle
+        try:
+            owner = path.stat().st_uid
+        except FileNotFoundError:
             return None
+        if owner != os.getuid():
+            return TaskFailure(f"the result of Slurm job {job.job_id} belongs to uid {owner}, not to this user: not unpickled", str(path))
         from submitit.core.utils import pickle_load
 
-        outcome, value = pickle_load(job.paths.result_pickle)
+        outcome, value = pickle_load(path)
         if outcome == "success":
             return (value,)
         trace = str(value)
@@ -189,7 +220,7 @@ class SlurmExecutor(RemoteExecutor):
             return
         import submitit
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder, create=True)
         executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=0)
         executor.update_parameters(**self.sbatch_parameters())
         roots, cwd = module_roots(self.modules), os.getcwd()

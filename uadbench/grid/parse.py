@@ -250,8 +250,9 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     )
 
 
-# [executor]: where `uadbench run` runs the grid unless its flags say otherwise (not part of the
-# spec hash: the numbers do not depend on it). Values are checked by create_executor.
+# [executor]: where the grid's author suggests running it (not part of the spec hash: the numbers
+# do not depend on it). Only a suggestion: `uadbench run` follows a kind other than local only with
+# --executor, and never connects to an address from a grid file. Values are checked by create_executor.
 EXECUTOR_KEYS: dict[str, tuple[type, ...]] = {
     "kind": (str,), "partition": (str,), "time": (str, int), "mem": (str, int), "gpus": (int,), "cpus": (int,), "address": (str,),
 }

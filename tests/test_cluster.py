@@ -1,7 +1,7 @@
 """Cluster executors with real engines: a one-node Slurm on localhost and a local Ray cluster on 127.0.0.1.
 
 The engines are started here (tests/slurm.py for Slurm, the executor itself for Ray) and stopped
-after. Each runs a small task graph (order, job arrays and ``afterok`` edges, torch threads, a
+after. Each runs a small task graph (order, bounded job arrays of ready tasks, torch threads, a
 failure and the tasks that depend on it, a job that Slurm kills) and the smoke grid, whose records
 must equal those of the local executor. Slurm is skipped only when it cannot start here, with the
 step that failed in the reason.
@@ -14,6 +14,7 @@ import math
 import operator
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -26,7 +27,10 @@ import torch
 
 from uadbench.cli import main
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.executors import Task, TaskFailure, cluster, create_executor
+from uadbench.executors import Task, TaskFailure, create_executor, remote
+from uadbench.executors import slurm as slurm_executors
+from uadbench.executors.ray import RayExecutor
+from uadbench.executors.slurm import SlurmExecutor, parse_slurm_mem, parse_slurm_time
 from uadbench.grid import executor_table
 from uadbench.records import ResultRecord
 from uadbench.run.runner import run_grid
@@ -36,7 +40,7 @@ SMOKE = Path(__file__).parent / "data" / "smoke.toml"
 
 # -- without an engine ---------------------------------------------------------------------------
 def test_create_executor_refuses_unknown_kinds_and_options():
-    with pytest.raises(UadbenchError, match="unknown executor 'sge'; choose one of: local, slurm, ray"):
+    with pytest.raises(UadbenchError, match="unknown executor 'sge'; available: local, ray, slurm"):
         create_executor(kind="sge")
     with pytest.raises(UadbenchError, match="the slurm executor has no option address; valid: folder, partition"):
         create_executor(kind="slurm", address="auto")
@@ -46,8 +50,8 @@ def test_create_executor_refuses_unknown_kinds_and_options():
 
 @pytest.mark.parametrize("kind, package", [("slurm", "submitit"), ("ray", "ray")])
 def test_a_missing_optional_package_names_the_extra(monkeypatch, kind, package):
-    real = cluster.importlib.util.find_spec
-    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    real = remote.importlib.util.find_spec
+    monkeypatch.setattr(remote.importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
     with pytest.raises(UadbenchError, match=rf"the {kind} executor needs the '{package}' package: pip install 'uadbench\[{kind}\]'"):
         create_executor(kind=kind)
 
@@ -55,42 +59,50 @@ def test_a_missing_optional_package_names_the_extra(monkeypatch, kind, package):
 @pytest.mark.parametrize("value, minutes", [(90, 90), ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440), ("1-02:30", 1590),
                                             ("0-00:00:30", 1)])
 def test_slurm_time_limits_in_minutes(value, minutes):
-    assert cluster.parse_slurm_time(value) == minutes
+    assert parse_slurm_time(value) == minutes
 
 
 @pytest.mark.parametrize("value", ["1h", "", "0", "00:00:00", "1:2:3:4", True, "-5"])
 def test_bad_slurm_time_limits_are_refused(value):
     with pytest.raises(UadbenchError, match="slurm time"):
-        cluster.parse_slurm_time(value)
+        parse_slurm_time(value)
 
 
 def test_slurm_memory_sizes():
-    assert [cluster.parse_slurm_mem(v) for v in ("16G", "16gb", "500", 2048, "1T")] == ["16G", "16G", "500M", "2048M", "1T"]
+    assert [parse_slurm_mem(v) for v in ("16G", "16gb", "500", 2048, "1T")] == ["16G", "16G", "500M", "2048M", "1T"]
     for bad in ("16 GiB", "1.5G", "0G", "lots"):
         with pytest.raises(UadbenchError, match="slurm memory"):
-            cluster.parse_slurm_mem(bad)
+            parse_slurm_mem(bad)
 
 
 def test_slurm_job_parameters_follow_the_options(monkeypatch, tmp_path):
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed to build the parameters
+    monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed to build the parameters
     ex = create_executor(3, 1, kind="slurm", partition="gpu", time="2:00:00", mem="32G", gpus=1, cpus=8, folder=tmp_path)
     params = ex.sbatch_parameters()
     assert ex.threads == 8 and params["cpus_per_task"] == 8 and params["gpus_per_node"] == 1
     assert (params["partition"], params["time"], params["mem"]) == ("gpu", 120, "32G")
-    assert params["additional_parameters"]["kill_on_invalid_dep"] == "yes"
+    assert params["array_parallelism"] == 500 and "additional_parameters" not in params  # no dependency options: none are used
     assert "OMP_NUM_THREADS=8" in params["setup"][0]
-    assert "partition gpu, 8 cpus, 1 gpu, 120 min, 32G memory" in ex.describe()
-    bare = create_executor(kind="slurm", threads=2, folder=tmp_path).sbatch_parameters()
+    assert "job arrays of up to 500 ready tasks (partition gpu, 8 cpus, 1 gpu, 120 min, 32G memory" in ex.describe()
+    bare = create_executor(kind="slurm", threads=2, folder=tmp_path, array_size=20, extra={"qos": "low"}).sbatch_parameters()
     assert bare["time"] is None and bare["cpus_per_task"] == 2 and not {"partition", "mem", "gpus_per_node"} & set(bare)
+    assert bare["array_parallelism"] == 20 and bare["additional_parameters"] == {"qos": "low"}
     with pytest.raises(UadbenchError, match="slurm gpus per job must be an integer >= 0"):
         create_executor(kind="slurm", gpus=-1, folder=tmp_path)
     with pytest.raises(UadbenchError, match="slurm cpus per job must be an integer >= 1"):
         create_executor(kind="slurm", cpus=0, folder=tmp_path)
+    with pytest.raises(UadbenchError, match="slurm array size must be an integer >= 1, got 0"):
+        create_executor(kind="slurm", array_size=0, folder=tmp_path)
+    with pytest.raises(UadbenchError, match="slurm jobs queued at once must be an integer >= 1"):
+        create_executor(kind="slurm", max_queued=0, folder=tmp_path)
 
 
-def test_levels_put_every_task_below_its_parents():
-    tasks = [Task("d", abs, (1,), ("c",)), Task("c", abs, (1,), ("a", "b")), Task("a", abs, (1,)), Task("b", abs, (1,), ("a",))]
-    assert [[t.key for t in level] for level in cluster.levels(tasks)] == [["a"], ["b"], ["c"], ["d"]]
+def test_priority_order_puts_every_task_after_its_parents():
+    from uadbench.executors.base import priority_order
+
+    tasks = [Task("d", abs, (1,), ("c",)), Task("c", abs, (1,), ("a", "b")), Task("a", abs, (1,)), Task("b", abs, (1,), ("a",)),
+             Task("x", abs, (1,))]
+    assert [t.key for t in sorted(tasks, key=priority_order(tasks))] == ["a", "b", "c", "d", "x"]
 
 
 def test_grid_executor_table():
@@ -102,7 +114,8 @@ def test_grid_executor_table():
         ({"executor": {"queue": "gpu"}}, "unknown key 'queue'"),
         ({"executor": {"gpus": "one"}}, "gpus must be an integer"),
         ({"executor": {"gpus": True}}, "gpus must be an integer"),
-        ({"executor": {"kind": "sge"}}, "kind must be 'local', 'slurm' or 'ray'"),
+        ({"executor": {"kind": "sge"}}, "g.toml: \\[executor\\] kind: unknown executor 'sge'; available: local, ray, slurm"),
+        ({"executor": {"kind": "slrum"}}, "did you mean 'slurm'\\?"),
     ]:
         with pytest.raises(ConfigError, match=message):
             executor_table(raw, "g.toml")
@@ -116,7 +129,7 @@ def test_grid_executor_table():
     (["--executor", "slurm", "--slurm-mem", "lots"], "slurm memory 'lots' is not a size"),
 ])
 def test_cli_executor_flags_fail_in_one_line(monkeypatch, tmp_path, capsys, flags, message):
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("uadbench: error: ") and message in err and "\n" not in err
@@ -127,7 +140,7 @@ def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
     from uadbench.executors import SerialExecutor
     from uadbench.grid import load_grid
 
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     grid = tmp_path / "g.toml"
     grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\npartition = "gpu"\ntime = 60\ngpus = 1\naddress = "auto"\n')
     spec = load_grid(grid)
@@ -136,21 +149,24 @@ def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
     def executor(*flags):
         return _run_executor(build_parser().parse_args(["run", str(grid), *flags]), spec, tmp_path / "run")
 
-    ex = executor("--slurm-time", "30", "--threads", "2")
-    assert isinstance(ex, cluster.SlurmExecutor) and (ex.partition, ex.time_min, ex.gpus, ex.threads) == ("gpu", 30, 1, 2)
+    ex = executor("--executor", "slurm", "--slurm-time", "30", "--threads", "2")
+    assert isinstance(ex, SlurmExecutor) and (ex.partition, ex.time_min, ex.gpus, ex.threads) == ("gpu", 30, 1, 2)
     assert ex.folder == (tmp_path / "run" / "slurm").absolute()
     assert isinstance(executor("--executor", "local"), SerialExecutor)
     ray = executor("--executor", "ray", "--ray-address", "ray://head:10001")
-    assert isinstance(ray, cluster.RayExecutor) and ray.address == "ray://head:10001" and ray.gpus == 1
-    assert executor("--executor", "ray").address == "auto"
+    assert isinstance(ray, RayExecutor) and ray.address == "ray://head:10001" and ray.gpus == 1
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert executor("--executor", "ray").address is None  # the grid's address is never joined: a local cluster
+    monkeypatch.setenv("RAY_ADDRESS", "ray://mine:10001")
+    assert executor("--executor", "ray").address == "ray://mine:10001"  # the user's environment is
     grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "slurm"\ntime = "1h"\n')
     with pytest.raises(UadbenchError, match="slurm time '1h' is not a Slurm time limit"):
-        _run_executor(build_parser().parse_args(["run", str(grid)]), load_grid(grid), tmp_path / "run")
+        _run_executor(build_parser().parse_args(["run", str(grid), "--executor", "slurm"]), load_grid(grid), tmp_path / "run")
 
 
 def test_cli_names_the_extra_when_its_package_is_missing(monkeypatch, tmp_path, capsys):
-    real = cluster.importlib.util.find_spec
-    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    real = remote.importlib.util.find_spec
+    monkeypatch.setattr(remote.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", "--executor", "ray"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "uadbench: error: the ray executor needs the 'ray' package: pip install 'uadbench[ray]'"
@@ -264,21 +280,55 @@ def slurm_executor(folder: Path, **options):
     return create_executor(kind="slurm", folder=folder, poll_s=0.3, squeue_s=1.0, **options)
 
 
+def submissions(folder: Path) -> dict[tuple, dict]:
+    """What reached Slurm, by task arguments: each job's id, its sbatch script and when it was
+    submitted (the script's time) and finished (its result file's time, None without one)."""
+    from submitit.core.utils import pickle_load
+
+    out = {}
+    for pickled in folder.glob("*_submitted.pkl"):
+        job_id = pickled.name.removesuffix("_submitted.pkl")
+        script = folder / f"{job_id.split('_')[0]}_submission.sh"
+        result = folder / f"{job_id}_0_result.pkl"
+        args = pickle_load(pickled).args[2]  # run_with_threads(threads, fn, args, ...)
+        out[args] = {"job": job_id, "script": script.read_text(), "submitted": script.stat().st_mtime,
+                     "finished": result.stat().st_mtime if result.exists() else None}
+    return out
+
+
+def most_at_once(jobs: list[dict]) -> int:
+    """The most jobs that had been submitted and had not written their result, at any submission."""
+    return max(sum(1 for j in jobs if j["submitted"] <= t and (j["finished"] is None or j["finished"] > t))
+               for t in {j["submitted"] for j in jobs})
+
+
 @pytest.mark.slow
-def test_slurm_runs_the_graph_as_arrays_with_afterok_edges(slurm_cluster, tmp_path):
+def test_slurm_submits_ready_tasks_as_bounded_arrays(slurm_cluster, tmp_path):
     assert all(is_loopback(address) for address, port in listening() if port in slurm_cluster.ports)
-    ex = slurm_executor(tmp_path / "jobs")
+    ex = slurm_executor(tmp_path / "jobs", array_size=2)
     idle: list[float] = []
     ex.on_idle, ex.idle_every = lambda: idle.append(time.monotonic()), 0.5  # the runner reads live fit logs then
     check_graph_outcome(list(ex.run(graph())), threads=1)
     assert ex.polls and idle
-    scripts = {p.name: p.read_text() for p in (tmp_path / "jobs").glob("*_submission.sh")}
-    roots = [text for text in scripts.values() if "#SBATCH --array=0-2" in text]
-    assert len(roots) == 1 and "--dependency" not in roots[0]  # a, b, threads: one array, no dependency
-    edges = sorted(line.split("=", 1)[1] for text in scripts.values() for line in text.splitlines() if line.startswith("#SBATCH --dependency"))
-    assert len(edges) == 3 and all(e.startswith("afterok:") for e in edges)  # c after a, d after b, e after c and threads
-    assert any(e.count(":") == 2 for e in edges)
-    assert "#SBATCH --kill-on-invalid-dep=yes" in roots[0] and "#SBATCH --cpus-per-task=1" in roots[0]
+    assert stat.S_IMODE((tmp_path / "jobs").stat().st_mode) == 0o700  # submitit's pickles: this user's alone
+    jobs = submissions(tmp_path / "jobs")
+    a, b, threads, c, e = (jobs[args] for args in [(2, 3), (-1,), (), (1, 1), (5, 5)])
+    assert (1, 2) not in jobs  # d depends on the failed b: it never reached Slurm
+    # the three roots are ready together: an array of two (array_size) and one job
+    assert a["script"] == b["script"] and "#SBATCH --array=0-1%2" in a["script"] and "--array" not in threads["script"]
+    assert all("--dependency" not in j["script"] and "#SBATCH --cpus-per-task=1" in j["script"] for j in jobs.values())
+    # a task is submitted once every task it depends on has its result
+    assert c["submitted"] >= a["finished"] and e["submitted"] >= max(c["finished"], threads["finished"])
+
+
+@pytest.mark.slow
+def test_slurm_keeps_at_most_max_queued_jobs_in_the_queue(slurm_cluster, tmp_path):
+    tasks = [Task(f"r{i}", operator.add, (i, 10)) for i in range(5)]
+    ex = slurm_executor(tmp_path / "jobs", array_size=2, max_queued=3)
+    assert {task.key: result for task, result in ex.run(tasks)} == {f"r{i}": i + 10 for i in range(5)}
+    jobs = submissions(tmp_path / "jobs")
+    assert len(jobs) == 5 and most_at_once(list(jobs.values())) <= 3
+    assert all("--array=0-1%2" in j["script"] or "--array" not in j["script"] for j in jobs.values())  # arrays of two at most
 
 
 def test_slurm_refusing_the_jobs_is_one_line(slurm_cluster, tmp_path):

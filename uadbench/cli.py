@@ -1,7 +1,7 @@
 """The ``uadbench`` command.
 
     uadbench run leaderboard/quickstart.toml      train and evaluate a grid, print the leaderboard
-    uadbench list methods '*ddpm*'                what is registered (methods, datasets, shifts, metrics)
+    uadbench list methods '*ddpm*'                what is registered (methods, datasets, shifts, metrics, executors)
     uadbench report runs/quickstart/results.jsonl render a leaderboard from result records
     uadbench leaderboard RESULTS --publish DIR     tables, figures, grid, records and environment in a folder
     uadbench compare results.jsonl cddpm ae       paired permutation test on per-subject values
@@ -52,21 +52,35 @@ SLURM_FLAGS = {"partition": "--slurm-partition", "time": "--slurm-time", "mem": 
 
 
 def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
-    """The executor of ``uadbench run``: ``--executor`` and its flags over the grid's ``[executor]`` table."""
-    from uadbench.executors import EXECUTOR_OPTIONS, create_executor
+    """The executor of ``uadbench run``: ``--executor`` and its flags.
+
+    A grid's ``[executor]`` table only suggests: a kind other than local is refused (one line, exit
+    2, before anything is written) unless ``--executor`` names where to run, and its options
+    (partition, time, ...) apply to the kind the flag names. A cluster address comes only from
+    ``--ray-address`` or ``RAY_ADDRESS``, never from a grid file: joining a cluster means
+    unpickling what it sends back."""
+    import shlex
+
+    from uadbench.executors import create_executor, executor_options
     from uadbench.grid import executor_table
     from uadbench.registry import runtime_modules
 
     table = executor_table(spec.raw, spec.source)
-    kind = args.executor or table.pop("kind", "local")
-    table.pop("kind", None)
+    address = table.pop("address", None)
+    suggested = table.pop("kind", "ray" if address else "local")
+    if args.executor is None and suggested != "local":
+        follow = f"--executor {suggested}" + (f" --ray-address {shlex.quote(address)}" if address else "")
+        raise UadbenchError(f"{spec.source} suggests the {suggested} executor{f' at {address}' if address else ''}, and a grid file "
+                            f"alone never decides where code runs: pass `{follow}` to follow it, or `--executor local` to run here")
+    kind = args.executor or "local"
+    valid = executor_options(kind)  # an unknown kind: one line, with the closest names
     flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in SLURM_FLAGS.items()}
     flags = {key: value for key, value in flags.items() if value is not None}
     if flags and kind != "slurm":
         raise UadbenchError(f"{', '.join(SLURM_FLAGS[k] for k in flags)} need --executor slurm (the executor is {kind!r})")
     if args.ray_address is not None and kind != "ray":
         raise UadbenchError(f"--ray-address needs --executor ray (the executor is {kind!r})")
-    options = {key: value for key, value in table.items() if key in EXECUTOR_OPTIONS[kind]}  # the grid's, where they apply
+    options = {key: value for key, value in table.items() if key in valid}  # the grid's, where they apply
     options.update(flags)
     if kind == "slurm":
         from uadbench.run import layout
@@ -74,6 +88,9 @@ def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
         options["folder"] = layout.slurm_dir(run_dir)
     if args.ray_address is not None:
         options["address"] = args.ray_address
+    elif kind == "ray" and address:
+        print(f"uadbench: note: {spec.source} names the Ray cluster at {address}; it is joined only with "
+              f"--ray-address {shlex.quote(address)}", file=sys.stderr)
     return create_executor(args.workers, args.threads, runtime_modules(), kind=kind, **options)
 
 
@@ -392,20 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=_int_in(0), default=500,
                    help="training steps between checkpoints a killed fit resumes from (default 500; 0: none)")
     r.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the grid's device")
-    r.add_argument("--executor", choices=["local", "slurm", "ray"],
-                   help="where jobs run (default: the grid's [executor] kind, else local); slurm and ray need "
-                        "pip install 'uadbench[slurm]' / 'uadbench[ray]'")
+    r.add_argument("--executor", help="where jobs run: local (default), slurm, ray or another registered executor "
+                                       "(`uadbench list executors`); slurm and ray need pip install 'uadbench[slurm]' / 'uadbench[ray]'. "
+                                       "A grid's [executor] kind is only followed with this flag")
     r.add_argument("--slurm-partition", help="slurm: partition of every job (default: the cluster's default partition)")
     r.add_argument("--slurm-time", help="slurm: time limit per job, minutes or [D-]HH:MM:SS (default: the partition's)")
     r.add_argument("--slurm-mem", help="slurm: memory per job, e.g. 16G (default: the partition's)")
     r.add_argument("--slurm-gpus", type=_int_in(0), help="slurm: GPUs per job (default 0)")
     r.add_argument("--slurm-cpus", type=_int_in(1), help="slurm: CPUs per job, also its torch threads (default: --threads)")
     r.add_argument("--ray-address", help="ray: address of a running cluster, e.g. auto or ray://head:10001 "
-                                         "(default: a local cluster on 127.0.0.1 for the run)")
+                                         "(default: $RAY_ADDRESS, else a local cluster on 127.0.0.1 for the run; never a grid's address)")
     r.set_defaults(func=_cmd_run)
 
-    ls = sub.add_parser("list", help="list registered methods, datasets, shifts or metrics")
-    ls.add_argument("kind", choices=["methods", "datasets", "shifts", "metrics"])
+    from uadbench.registry import REGISTRIES
+
+    ls = sub.add_parser("list", help=f"list registered {', '.join(REGISTRIES)}")
+    ls.add_argument("kind", choices=list(REGISTRIES))
     ls.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. '*ddpm*'")
     ls.add_argument("--cards", action="append", metavar="DIR", help="also register the dataset cards (*.toml) in DIR (repeatable)")
     ls.set_defaults(func=_cmd_list)

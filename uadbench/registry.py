@@ -199,12 +199,14 @@ METHODS: Registry = Registry("method", "uadbench.methods")
 DATASETS: Registry = Registry("dataset", "uadbench.datasets")
 SHIFTS: Registry = Registry("shift", "uadbench.shifts")
 METRICS: Registry = Registry("metric", "uadbench.metrics")
+EXECUTORS: Registry = Registry("executor", "uadbench.executors")
 
 REGISTRIES: dict[str, Registry] = {
     "methods": METHODS,
     "datasets": DATASETS,
     "shifts": SHIFTS,
     "metrics": METRICS,
+    "executors": EXECUTORS,
 }
 
 

@@ -1,4 +1,4 @@
-"""The executor interface: a task graph, failures as values, the Executor base class."""
+"""The executor interface: a task graph, failures as values, the Executor base class, registration."""
 
 from __future__ import annotations
 
@@ -6,9 +6,19 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from uadbench.errors import UadbenchError
+from uadbench.registry import EXECUTORS
+
+E = TypeVar("E", bound=type)
+
+
+def register_executor(name: str, description: str | None = None) -> Callable[[E], E]:
+    """Class decorator: register an :class:`Executor` subclass as the executor ``name``
+    (``create_executor(kind=name)``, ``uadbench run --executor name``). Declare its module in the
+    ``uadbench.executors`` entry-point group so it is found without being imported by name."""
+    return EXECUTORS.register(name, description=description)
 
 
 @dataclass(frozen=True)
@@ -119,10 +129,19 @@ class Executor(ABC):
     """Runs a task graph; ``threads`` torch threads per task.
 
     An executor that waits for tasks running elsewhere (``polls``) calls ``on_idle`` every
-    ``idle_every`` seconds while it waits: the runner reads the fits' live logs then."""
+    ``idle_every`` seconds while it waits: the runner reads the fits' live logs then.
+
+    A registered executor is built by :meth:`create` from the run's workers, threads and run-time
+    plugin modules and the keyword ``options`` it names (``create_executor`` refuses any other)."""
 
     polls: bool = False
     idle_every: float = 2.0
+    options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def create(cls, workers: int, threads: int, modules: Sequence[str], **options: Any) -> Executor:
+        """The executor for a run of ``workers`` workers with ``threads`` torch threads per task."""
+        return cls(threads, **options)
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:

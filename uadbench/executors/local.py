@@ -17,6 +17,7 @@ from uadbench.executors.base import (
     check_graph,
     failed_dependency,
     priority_order,
+    register_executor,
     set_torch_threads,
 )
 
@@ -86,10 +87,16 @@ def _worker_init(threads: int, modules: tuple[str, ...] = ()) -> None:
         importlib.import_module(module)
 
 
+@register_executor("local", "this machine: in-process for one worker, else a pool of spawned worker processes (--workers)")
 class LocalPoolExecutor(Executor):
     """A pool of ``workers`` spawned processes with ``threads`` torch threads each."""
 
     polls = True
+
+    @classmethod
+    def create(cls, workers: int, threads: int, modules: Sequence[str], **options: Any) -> Executor:
+        """In-process (:class:`SerialExecutor`) for one worker, else a pool of ``workers``."""
+        return SerialExecutor(threads) if workers == 1 else cls(workers, threads, modules)
 
     def __init__(self, workers: int, threads: int = 1, modules: Sequence[str] = ()) -> None:
         super().__init__(threads)

@@ -16,7 +16,7 @@ from uadbench.errors import ConfigError
 from uadbench.grid.entries import PRECISIONS, DatasetSpec, ShiftSpec
 from uadbench.grid.spec import GridSpec
 from uadbench.grid.sweep import expand_sweep
-from uadbench.registry import DATASETS, METHODS, SHIFTS
+from uadbench.registry import DATASETS, EXECUTORS, METHODS, SHIFTS, RegistryError
 
 GRID_KEYS = {
     "name", "description", "image_grid", "seeds", "train_dataset", "methods", "datasets",
@@ -250,8 +250,9 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     )
 
 
-# [executor]: where `uadbench run` runs the grid unless its flags say otherwise (not part of the
-# spec hash: the numbers do not depend on it). Values are checked by create_executor.
+# [executor]: where the grid's author suggests running it (not part of the spec hash: the numbers
+# do not depend on it). Only a suggestion: `uadbench run` follows a kind other than local only with
+# --executor, and never connects to an address from a grid file. Values are checked by create_executor.
 EXECUTOR_KEYS: dict[str, tuple[type, ...]] = {
     "kind": (str,), "partition": (str,), "time": (str, int), "mem": (str, int), "gpus": (int,), "cpus": (int,), "address": (str,),
 }
@@ -259,7 +260,8 @@ EXECUTOR_KEYS: dict[str, tuple[type, ...]] = {
 
 def executor_table(raw: dict, source: str = "<grid>") -> dict[str, Any]:
     """The grid's optional ``[executor]`` table, e.g. ``kind = "slurm"``, ``partition``, ``time``,
-    ``mem``, ``gpus``, ``cpus`` (Slurm) or ``address`` (Ray); its keys and value types checked."""
+    ``mem``, ``gpus``, ``cpus`` (Slurm) or ``address`` (Ray); its keys and value types checked, and
+    ``kind`` against the registered executors."""
     table = raw.get("executor", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: 'executor' must be a table ([executor]) with keys {', '.join(EXECUTOR_KEYS)}")
@@ -268,8 +270,11 @@ def executor_table(raw: dict, source: str = "<grid>") -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, EXECUTOR_KEYS[key]):
             kinds = " or ".join("a string" if t is str else "an integer" for t in EXECUTOR_KEYS[key])
             raise ConfigError(f"{source}: [executor] {key} must be {kinds}, got {value!r}")
-    if table.get("kind", "local") not in ("local", "slurm", "ray"):
-        raise ConfigError(f"{source}: [executor] kind must be 'local', 'slurm' or 'ray', got {table['kind']!r}")
+    if "kind" in table:
+        try:
+            EXECUTORS.get(table["kind"])
+        except RegistryError as exc:
+            raise ConfigError(f"{source}: [executor] kind: {exc}") from None
     return dict(table)
 
 

@@ -113,3 +113,47 @@ def test_sweep_runs_caches_each_value_and_draws_its_figure(tmp_path, data_root):
     assert sorted(frame.loc[frame["metric"] == "auprc", "steps"]) == [1.0, 2.0, 3.0]
     paths = render_record_figures(again.records, tmp_path / "figures", formats=("png",), dpi=40)
     assert [p.name for p in paths] == ["sweep-steps.png"] and paths[0].stat().st_size > 5000
+
+
+def _big_grid(n_steps: int, n_seeds: int, n_severities: int) -> dict:
+    return {"name": "big", "image_grid": "smoke", "train_dataset": "phantom-healthy-t2w", "seeds": list(range(n_seeds)),
+            "methods": [{"name": "ae", "preset": "smoke", "overrides": {"steps": list(range(10, 10 + n_steps))}}],
+            "datasets": [{"name": "phantom-tumour-t2w"}],
+            "shifts": [{"name": "gamma", "severities": [round(0.5 + 0.1 * i, 1) for i in range(n_severities)]}]}
+
+
+def test_a_grid_past_the_cell_cap_is_refused_naming_the_count_and_the_flag(tmp_path, capsys):
+    from uadbench.errors import ConfigError
+    from uadbench.grid import parse_grid
+
+    raw = _big_grid(11, 10, 9)  # 110 fits x 1 dataset x 10 shifts (none included) = 1,100 cells
+    with pytest.raises(ConfigError, match=r"expands to 1,100 evaluation cells \(110 fits\), more than the cap of 1,000; .*--max-cells 1100"):
+        parse_grid(dict(raw), max_cells=1000)
+    assert len(parse_grid(dict(raw), max_cells=1100).eval_jobs()) == 1100
+    from uadbench.cli import main
+
+    grid = tmp_path / "big.toml"
+    sev = ", ".join(str(s) for s in raw["shifts"][0]["severities"])
+    grid.write_text(f'name = "big"\nimage_grid = "smoke"\ntrain_dataset = "phantom-healthy-t2w"\nseeds = {list(range(10))}\n'
+                    f'[[methods]]\nname = "ae"\npreset = "smoke"\noverrides = {{ steps = {list(range(10, 21))} }}\n'
+                    f'[[datasets]]\nname = "phantom-tumour-t2w"\n[[shifts]]\nname = "gamma"\nseverities = [{sev}]\n')
+    assert main(["run", str(grid), "--out", str(tmp_path / "out"), "--max-cells", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1,100 evaluation cells" in err and "--max-cells 1100" in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_ten_thousand_cells_expand_in_linear_time():
+    import time
+
+    from uadbench.grid import parse_grid
+
+    timings = {}
+    for steps in (25, 100):  # 2,500 and 10,000 cells
+        start = time.perf_counter()
+        spec = parse_grid(_big_grid(steps, 10, 9), max_cells=10_000)
+        n = len(spec.eval_jobs(spec.fit_jobs()))
+        timings[n] = time.perf_counter() - start
+    assert sorted(timings) == [2500, 10000]
+    # 4x the cells may take at most ~6x the time (linear with slack for a loaded machine), not 16x
+    assert timings[10000] < 6 * timings[2500] + 0.5, timings

@@ -100,7 +100,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from uadbench.run.runner import default_run_dir, run_grid
 
     # everything is checked before anything is written
-    spec = load_grid(args.grid)
+    spec = load_grid(args.grid, max_cells=args.max_cells)
     run_dir = Path(args.out) if args.out is not None else default_run_dir(spec)
     executor = _run_executor(args, spec, run_dir)
     if (args.device or spec.device) == "cuda" and isinstance(executor, (SerialExecutor, LocalPoolExecutor)):
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     r.add_argument("--workers", type=_int_in(1), default=1, help="worker processes (each uses --threads torch threads)")
     r.add_argument("--threads", type=_int_in(1), default=1, help="torch threads per worker process (default 1)")
+    r.add_argument("--max-cells", type=_int_in(1), help="refuse a grid of more evaluation cells than this (default 10000)")
     r.add_argument("--checkpoint-every", type=_int_in(0), default=500,
                    help="training steps between checkpoints a killed fit resumes from (default 500; 0: none)")
     r.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the grid's device")

@@ -142,7 +142,18 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
     return shifts
 
 
-def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
+MAX_CELLS = 10_000  # evaluation cells a grid may expand to unless the user raises the cap (--max-cells)
+
+
+def check_size(n_fits: int, n_cells: int, source: str, max_cells: int | None) -> None:
+    """Refuse a grid whose seeds, sweeps, datasets and shifts multiply past ``max_cells`` cells."""
+    limit = MAX_CELLS if max_cells is None else max_cells
+    if n_cells > limit:
+        raise ConfigError(f"{source}: the grid expands to {n_cells:,} evaluation cells ({n_fits:,} fits), more than the cap of {limit:,}; "
+                          f"check its seeds, sweeps and shifts, or pass --max-cells {n_cells} to run it")
+
+
+def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = None) -> GridSpec:
     """Validate a grid mapping (as read from TOML) and resolve every name against the registries."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a grid must be a TOML table")
@@ -233,6 +244,8 @@ def parse_grid(raw: dict, source: str = "<grid>") -> GridSpec:
     if not _is_int(ebs) or not 1 <= ebs <= MAX_EVAL_BATCH_SIZE:
         raise ConfigError(f"{source}: eval_batch_size (slices per predict call) must be an integer in [1, {MAX_EVAL_BATCH_SIZE}], got {ebs!r}")
     executor_table(raw, source)  # checked when the grid is read, used by `uadbench run`
+    n_fits = len(methods) * len(seeds)
+    check_size(n_fits, n_fits * len(datasets) * len(shifts), source, max_cells)
     return GridSpec(
         name=name,
         image_grid=image_grid,
@@ -278,8 +291,8 @@ def executor_table(raw: dict, source: str = "<grid>") -> dict[str, Any]:
     return dict(table)
 
 
-def load_grid(path: str | os.PathLike) -> GridSpec:
-    """Read and validate a grid TOML file."""
+def load_grid(path: str | os.PathLike, *, max_cells: int | None = None) -> GridSpec:
+    """Read and validate a grid TOML file (refused past ``max_cells`` evaluation cells; default MAX_CELLS)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -296,4 +309,4 @@ def load_grid(path: str | os.PathLike) -> GridSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_grid(raw, str(path))
+    return parse_grid(raw, str(path), max_cells=max_cells)

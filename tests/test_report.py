@@ -17,7 +17,6 @@ from uadbench import report
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.stats import bootstrap_mean_ci, bootstrap_ratio_ci, bootstrap_resamples, paired_permutation_test
 from uadbench.records import ResultRecord, records_text
-from uadbench.report import tables
 
 SNAPSHOTS = Path(__file__).resolve().parent / "data" / "report"
 UPDATE = os.environ.get("UADBENCH_UPDATE_SNAPSHOTS") == "1"
@@ -100,7 +99,7 @@ def test_tidy_frame_has_a_row_per_cell_metric_and_per_subject_metric_and_one_flo
 
 def test_summary_means_stds_and_subject_intervals_match_the_stats_functions():
     records = make_records()
-    summary = tables.summarise_frame(report.tidy_frame(records))
+    summary = report.summarise_frame(report.tidy_frame(records))
     key = ("0123abcd4567", "d", "none", "method", "a")
     seed_values = [r.metrics["auprc"] for r in records if r.label == "a" and r.shift == "none"]
     assert summary.value(key, "auprc") == pytest.approx(np.mean(seed_values))
@@ -119,8 +118,8 @@ def test_summary_means_stds_and_subject_intervals_match_the_stats_functions():
 
 
 # -- the leaderboard table -----------------------------------------------------------------------------
-def _board(records=None) -> tables.Table:
-    (board, *_) = tables.tables_for(records or make_records())
+def _board(records=None) -> report.Table:
+    (board, *_) = report.tables_for(records or make_records())
     return board
 
 
@@ -134,7 +133,7 @@ def test_best_in_bold_not_different_from_the_best_marked_and_the_oracle_never_bo
     assert not board.marked.loc["c", auprc] and not board.marked.loc["a", auprc]
     oracle = ("", "Dice@oracle (upper bound) ↑")
     assert not board.bold[oracle].any() and not board.marked[oracle].any()
-    md = tables.table_markdown(board)
+    md = report.table_markdown(board)
     line_c = next(line for line in md.splitlines() if line.startswith("| c "))
     assert "†" not in line_c.split("|")[2]
     text = board.cells.loc["b_x", auprc]
@@ -149,12 +148,12 @@ def test_a_method_the_test_cannot_separate_from_the_best_is_marked():
                 r.per_volume[s]["auprc"] = AUPRC["b_x"][i] + (0.01 if i % 2 else -0.012) - (0.1 if r.shift != "none" else 0.0) + 0.01 * r.seed
             r.metrics["auprc"] = float(np.mean([r.per_volume[s]["auprc"] for s in SUBJECTS]))
     board = _board(records)
-    assert board.marked.loc["c", ("", "AUPRC ↑")] and "†" in tables.table_markdown(board)
+    assert board.marked.loc["c", ("", "AUPRC ↑")] and "†" in report.table_markdown(board)
     assert "paired sign-flip permutation test over subjects" in board.caption and "α = 0.05" in board.caption
 
 
 def test_every_lesion_table_has_the_floor_and_the_caption_gives_the_brain_voxel_prevalence():
-    all_tables = tables.tables_for(make_records())
+    all_tables = report.tables_for(make_records())
     assert [t.name for t in all_tables] == ["leaderboard", "shift-d-gamma"]
     for table in all_tables:
         assert list(table.cells.index)[-1] == "floor"
@@ -182,7 +181,7 @@ def test_cost_columns_and_mean_rank():
 
 
 def test_the_shift_table_gives_each_change_and_each_change_of_place():
-    (_, shift) = tables.tables_for(make_records())
+    (_, shift) = report.tables_for(make_records())
     col = ("gamma@1.5", "AUPRC ↑")
     assert shift.cells.loc["b_x", col].endswith("(-10.00)") and shift.cells.loc["a", col].endswith("(+30.00)")
     assert shift.cells.loc["b_x", ("gamma@1.5", "Place")] == "1 → 2" and shift.cells.loc["a", ("gamma@1.5", "Place")] == "2 → 1"

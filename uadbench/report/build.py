@@ -1,8 +1,9 @@
 """The tables: a summary laid out as a leaderboard and one table per dataset and shift family.
 
 - :func:`leaderboard_table`: rows = methods (and the ``floor``), columns = dataset × metric, the
-  unshifted cells; best in bold, "not different from the best" marked, cost columns and the mean
-  rank across datasets;
+  unshifted cells; best in bold, † on the methods a test over seeds cannot separate from the best
+  (only when every method has at least three seeds; the caption says when there are fewer), cost
+  columns and the mean rank across datasets;
 - :func:`shift_tables`: one per dataset and shift family: each metric's value and change from the
   unshifted cell, and each method's change of place.
 
@@ -28,9 +29,10 @@ from uadbench.report.columns import PLACE_METRICS, SHIFT_METRICS, TABLE_METRICS,
 from uadbench.report.frame import FLOOR, check_one_spec, join_distinct, tidy_frame
 from uadbench.report.statistics import (
     ALPHA,
+    MIN_SEEDS,
     N_BOOTSTRAP,
-    PERMUTATION_ROUNDS,
     STATS,
+    TEST_RESAMPLES,
     Summary,
     best_and_marks,
     mean_rank,
@@ -137,6 +139,48 @@ def _caption_common(summary: Summary, spec: str, datasets: list[str]) -> str:
     return floor + "."
 
 
+def _seed_counts(summary: Summary, groups: Sequence[tuple]) -> dict[str, int]:
+    """Each method's seeds: the fewest over its groups."""
+    out: dict[str, int] = {}
+    for k in groups:
+        n = int(summary.fact_rows[k]["n_seeds"])
+        out[k[4]] = min(out.get(k[4], n), n)
+    return out
+
+
+def _seed_range(seeds: Mapping[str, int]) -> str:
+    lo, hi = min(seeds.values()), max(seeds.values())
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def _seed_note(seeds: Mapping[str, int]) -> str:
+    """What too few seeds leave out ("" with at least MIN_SEEDS for every method)."""
+    lo, hi = min(seeds.values()), max(seeds.values())
+    if lo >= MIN_SEEDS:
+        return ""
+    if hi == 1:
+        return "1 seed: training variance not measured"
+    if lo == hi:
+        return f"{lo} seeds: too few to test training variance"
+    few = ", ".join(f"{label} {n}" for label, n in seeds.items() if n < MIN_SEEDS)
+    return f"{lo}–{hi} seeds per method ({few}): too few to test training variance for every method"
+
+
+def _statistics_caption(seeds: Mapping[str, int]) -> str:
+    """The caption's account of the values, the intervals and the mark."""
+    many = max(seeds.values()) > 1
+    values = (f"mean ± sd over {_seed_range(seeds)} seeds [95 % interval from a two-level bootstrap: seeds, and the test subjects "
+              f"every seed was evaluated on ({N_BOOTSTRAP} resamples)]" if many
+              else f"one seed [bootstrap 95 % interval over subjects ({N_BOOTSTRAP} resamples)]")
+    note = _seed_note(seeds)
+    if note:
+        marks = f"{note}, so no significance mark († needs ≥ {MIN_SEEDS} seeds per method)"
+    else:
+        marks = (f"† cannot be separated from the best (two-level bootstrap test of the difference of means: test subjects paired, "
+                 f"each method's seeds resampled; {TEST_RESAMPLES:,} resamples, two-sided, α = {ALPHA:g})")
+    return f"{values}; ↑/↓ higher/lower is better; best in bold; {marks}."
+
+
 def leaderboard_table(summary: Summary, spec: str) -> Table | None:
     """The unshifted cells of ``spec``: rows = methods and the floor, columns = dataset × metric,
     then cost and the mean rank; None when no unshifted cell exists."""
@@ -149,6 +193,8 @@ def leaderboard_table(summary: Summary, spec: str) -> Table | None:
     has_floor = bool(_groups(summary, spec, NO_SHIFT, FLOOR))
     rows = labels + ([FLOOR] if has_floor else [])
     one = len(datasets) == 1
+    seeds = _seed_counts(summary, groups)
+    seed_aware = min(seeds.values()) >= MIN_SEEDS  # the mark comes from a test over seeds, or not at all
     columns: list[tuple[str, str]] = []
     text: dict[tuple, list[str]] = {}
     bold: dict[tuple, list[bool]] = {}
@@ -165,7 +211,7 @@ def leaderboard_table(summary: Summary, spec: str) -> Table | None:
             means = {label: summary.value(group_of[label], metric) for label in labels}
             col = ("" if one else ds, f"{metric_title(metric)} {info.arrow}")
             columns.append(col)
-            best, marks = best_and_marks(summary, spec, ds, NO_SHIFT, metric, labels, means, test=True)
+            best, marks = best_and_marks(summary, spec, ds, NO_SHIFT, metric, labels, means, test=seed_aware)
             text[col], keys[col] = [], []
             for label in rows:
                 mean, std, n, lo, hi = (summary.value(group_of[label], metric, c) for c in STATS)
@@ -208,13 +254,9 @@ def leaderboard_table(summary: Summary, spec: str) -> Table | None:
         marked.setdefault(col, [False] * len(rows))
     grid = facts[groups[0]]["grid"]
     presets = {label: mine[label][0]["preset"] for label in labels}
-    n_seeds = max(int(max(f["n_seeds"] for k in groups for f in [facts[k]])), 1)
-    seeds = f"mean ± std over {n_seeds} seeds, " if n_seeds > 1 else "one seed, "
     caption = (
         f"{grid}: unshifted test cells{' of ' + datasets[0] if one else ''}. Metrics in % (FP ml in ml, l1-ratio a ratio), "
-        f"{seeds}[bootstrap 95 % interval over subjects ({N_BOOTSTRAP} resamples)]; ↑/↓ higher/lower is better; best in bold; "
-        f"† not different from the best (two-sided paired sign-flip permutation test over subjects, {PERMUTATION_ROUNDS:,} rounds "
-        f"or all sign patterns, α = {ALPHA:g}). Dice columns name their threshold: val-bisection (the paper's 10-step search on "
+        f"{_statistics_caption(seeds)} Dice columns name their threshold: val-bisection (the paper's 10-step search on "
         "the labelled validation split), val-exact (its exact optimum), healthy-fpr@5% (5 % voxel FPR on healthy validation "
         "scans, no labels); Dice@oracle picks each test volume's best threshold with its labels: an upper bound, not a result. "
         f"{_caption_common(summary, spec, datasets)} Mean rank: over every fair dataset × metric column (1 = best). Cost: "
@@ -302,8 +344,12 @@ def shift_tables(summary: Summary, spec: str) -> list[Table]:
         if not columns:
             continue
         grid = facts[shifted[0]]["grid"]
+        seeds = _seed_counts(summary, [k for k in shifted if k[1] == dataset and facts[k]["shift_name"] == family])
+        over = "" if max(seeds.values()) == 1 else f", mean over {_seed_range(seeds)} seeds"
+        note = _seed_note(seeds)
         caption = (
-            f"{grid}: {dataset} under {family}. Each cell: the shifted value (rates in %, volumes in ml, mean over seeds) and, in "
+            f"{grid}: {dataset} under {family}. Each cell: the shifted value (rates in %, volumes in ml{over}{'; ' + note if note else ''}) "
+            "and, in "
             "brackets, its change from the unshifted cell; best shifted value in bold. FP ml on healthy: false-positive volume on "
             "the healthy test scans, shifted alike. Entropy diff: histogram entropy of input minus reconstruction (the paper's §5 "
             "'KLD'), signed, not ranked. Place: the method's place by its mean rank over AUPRC, AUROC and the two Dice, "

@@ -13,7 +13,7 @@ from uadbench.report.build import Table, tables_for
 __all__ = ["latex_text", "leaderboard_latex", "table_latex"]
 
 _LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "→": r"$\rightarrow$",
-                  "–": "--", "α": r"$\alpha$", "·": r"$\cdot$", "×": r"$\times$"}
+                  "–": "--", "α": r"$\alpha$", "·": r"$\cdot$", "×": r"$\times$", "≥": r"$\geq$"}
 
 
 def latex_text(text: str) -> str:

@@ -1,14 +1,16 @@
 """The tidy frame reduced once for every table: means over seeds, intervals, tests and ranks.
 
 :func:`summarise_frame` gives a :class:`Summary`: for every (spec hash, dataset, shift, kind,
-label) group and metric, the mean, std and count over seeds of the cells' values and a bootstrap
-95 % interval over subjects of the subjects' seed means; for every group, its facts (grid, method,
-preset, seeds, device, mean costs). :func:`best_and_marks` finds a column's best rows and the rows
-a paired test cannot separate from them; :func:`rank` and :func:`mean_rank` rank the rows.
+label) group and metric, the mean, std and count over seeds of the cells' values and a 95 %
+interval from a two-level bootstrap (seeds, and the test subjects every seed was evaluated on;
+with one seed, subjects only); for every group, its facts (grid, method, preset, seeds, device,
+mean costs) and each metric's seeds × subjects values. :func:`best_and_marks` finds a column's
+best rows and, when every method has at least :data:`MIN_SEEDS` seeds, the rows a seed-aware
+test cannot separate from them; :func:`rank` and :func:`mean_rank` rank the rows.
 
-The reduction works on integer codes (one per group, metric and subject) with ``np.bincount`` and
-shared bootstrap resamples rather than a pandas ``groupby`` per column: a leaderboard of 10,000
-records is summarised in about a second.
+The reduction works on integer codes (one per group, metric, seed and subject) with
+``np.bincount`` and bootstrap resamples shared by every (group, metric) of one shape rather than
+a pandas ``groupby`` per column: a leaderboard of 10,000 records is summarised in seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from uadbench.evaluation.stats import bootstrap_ratio_ci, bootstrap_resamples, paired_permutation_test
+from uadbench.evaluation.stats import bootstrap_ratio_ci, compare_seeds_many, two_level_resamples
 from uadbench.records import ResultRecord, coerce_records
 from uadbench.report.columns import COST, RATIOS, SHIFT_METRICS, TABLE_METRICS, describe
 from uadbench.report.frame import join_distinct, tidy_frame
@@ -30,9 +32,10 @@ from uadbench.report.frame import join_distinct, tidy_frame
 __all__ = [
     "ALPHA",
     "GROUP",
+    "MIN_SEEDS",
     "N_BOOTSTRAP",
-    "PERMUTATION_ROUNDS",
     "STATS",
+    "TEST_RESAMPLES",
     "Summary",
     "best_and_marks",
     "mean_rank",
@@ -43,10 +46,13 @@ __all__ = [
 
 #: The level of the "not different from the best" test.
 ALPHA = 0.05
-#: Rounds of the paired permutation test (or all sign patterns, when fewer).
-PERMUTATION_ROUNDS = 10_000
+#: Bootstrap resamples of the "not different from the best" test.
+TEST_RESAMPLES = 10_000
 #: Bootstrap resamples of each interval.
 N_BOOTSTRAP = 1000
+#: The fewest seeds of every compared method for a significance mark: with fewer, training
+#: variance is not measured well enough to test (a table then says so and marks nothing).
+MIN_SEEDS = 3
 
 #: The columns that name a group: one table cell per group and metric.
 GROUP = ["spec_hash", "dataset", "shift", "kind", "label"]
@@ -58,15 +64,16 @@ class Summary:
     """The tidy frame reduced once for every table.
 
     ``stats``: indexed by (spec_hash, dataset, shift, kind, label, metric): mean, std (over seeds;
-    0 for one seed), n (seeds), ci_low, ci_high (bootstrap 95 % over subjects of the subjects' seed
-    means; a ratio of sums for l1-ratio). ``facts``: indexed by (spec_hash, dataset, shift, kind,
-    label): grid, method, preset, shift_name, severity, n_seeds, device, precision, mean costs and
-    the floor's brain_prevalence. ``subject_means``: (subjects, seed means) by (spec_hash, dataset,
-    shift, kind, label, metric), for the paired tests."""
+    0 for one seed), n (seeds), ci_low, ci_high (the two-level bootstrap 95 % interval of the mean
+    over seeds and subjects; a ratio of sums for l1-ratio). ``facts``: indexed by (spec_hash,
+    dataset, shift, kind, label): grid, method, preset, shift_name, severity, n_seeds, device,
+    precision, mean costs and the floor's brain_prevalence. ``values``: (seeds, subjects,
+    (seeds, subjects) matrix, NaN where a seed has no value) by (spec_hash, dataset, shift, kind,
+    label, metric), for the intervals and the tests."""
 
     stats: pd.DataFrame
     facts: pd.DataFrame
-    subject_means: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    values: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     _lookup: dict[tuple, tuple] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,10 +92,20 @@ class Summary:
         row = self._lookup.get((*key, metric))
         return math.nan if row is None else float(row[STATS.index(column)])
 
+    def matrix(self, key: tuple, metric: str) -> pd.DataFrame | None:
+        """``metric`` in group ``key`` as a frame: a row per seed, a column per subject (None without any)."""
+        found = self.values.get((*key, metric))
+        return None if found is None else pd.DataFrame(found[2], index=pd.Index(found[0], name="seed"),
+                                                       columns=pd.Index(found[1], name="subject"))
+
     def subjects(self, key: tuple, metric: str) -> pd.Series | None:
-        """Per-subject seed means of ``metric`` in group ``key`` (None without any)."""
-        found = self.subject_means.get((*key, metric))
-        return None if found is None else pd.Series(found[1], index=found[0])
+        """Per-subject means over seeds of ``metric`` in group ``key`` (None without any)."""
+        found = self.values.get((*key, metric))
+        if found is None:
+            return None
+        with np.errstate(invalid="ignore"):
+            means = np.nanmean(found[2], axis=0) if found[2].shape[0] > 1 else found[2][0]
+        return pd.Series(means, index=found[1])
 
 
 # -- 1. integer codes of the frame's rows -------------------------------------------------------------------
@@ -111,6 +128,8 @@ class _Rows:
     metrics: list[str]
     subject: np.ndarray
     subjects: list[str]
+    seed: np.ndarray
+    seeds: np.ndarray
     is_cell: np.ndarray
     values: np.ndarray
 
@@ -123,12 +142,21 @@ class _Rows:
         groups = [tuple(str(cats[j][i]) for j, i in enumerate(np.unravel_index(k, dims))) for k in group_ids]
         metric, metrics = _codes(tidy["metric"])
         subject, subjects = _codes(tidy["subject"])
-        return cls(group.astype(np.int64), groups, metric, [str(m) for m in metrics], subject, subjects,
-                   np.asarray(tidy["level"] == "cell"), tidy["value"].to_numpy(dtype=np.float64))
+        seed, seeds = pd.factorize(tidy["seed"].to_numpy(dtype=np.int64), sort=True)
+        return cls(group.astype(np.int64), groups, metric, [str(m) for m in metrics], subject, subjects, seed.astype(np.int64),
+                   np.asarray(seeds), np.asarray(tidy["level"] == "cell"), tidy["value"].to_numpy(dtype=np.float64))
 
     @property
     def n_metrics(self) -> int:
         return max(len(self.metrics), 1)
+
+    @property
+    def n_seeds(self) -> int:
+        return max(len(self.seeds), 1)
+
+    @property
+    def n_subjects(self) -> int:
+        return max(len(self.subjects), 1)
 
     def pair(self, rows: np.ndarray) -> np.ndarray:
         """The (group, metric) pair of each selected row."""
@@ -158,30 +186,52 @@ def _over_seeds(rows: _Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return keys, mean, std, count
 
 
-# -- 3. per-subject seed means and their bootstrap intervals -------------------------------------------------
+# -- 3. seeds × subjects values and their two-level bootstrap intervals -------------------------------------
 @dataclass(frozen=True)
-class _SubjectMeans:
-    """Per (group, metric) pair, its subjects' means over seeds: ``subject[a:b]`` and ``mean[a:b]``
-    for ``(a, b) = span[pair]``, subjects in code order."""
+class _SeedSubjectValues:
+    """Per (group, metric) pair, its values as a (seeds, subjects) matrix (NaN where a seed has no
+    value for a subject): ``seeds`` and ``subjects`` hold codes, in code order."""
 
-    subject: np.ndarray
-    mean: np.ndarray
-    span: dict[int, tuple[int, int]]
+    seeds: np.ndarray
+    subjects: np.ndarray
+    matrix: np.ndarray
 
     @classmethod
-    def of(cls, rows: _Rows, metrics: set[str]) -> _SubjectMeans:
+    def by_pair(cls, rows: _Rows, metrics: set[str]) -> dict[int, _SeedSubjectValues]:
         wanted = np.array([i for i, name in enumerate(rows.metrics) if name in metrics], dtype=np.int64)
         sel = (~rows.is_cell) & np.isin(rows.metric, wanted) & np.isfinite(rows.values)
-        n_subjects = max(len(rows.subjects), 1)
-        keys, inverse = np.unique(rows.pair(sel) * n_subjects + rows.subject[sel], return_inverse=True)
-        mean = np.bincount(inverse, weights=rows.values[sel], minlength=keys.size) / np.bincount(inverse, minlength=keys.size)
-        pair = keys // n_subjects
-        starts, ends = _segments(pair)
-        return cls(keys % n_subjects, mean, {int(pair[a]): (int(a), int(b)) for a, b in zip(starts, ends)})
+        cell = rows.n_seeds * rows.n_subjects
+        keys, inverse = np.unique((rows.pair(sel) * rows.n_seeds + rows.seed[sel]) * rows.n_subjects + rows.subject[sel],
+                                  return_inverse=True)
+        # one value per (pair, seed, subject); the mean where records repeat a cell
+        value = np.bincount(inverse, weights=rows.values[sel], minlength=keys.size) / np.bincount(inverse, minlength=keys.size)
+        pair, seed, subject = keys // cell, keys % cell // rows.n_subjects, keys % rows.n_subjects
+        # rows are sorted by (pair, seed, subject): count each pair's seeds from where a seed starts
+        seed_starts = np.r_[True, (pair[1:] != pair[:-1]) | (seed[1:] != seed[:-1])] if keys.size else np.zeros(0, bool)
+        out = {}
+        for a, b in zip(*_segments(pair)):
+            n_seeds = int(np.count_nonzero(seed_starts[a:b]))
+            n = (b - a) // n_seeds
+            subjects = subject[a:b].reshape(n_seeds, n) if n * n_seeds == b - a else None
+            if subjects is not None and (subjects == subjects[0]).all():  # every seed has the same subjects: a reshape
+                out[int(pair[a])] = cls(seed[a:b:n], subjects[0], value[a:b].reshape(n_seeds, n))
+                continue
+            seeds, i = np.unique(seed[a:b], return_inverse=True)
+            names, j = np.unique(subject[a:b], return_inverse=True)
+            matrix = np.full((seeds.size, names.size), math.nan)
+            matrix[i.ravel(), j.ravel()] = value[a:b]
+            out[int(pair[a])] = cls(seeds, names, matrix)
+        return out
 
-    def of_pair(self, pair: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.span[pair]
-        return self.subject[a:b], self.mean[a:b]
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def aligned(self, other: _SeedSubjectValues) -> tuple[np.ndarray, np.ndarray]:
+        """This matrix and ``other``'s on the seeds and subjects both have."""
+        _, si, so = np.intersect1d(self.seeds, other.seeds, return_indices=True)
+        _, ji, jo = np.intersect1d(self.subjects, other.subjects, return_indices=True)
+        return self.matrix[np.ix_(si, ji)], other.matrix[np.ix_(so, jo)]
 
 
 def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +243,7 @@ def _segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bootstrap_rows(num: np.ndarray, den: np.ndarray, resamples: np.ndarray, level: float = 0.95) -> np.ndarray:
-    """Percentile intervals of sum(num)/sum(den) for every row of (P, n) ``num``/``den`` at once,
+    """Percentile intervals of sum(num)/sum(den) for every row of (P, m) ``num``/``den`` at once,
     the same numbers :func:`uadbench.evaluation.stats.bootstrap_ratio_ci` gives row by row."""
     out = np.full((num.shape[0], 2), math.nan)
     alpha = (1.0 - level) / 2.0
@@ -209,47 +259,51 @@ def _bootstrap_rows(num: np.ndarray, den: np.ndarray, resamples: np.ndarray, lev
     return out
 
 
-def _subject_intervals(rows: _Rows, subjects: _SubjectMeans, stat_pairs: np.ndarray, metrics: Sequence[str], n_bootstrap: int,
-                       seed: int) -> np.ndarray:
-    """(len(stat_pairs), 2) bootstrap intervals over subjects of the subjects' seed means, for the
-    pairs of ``metrics`` with at least two subjects (NaN elsewhere). Pairs with the same number of
-    subjects share one set of resamples; a ratio metric resamples its numerator and denominator
-    together over the subjects that have both."""
+def _intervals(rows: _Rows, values: Mapping[int, _SeedSubjectValues], stat_pairs: np.ndarray, metrics: Sequence[str], n_bootstrap: int,
+               seed: int) -> np.ndarray:
+    """(len(stat_pairs), 2) two-level bootstrap intervals of the mean over seeds and subjects, for
+    the pairs of ``metrics`` with at least two subjects (NaN elsewhere): seeds drawn with
+    replacement, and subjects drawn once for all drawn seeds (every seed was evaluated on the same
+    test subjects), :func:`uadbench.evaluation.stats.two_level_resamples`. Pairs of one (seeds,
+    subjects) shape share one set of resamples; a ratio metric resamples its numerator and
+    denominator together over the seeds and subjects that have both."""
     ci = np.full((stat_pairs.size, 2), math.nan)
     if n_bootstrap < 1:
         return ci
     row_of_pair = {int(p): i for i, p in enumerate(stat_pairs)}
-    resamples: dict[int, np.ndarray] = {}
+    resamples: dict[tuple[int, int], np.ndarray] = {}
 
-    def resamples_of(n: int) -> np.ndarray:
-        if n not in resamples:
-            resamples[n] = bootstrap_resamples(n, n_bootstrap=n_bootstrap, seed=seed)
-        return resamples[n]
+    def resamples_of(shape: tuple[int, int]) -> np.ndarray:
+        if shape not in resamples:
+            resamples[shape] = two_level_resamples(*shape, n_bootstrap=n_bootstrap, seed=seed)
+        return resamples[shape]
 
-    # plain means: every pair with n subjects in one matrix product
-    by_n: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for pair, (a, b) in subjects.span.items():
+    # plain means: every pair of one shape in one matrix product; a missing value weighs nothing
+    by_shape: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    for pair, v in values.items():
         name = rows.metrics[pair % rows.n_metrics]
-        if name in metrics and name not in RATIOS and pair in row_of_pair and b - a >= 2:
-            by_n.setdefault(b - a, []).append((row_of_pair[pair], subjects.mean[a:b]))
-    for n, items in by_n.items():
-        num = np.stack([means for _, means in items])
-        ci[[i for i, _ in items]] = _bootstrap_rows(num, np.ones_like(num), resamples_of(n))
+        if name in metrics and name not in RATIOS and pair in row_of_pair and v.shape[1] >= 2:
+            by_shape.setdefault(v.shape, []).append((row_of_pair[pair], v.matrix.ravel()))
+    for shape, items in by_shape.items():
+        x = np.stack([flat for _, flat in items])
+        present = np.isfinite(x)
+        ci[[i for i, _ in items]] = _bootstrap_rows(np.where(present, x, 0.0), present.astype(np.float64), resamples_of(shape))
 
-    # ratios of sums: the numerator and denominator of each subject resampled together
+    # ratios of sums: the numerator and denominator of each (seed, subject) resampled together
     for ratio, parts in RATIOS.items():
         if ratio not in metrics or ratio not in rows.metrics or any(p not in rows.metrics for p in parts):
             continue
         r_code, top_code, bottom_code = (rows.metrics.index(x) for x in (ratio, *parts))
         for i, pair in enumerate(stat_pairs):
             group, metric = divmod(int(pair), rows.n_metrics)
-            top, bottom = group * rows.n_metrics + top_code, group * rows.n_metrics + bottom_code
-            if metric != r_code or top not in subjects.span or bottom not in subjects.span:
+            top, bottom = values.get(group * rows.n_metrics + top_code), values.get(group * rows.n_metrics + bottom_code)
+            if metric != r_code or top is None or bottom is None:
                 continue
-            (top_subjects, top_means), (bottom_subjects, bottom_means) = subjects.of_pair(top), subjects.of_pair(bottom)
-            common, ti, bi = np.intersect1d(top_subjects, bottom_subjects, return_indices=True)
-            if common.size >= 2:
-                ci[i] = bootstrap_ratio_ci(top_means[ti], bottom_means[bi], resamples=resamples_of(common.size))
+            num, den = top.aligned(bottom)
+            if num.shape[1] >= 2:
+                present = np.isfinite(num) & np.isfinite(den)
+                ci[i] = bootstrap_ratio_ci(np.where(present, num, 0.0).ravel(), np.where(present, den, 0.0).ravel(),
+                                           resamples=resamples_of(num.shape))
     return ci
 
 
@@ -271,27 +325,27 @@ def _group_facts(tidy: pd.DataFrame, rows: _Rows, lookup: Mapping[tuple, tuple])
 
 def summarise_frame(tidy: pd.DataFrame, *, metrics: Sequence[str] = TABLE_METRICS + SHIFT_METRICS, n_bootstrap: int = N_BOOTSTRAP,
                     seed: int = 0) -> Summary:
-    """Means, stds and seeds of every (cell group, metric) of ``tidy``; subject intervals and
-    subject means for ``metrics`` (those the tables show)."""
+    """Means, stds and seeds of every (cell group, metric) of ``tidy``; two-level bootstrap
+    intervals and seeds × subjects values for ``metrics`` (those the tables show)."""
     # 1. one integer per (spec, dataset, shift, kind, label) group, per metric and per subject
     rows = _Rows.of(tidy)
 
     # 2. mean, std and count over seeds of the cell rows
     pairs, mean, std, count = _over_seeds(rows)
 
-    # 3. per-subject seed means of the metrics the tables show (and the parts of their ratios), and
-    #    their bootstrap intervals
-    subjects = _SubjectMeans.of(rows, set(metrics) | {part for m in metrics for part in RATIOS.get(m, ())})
-    ci = _subject_intervals(rows, subjects, pairs, metrics, n_bootstrap, seed)
+    # 3. seeds × subjects values of the metrics the tables show (and the parts of their ratios), and
+    #    their two-level bootstrap intervals
+    values = _SeedSubjectValues.by_pair(rows, set(metrics) | {part for m in metrics for part in RATIOS.get(m, ())})
+    ci = _intervals(rows, values, pairs, metrics, n_bootstrap, seed)
     names = np.asarray(rows.subjects, dtype=object)
-    subject_means = {rows.key(p): (names[s], m) for p, (s, m) in ((p, subjects.of_pair(p)) for p in subjects.span)}
+    matrices = {rows.key(p): (rows.seeds[v.seeds], names[v.subjects], v.matrix) for p, v in values.items()}
 
     index = pd.MultiIndex.from_tuples([rows.key(p) for p in pairs], names=[*GROUP, "metric"])
     stats = pd.DataFrame({"mean": mean, "std": std, "n": count.astype(np.int64), "ci_low": ci[:, 0], "ci_high": ci[:, 1]}, index=index)
     lookup = dict(zip(index, zip(mean, std, count, ci[:, 0], ci[:, 1])))
 
     # 4. facts of each group: the same for every metric row; costs averaged over seeds (and cells)
-    return Summary(stats, _group_facts(tidy, rows, lookup), subject_means, lookup)
+    return Summary(stats, _group_facts(tidy, rows, lookup), matrices, lookup)
 
 
 def summarise(records: Sequence[ResultRecord | Mapping[str, Any]]) -> list[dict]:
@@ -340,8 +394,12 @@ def mean_rank(columns: Sequence[tuple[str, Sequence[float]]], n_rows: int) -> np
 
 def best_and_marks(summary: Summary, spec: str, dataset: str, shift: str, metric: str, labels: list[str],
                    means: Mapping[str, float], test: bool) -> tuple[set[str], set[str]]:
-    """The best rows of a column (ties included) and, with ``test``, the rows a two-sided paired
-    permutation test over subjects cannot separate from the best at level ALPHA."""
+    """The best rows of a column (ties included) and, with ``test``, the rows the seed-aware test
+    cannot separate from the best at level :data:`ALPHA`:
+    :func:`uadbench.evaluation.stats.compare_seeds` (a two-level bootstrap of the difference of
+    means: the test subjects paired, each method's seeds resampled; :data:`TEST_RESAMPLES`
+    resamples) over the seeds and subjects both have. A row is only tested when it and the best
+    have at least :data:`MIN_SEEDS` seeds."""
     metric_info = describe(metric)
     finite = {label: v for label, v in means.items() if math.isfinite(v)}
     if not finite or metric_info.upper_bound:
@@ -352,20 +410,15 @@ def best_and_marks(summary: Summary, spec: str, dataset: str, shift: str, metric
     if not test or len(finite) < 2:
         return best, set()
     leader = sorted(best, key=labels.index)[0]
-    ref = summary.subjects((spec, dataset, shift, "method", leader), metric)
-    marks: set[str] = set()
-    if ref is None:
-        return best, marks
+    ref = summary.matrix((spec, dataset, shift, "method", leader), metric)
+    if ref is None or len(ref) < MIN_SEEDS:
+        return best, set()
+    tested: dict[str, pd.DataFrame] = {}
     for label in finite:
-        if label in best:
-            continue
-        other = summary.subjects((spec, dataset, shift, "method", label), metric)
-        if other is None:
-            continue
-        common = ref.index.intersection(other.index)
-        if len(common) < 2:
-            continue
-        p = paired_permutation_test(ref.reindex(common).to_numpy(), other.reindex(common).to_numpy(), rounds=PERMUTATION_ROUNDS, seed=0)
-        if p >= ALPHA:
-            marks.add(label)
+        other = None if label in best else summary.matrix((spec, dataset, shift, "method", label), metric)
+        if other is not None and len(other) >= MIN_SEEDS and len(ref.columns.intersection(other.columns)) >= 2:
+            tested[label] = other.reindex(columns=ref.columns)  # the leader's subjects; a subject the other lacks is NaN
+    results = compare_seeds_many(ref.to_numpy(), [m.to_numpy() for m in tested.values()], n_bootstrap=TEST_RESAMPLES, seed=0,
+                                 improvement=False)
+    marks = {label for label, result in zip(tested, results) if result.p_value >= ALPHA}
     return best, marks

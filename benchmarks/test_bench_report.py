@@ -101,21 +101,22 @@ def example_folders(root: Path, records: list[ResultRecord]) -> dict[str, dict[s
 def render_everything(records: list[ResultRecord], out: Path, examples: dict[str, dict[str, Path]]) -> dict[str, float]:
     """Every table and figure from ``records``, as ``uadbench leaderboard --publish`` renders them
     (one tidy frame, one summary); seconds per stage."""
-    from uadbench.report import figures, tables
+    from uadbench import report
+    from uadbench.report import figures
 
     times = {}
     t = time.perf_counter()
-    frame = tables.tidy_frame(records)
+    frame = report.tidy_frame(records)
     times["tidy frame"] = time.perf_counter() - t
     t = time.perf_counter()
-    summary = tables.summarise_frame(frame)
+    summary = report.summarise_frame(frame)
     times["summary"] = time.perf_counter() - t
     t = time.perf_counter()
-    all_tables = tables.tables_from_summary(summary)
-    (out / "leaderboard.md").write_text(tables.leaderboard_markdown(records, tables=all_tables))
-    (out / "leaderboard.tex").write_text(tables.leaderboard_latex(records, tables=all_tables))
-    (out / "leaderboard.html").write_text(tables.leaderboard_html(records, tables=all_tables))
-    (out / "leaderboard.csv").write_text(tables.summary_csv(summary))
+    all_tables = report.tables_from_summary(summary)
+    (out / "leaderboard.md").write_text(report.leaderboard_markdown(records, tables=all_tables))
+    (out / "leaderboard.tex").write_text(report.leaderboard_latex(records, tables=all_tables))
+    (out / "leaderboard.html").write_text(report.leaderboard_html(records, tables=all_tables))
+    (out / "leaderboard.csv").write_text(report.summary_csv(summary))
     times["tables"] = time.perf_counter() - t
     t = time.perf_counter()
     figures.render_figures(frame, out / "figures", examples=examples, dpi=100)

@@ -262,7 +262,7 @@ def _records(path: Path) -> Path:
 
 def test_compare_works_on_a_good_file(work, capsys):
     _records(work / "results.jsonl")
-    assert main(["compare", "results.jsonl", "ae", "thresh", "--rounds", "50", "--shift", "gamma@1.5"]) == 0
+    assert main(["compare", "results.jsonl", "ae", "thresh", "--rounds", "50", "--shift", "gamma@1.5", "--subjects-only"]) == 0
     assert "phantom-tumour-t2w  shift gamma@1.5  seed 0: n=4" in capsys.readouterr().out
 
 

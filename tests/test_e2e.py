@@ -92,7 +92,7 @@ def test_compare_two_methods_with_a_paired_permutation_test(smoke_run, data_root
     from uadbench.evaluation.stats import paired_permutation_test
 
     work, out, _ = smoke_run
-    proc = _run(["compare", str(out / "results.jsonl"), "ae", "thresh", "--shift", "none"], cwd=work, env=_env(data_root))
+    proc = _run(["compare", str(out / "results.jsonl"), "ae", "thresh", "--shift", "none", "--subjects-only"], cwd=work, env=_env(data_root))
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

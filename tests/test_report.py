@@ -15,9 +15,15 @@ import pytest
 
 from uadbench import report
 from uadbench.errors import UadbenchError
-from uadbench.evaluation.stats import bootstrap_mean_ci, bootstrap_ratio_ci, bootstrap_resamples, paired_permutation_test
+from uadbench.evaluation.stats import (
+    bootstrap_mean_ci,
+    bootstrap_ratio_ci,
+    bootstrap_resamples,
+    compare_seeds,
+    hierarchical_bootstrap_ci,
+    paired_permutation_test,
+)
 from uadbench.records import ResultRecord, records_text
-from uadbench.report import tables
 
 SNAPSHOTS = Path(__file__).resolve().parent / "data" / "report"
 UPDATE = os.environ.get("UADBENCH_UPDATE_SNAPSHOTS") == "1"
@@ -100,61 +106,139 @@ def test_tidy_frame_has_a_row_per_cell_metric_and_per_subject_metric_and_one_flo
 
 def test_summary_means_stds_and_subject_intervals_match_the_stats_functions():
     records = make_records()
-    summary = tables.summarise_frame(report.tidy_frame(records))
+    summary = report.summarise_frame(report.tidy_frame(records))
     key = ("0123abcd4567", "d", "none", "method", "a")
     seed_values = [r.metrics["auprc"] for r in records if r.label == "a" and r.shift == "none"]
     assert summary.value(key, "auprc") == pytest.approx(np.mean(seed_values))
     assert summary.value(key, "auprc", "std") == pytest.approx(np.std(seed_values, ddof=1))
     assert summary.value(key, "auprc", "n") == 2
-    subject_means = np.mean([[v - 0.3 + 0.01 * s for v in AUPRC["a"]] for s in (0, 1)], axis=0)
-    lo, hi = bootstrap_mean_ci(subject_means)
+    # the interval resamples seeds and the subjects every seed was evaluated on
+    values = np.array([[v - 0.3 + 0.01 * s for v in AUPRC["a"]] for s in (0, 1)])
+    assert summary.matrix(key, "auprc").to_numpy() == pytest.approx(values)
+    lo, hi = hierarchical_bootstrap_ci(values)
     assert (summary.value(key, "auprc", "ci_low"), summary.value(key, "auprc", "ci_high")) == pytest.approx((lo, hi))
-    # l1-ratio: a ratio of sums over subjects, resampled together
-    num = np.array([0.3 + 0.01 * i for i in range(6)])
-    expected = bootstrap_ratio_ci(num, np.full(6, 0.1), resamples=bootstrap_resamples(6))
+    # l1-ratio: a ratio of sums over seeds and subjects, resampled together
+    num = np.array([[0.3 + 0.01 * i for i in range(6)]] * 2)
+    expected = hierarchical_bootstrap_ci(num, denominators=np.full((2, 6), 0.1))
     assert (summary.value(key, "l1_ratio", "ci_low"), summary.value(key, "l1_ratio", "ci_high")) == pytest.approx(expected)
     assert summary.facts.loc[key, "n_seeds"] == 2 and summary.facts.loc[key, "num_parameters"] == 1_500_000
     floor_key = ("0123abcd4567", "d", "none", "floor", "floor")
     assert summary.facts.loc[floor_key, "brain_prevalence"] == pytest.approx(0.0482)
+    # one seed: the subject bootstrap, exactly
+    one = report.summarise_frame(report.tidy_frame(make_records(seeds=(0,))))
+    expected = bootstrap_mean_ci([v - 0.3 for v in AUPRC["a"]])
+    assert (one.value(key, "auprc", "ci_low"), one.value(key, "auprc", "ci_high")) == expected
+    num = np.array([0.3 + 0.01 * i for i in range(6)])
+    expected = bootstrap_ratio_ci(num, np.full(6, 0.1), resamples=bootstrap_resamples(6))
+    assert (one.value(key, "l1_ratio", "ci_low"), one.value(key, "l1_ratio", "ci_high")) == pytest.approx(expected)
 
 
 # -- the leaderboard table -----------------------------------------------------------------------------
-def _board(records=None) -> tables.Table:
-    (board, *_) = tables.tables_for(records or make_records())
+def _board(records=None) -> report.Table:
+    (board, *_) = report.tables_for(records or make_records())
     return board
 
 
 def test_best_in_bold_not_different_from_the_best_marked_and_the_oracle_never_bold():
-    board = _board()
+    records = make_records(seeds=(0, 1, 2))
+    board = _board(records)
     auprc = ("", "AUPRC ↑")
     assert board.bold.loc["b_x", auprc] and not board.bold.loc["a", auprc]  # b_x has the best unshifted mean AUPRC
-    # c is below b_x on all six subjects: 2 of 64 sign patterns as extreme, p = 0.03125 < 0.05
-    means = {k: np.mean([[v + 0.01 * s for v in vals] for s in (0, 1)], axis=0) for k, vals in AUPRC.items()}
-    assert paired_permutation_test(means["b_x"], means["c"]) == pytest.approx(2 / 64)
+    # c is below b_x on all six subjects in every seed: the seed-aware test separates them
+    values = {k: np.array([[v + 0.01 * s for v in vals] for s in (0, 1, 2)]) for k, vals in AUPRC.items()}
+    assert compare_seeds(values["b_x"], values["c"], n_bootstrap=10_000).p_value < 0.05
     assert not board.marked.loc["c", auprc] and not board.marked.loc["a", auprc]
     oracle = ("", "Dice@oracle (upper bound) ↑")
     assert not board.bold[oracle].any() and not board.marked[oracle].any()
-    md = tables.table_markdown(board)
+    md = report.table_markdown(board)
     line_c = next(line for line in md.splitlines() if line.startswith("| c "))
     assert "†" not in line_c.split("|")[2]
     text = board.cells.loc["b_x", auprc]
-    assert text.startswith("60.00 ± 0.71 [")  # mean ± std over 2 seeds, then the bootstrap interval
+    assert text.startswith("60.50 ± 1.00 [")  # mean ± sd over 3 seeds, then the two-level bootstrap interval
+
+
+def _close_to_b_x(records: list[ResultRecord], spread: dict[int, float] | None = None) -> list[ResultRecord]:
+    """``records`` without a, with c close to b_x on every subject, with mixed signs (no test over
+    subjects separates them); ``spread`` moves each of c's seeds by a constant."""
+    records = [r for r in records if r.label != "a"]
+    for r in records:
+        if r.label == "c":
+            for i, s in enumerate(SUBJECTS):
+                r.per_volume[s]["auprc"] = (AUPRC["b_x"][i] + (0.01 if i % 2 else -0.012) - (0.1 if r.shift != "none" else 0.0)
+                                            + 0.01 * r.seed + (spread or {}).get(r.seed, 0.0))
+            r.metrics["auprc"] = float(np.mean([r.per_volume[s]["auprc"] for s in SUBJECTS]))
+    return records
 
 
 def test_a_method_the_test_cannot_separate_from_the_best_is_marked():
-    records = [r for r in make_records() if r.label != "a"]
-    for r in records:  # make c close to b_x with mixed signs
+    board = _board(_close_to_b_x(make_records(seeds=(0, 1, 2))))
+    assert board.marked.loc["c", ("", "AUPRC ↑")] and "†" in report.table_markdown(board)
+    assert "two-level bootstrap test of the difference of means" in board.caption and "α = 0.05" in board.caption
+    assert "mean ± sd over 3 seeds [95 % interval from a two-level bootstrap" in board.caption
+
+
+def test_a_method_whose_seeds_disagree_is_not_separated_though_each_seed_is():
+    """c is 3 points below b_x on every subject of every seed, but its seeds move by 12 points."""
+    records = [r for r in make_records(seeds=(0, 1, 2)) if r.label != "a"]
+    for r in records:
         if r.label == "c":
             for i, s in enumerate(SUBJECTS):
-                r.per_volume[s]["auprc"] = AUPRC["b_x"][i] + (0.01 if i % 2 else -0.012) - (0.1 if r.shift != "none" else 0.0) + 0.01 * r.seed
+                r.per_volume[s]["auprc"] = AUPRC["b_x"][i] - 0.03 + 0.01 * r.seed + (-0.12, 0.12, 0.0)[r.seed]
             r.metrics["auprc"] = float(np.mean([r.per_volume[s]["auprc"] for s in SUBJECTS]))
-    board = _board(records)
-    assert board.marked.loc["c", ("", "AUPRC ↑")] and "†" in tables.table_markdown(board)
-    assert "paired sign-flip permutation test over subjects" in board.caption and "α = 0.05" in board.caption
+    c = {r.seed: [r.per_volume[s]["auprc"] for s in SUBJECTS] for r in records if r.label == "c" and r.shift == "none"}
+    b = {r.seed: [r.per_volume[s]["auprc"] for s in SUBJECTS] for r in records if r.label == "b_x" and r.shift == "none"}
+    assert paired_permutation_test(b[2], c[2]) < 0.05  # over the subjects of one pair of fits: apart
+    assert _board(records).marked.loc["c", ("", "AUPRC ↑")]  # over seeds: cannot be separated
+
+
+def test_tables_with_fewer_than_three_seeds_per_method_print_no_mark_and_say_why():
+    one = _close_to_b_x(make_records(seeds=(0,)))
+    b = [next(r for r in one if r.label == "b_x" and r.shift == "none").per_volume[s]["auprc"] for s in SUBJECTS]
+    c = [next(r for r in one if r.label == "c" and r.shift == "none").per_volume[s]["auprc"] for s in SUBJECTS]
+    assert paired_permutation_test(b, c) >= 0.05  # a test over subjects alone would mark c
+    for records, note in ((one, "1 seed: training variance not measured, so no significance mark († needs ≥ 3 seeds per method)"),
+                          (_close_to_b_x(make_records(seeds=(0, 1))), "2 seeds: too few to test training variance"),
+                          ([r for r in _close_to_b_x(make_records(seeds=(0, 1, 2))) if r.label != "c" or r.seed == 0],
+                           "1–3 seeds per method (c 1): too few to test training variance for every method")):
+        board, shift = report.tables_for(records)
+        md = report.table_markdown(board)
+        assert not board.marked.to_numpy().any() and "†" not in md, note
+        assert note in board.caption and "† cannot be separated" not in board.caption
+        assert note.split(",")[0] in shift.caption
+    board, _ = report.tables_for(_close_to_b_x(make_records(seeds=(0, 1))))
+    assert board.cells.loc["c", ("", "AUPRC ↑")].split(" [")[0].endswith("± 0.71")  # the seeds' spread (sd) where there are 2
+
+
+def test_a_subject_missing_from_one_seed_weighs_nothing_in_that_seed():
+    records = make_records(seeds=(0, 1, 2))
+    gone = next(r for r in records if r.label == "a" and r.shift == "none" and r.seed == 1)
+    del gone.per_volume["tumour-3"]
+    summary = report.summarise_frame(report.tidy_frame(records))
+    key = ("0123abcd4567", "d", "none", "method", "a")
+    values = np.array([[v - 0.3 + 0.01 * s for v in AUPRC["a"]] for s in (0, 1, 2)])
+    values[1, 3] = np.nan
+    assert np.array_equal(summary.matrix(key, "auprc").to_numpy(), values, equal_nan=True)
+    assert (summary.value(key, "auprc", "ci_low"), summary.value(key, "auprc", "ci_high")) == pytest.approx(hierarchical_bootstrap_ci(values))
+
+
+def test_a_method_whose_seeds_vary_widely_gets_a_wider_interval():
+    """The same subject values: identical seeds for one method, seeds 12 points apart for the other."""
+    records = [r for r in make_records(seeds=(0, 1, 2)) if r.label in ("b_x", "c")]
+    for r in records:
+        offset = {"b_x": 0.0, "c": (-0.12, 0.0, 0.12)[r.seed]}[r.label]
+        for i, s in enumerate(SUBJECTS):
+            r.per_volume[s]["auprc"] = AUPRC["b_x"][i] + offset
+        r.metrics["auprc"] = float(np.mean([r.per_volume[s]["auprc"] for s in SUBJECTS]))
+    summary = report.summarise_frame(report.tidy_frame(records))
+    width = {label: summary.value(("0123abcd4567", "d", "none", "method", label), "auprc", "ci_high")
+             - summary.value(("0123abcd4567", "d", "none", "method", label), "auprc", "ci_low") for label in ("b_x", "c")}
+    assert summary.value(("0123abcd4567", "d", "none", "method", "c"), "auprc") == pytest.approx(np.mean(AUPRC["b_x"]))
+    assert width["c"] > 1.5 * width["b_x"]
+    assert width["b_x"] == pytest.approx(np.diff(bootstrap_mean_ci(AUPRC["b_x"]))[0])  # identical seeds: subjects only
 
 
 def test_every_lesion_table_has_the_floor_and_the_caption_gives_the_brain_voxel_prevalence():
-    all_tables = tables.tables_for(make_records())
+    all_tables = report.tables_for(make_records())
     assert [t.name for t in all_tables] == ["leaderboard", "shift-d-gamma"]
     for table in all_tables:
         assert list(table.cells.index)[-1] == "floor"
@@ -182,7 +266,7 @@ def test_cost_columns_and_mean_rank():
 
 
 def test_the_shift_table_gives_each_change_and_each_change_of_place():
-    (_, shift) = tables.tables_for(make_records())
+    (_, shift) = report.tables_for(make_records())
     col = ("gamma@1.5", "AUPRC ↑")
     assert shift.cells.loc["b_x", col].endswith("(-10.00)") and shift.cells.loc["a", col].endswith("(+30.00)")
     assert shift.cells.loc["b_x", ("gamma@1.5", "Place")] == "1 → 2" and shift.cells.loc["a", ("gamma@1.5", "Place")] == "2 → 1"
@@ -234,7 +318,7 @@ def test_latex_escapes_headers_cells_and_captions():
     assert r"b\_x \& 50\%" in tex and r"d\_\#1" in tex and "b_x" not in tex
     assert r"healthy-fpr@5\%" in tex  # in the caption
     assert r"FP ml on healthy@val-bisection $\downarrow$" in tex and r"AUPRC $\uparrow$" in tex
-    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and "±" not in tex and "†" not in tex
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and "±" not in tex and "†" not in tex and "≥" not in tex
 
 
 LATEX_DOCUMENT = r"""\documentclass{article}
@@ -408,6 +492,8 @@ def test_leaderboard_and_report_print_each_format(tmp_path, capsys):
 EDITION = Path(__file__).resolve().parents[1] / "leaderboard" / "quickstart"
 
 
+@pytest.mark.xfail(strict=True, reason="the committed edition was rendered before the seed-aware tables (captions, no † from "
+                   "one seed); republishing it from its own records makes this pass: then remove this mark")
 def test_the_published_quickstart_edition_carries_its_spec_hash_in_every_table_and_matches_its_records():
     records = report.read_records(EDITION / "results.jsonl")
     (spec,) = {r.spec_hash for r in records}

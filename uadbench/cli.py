@@ -4,7 +4,7 @@
     uadbench list methods '*ddpm*'                what is registered (methods, datasets, shifts, metrics, executors)
     uadbench report runs/quickstart/results.jsonl render a leaderboard from result records
     uadbench leaderboard RESULTS --publish DIR     tables, figures, grid, records and environment in a folder
-    uadbench compare results.jsonl cddpm ae       paired permutation test on per-subject values
+    uadbench compare results.jsonl cddpm ae       seed-aware test and P(A > B) of two methods
     uadbench phantom --out DIR [--preview]        write the phantom cohorts as NIfTI for a viewer
     uadbench ui --run-dir runs/quickstart         serve the MLflow store on 127.0.0.1
     uadbench calibrate-shifts --out FILE          shift severities at SSIM 0.95 / 0.90 / 0.80
@@ -222,7 +222,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from uadbench.evaluation.stats import compare_per_subject
+    import math
+
+    from uadbench.evaluation.stats import compare_per_subject, compare_seeds
+    from uadbench.records import ResultRecord
+    from uadbench.report.statistics import MIN_SEEDS
 
     if args.a == args.b:
         raise UadbenchError(f"compare needs two different methods, got {args.a!r} twice")
@@ -239,24 +243,46 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for option, (value, valid) in choices.items():
         if value is not None and value not in valid:
             raise UadbenchError(f"{option} {value!r} is not in {args.results}; valid there: {', '.join(sorted(valid)) or '(none)'}")
-    cells: dict[tuple, dict] = {}
+    # (dataset, shift) -> method -> seed -> record
+    cells: dict[tuple[str, str], dict[str, dict[int, ResultRecord]]] = {}
     for r in records:
-        if (args.dataset and r.dataset != args.dataset) or (args.shift and r.shift_label != args.shift):
-            continue
-        cells.setdefault(r.cell, {})[r.label] = r
-    print(f"paired permutation test ({args.rounds} rounds), {args.metric}: {args.a} vs {args.b}")
-    found = 0
-    for (dataset, shift, seed), by_label in cells.items():
-        if args.a not in by_label or args.b not in by_label:
-            continue
-        res = compare_per_subject(by_label[args.a].per_volume, by_label[args.b].per_volume, args.metric, rounds=args.rounds)
-        found += 1
-        print(
-            f"{dataset}  shift {shift}  seed {seed}: n={int(res['n'])}  {args.a} {res['mean_a']:.4f}  "
-            f"{args.b} {res['mean_b']:.4f}  diff {res['mean_diff']:+.4f}  p={res['p_value']:.4g}"
-        )
-    if not found:
+        if r.label in (args.a, args.b) and not ((args.dataset and r.dataset != args.dataset) or (args.shift and r.shift_label != args.shift)):
+            cells.setdefault((r.dataset, r.shift_label), {}).setdefault(r.label, {})[r.seed] = r
+    both = {cell: by for cell, by in cells.items() if args.a in by and args.b in by}
+    if not both:
         raise UadbenchError("no evaluation cell has both methods for the chosen dataset and shift")
+    a, b, metric = args.a, args.b, args.metric
+    if args.subjects_only:
+        print(f"paired permutation test ({args.rounds} rounds), {metric}: {a} vs {b}, over the test subjects of each seed")
+        print("subjects only: this leaves out training variance (how far another seed of the same method moves), so each p "
+              "describes one pair of fits, not the methods")
+        for (dataset, shift), by in both.items():
+            for seed in sorted(set(by[a]) & set(by[b])):
+                res = compare_per_subject(by[a][seed].per_volume, by[b][seed].per_volume, metric, rounds=args.rounds)
+                print(f"{dataset}  shift {shift}  seed {seed}: n={int(res['n'])}  {a} {res['mean_a']:.4f}  {b} {res['mean_b']:.4f}  "
+                      f"diff {res['mean_diff']:+.4f}  p={res['p_value']:.4g}")
+        return 0
+    few = [(cell, len(by[a]), len(by[b])) for cell, by in both.items() if min(len(by[a]), len(by[b])) < MIN_SEEDS]
+    if few:
+        (dataset, shift), n_a, n_b = few[0]
+        raise UadbenchError(
+            f"compare tests methods over training seeds and needs >= {MIN_SEEDS} seeds of each; {dataset} shift {shift} has "
+            f"{n_a} of {a} and {n_b} of {b}: run more seeds, or pass --subjects-only for a test over the test subjects of each "
+            "seed (it leaves out training variance)")
+    print(f"two-level bootstrap over seeds and test subjects ({args.rounds} resamples; subjects paired, each method's seeds "
+          f"resampled), {metric}: {a} vs {b}")
+    for (dataset, shift), by in both.items():
+        subjects = sorted({s for rec in (*by[a].values(), *by[b].values()) for s, v in rec.per_volume.items() if metric in v})
+
+        if not subjects:
+            raise UadbenchError(f"no subject of {dataset} shift {shift} has {metric!r}; pick a metric both methods report there")
+        a_values, b_values = ([[float(runs[seed].per_volume.get(s, {}).get(metric, math.nan)) for s in subjects] for seed in sorted(runs)]
+                              for runs in (by[a], by[b]))
+        test = compare_seeds(a_values, b_values, n_bootstrap=args.rounds)
+        (d_lo, d_hi), (p_lo, p_hi) = test.diff_ci, test.p_improvement_ci
+        print(f"{dataset}  shift {shift}: n={test.n_subjects} subjects, seeds {a} {test.n_seeds_a} {b} {test.n_seeds_b}:  "
+              f"{a} {test.mean_a:.4f}  {b} {test.mean_b:.4f}  diff {test.diff:+.4f} [{d_lo:+.4f}, {d_hi:+.4f}]  p={test.p_value:.4g}  "
+              f"P({a} > {b})={test.p_improvement:.3f} [{p_lo:.3f}, {p_hi:.3f}]")
     return 0
 
 
@@ -449,14 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--dpi", type=_int_in(30, 600), default=100, help="PNG resolution (default 100)")
     lb.set_defaults(func=_cmd_leaderboard)
 
-    cmp_ = sub.add_parser("compare", help="paired permutation test between two methods of a results.jsonl")
+    cmp_ = sub.add_parser("compare", help="test two methods of a results.jsonl over seeds and subjects; P(A > B)")
     cmp_.add_argument("results")
     cmp_.add_argument("a", help="method label")
     cmp_.add_argument("b", help="method label")
     cmp_.add_argument("--metric", default="auprc", help="per-volume metric (default auprc)")
     cmp_.add_argument("--dataset", help="only this dataset")
     cmp_.add_argument("--shift", help="only this shift, e.g. none or gamma@1.5")
-    cmp_.add_argument("--rounds", type=_int_in(1, 10**7), default=10_000)
+    cmp_.add_argument("--rounds", type=_int_in(1, 10**7), default=10_000,
+                      help="bootstrap resamples (permutation rounds with --subjects-only; default 10,000)")
+    cmp_.add_argument("--subjects-only", action="store_true",
+                      help="a paired permutation test over the test subjects of each seed: no seeds needed, training variance left out")
     cmp_.set_defaults(func=_cmd_compare)
 
     ph = sub.add_parser("phantom", help="write phantom cohorts as NIfTI and/or a preview PNG")

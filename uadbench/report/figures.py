@@ -171,7 +171,7 @@ def example_panel(examples: Mapping[str, Mapping[str, Any]], title: str = "") ->
 
 # -- figures from the tidy frame ---------------------------------------------------------------------
 def _title(metric: str) -> str:
-    from uadbench.report.tables import metric_title
+    from uadbench.report.columns import metric_title
 
     return metric_title(metric)
 
@@ -489,7 +489,7 @@ def render_record_figures(records: Sequence[Any], out_dir: str | os.PathLike, *,
 
 def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples: Mapping[str, Mapping[str, Path]] | None = None,
                    formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
-    """Every figure of ``frame`` (a :func:`uadbench.report.tables.tidy_frame`) into ``out_dir``:
+    """Every figure of ``frame`` (a :func:`uadbench.report.tidy_frame`) into ``out_dir``:
     ``volume-boxes``, ``severity-<family>`` per shift family and, given ``examples`` (dataset ->
     label -> example folder), ``examples-<dataset>``; each as PNG and PDF. Returns the paths."""
     out_dir = Path(out_dir)

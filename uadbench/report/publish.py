@@ -9,7 +9,7 @@
     <out>/results.jsonl             the records themselves (results.jsonl.gz above RECORDS_GZIP_BYTES)
     <out>/environment.json          versions and devices of the run, and of this rendering
 
-Every table and figure comes from one tidy frame (:func:`uadbench.report.tables.tidy_frame`). The
+Every table and figure comes from one tidy frame (:func:`uadbench.report.tidy_frame`). The
 edition holds no NIfTI files; the example panel is drawn from the cells' example volumes in the
 run's cache (``<run dir>/cache/evals/<eval key>-example``) when they are there.
 """
@@ -111,12 +111,13 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
     ``cache_dir``: the run's cache, for the example slices (default ``<results folder>/cache``).
     ``per_spec``: one set of tables per spec hash instead of an error when records mix them.
     ``command``: the command line to record in the README (how the edition was made)."""
-    from uadbench.report import figures, tables
+    from uadbench import report
+    from uadbench.report import figures
 
     results = Path(results)
     records = read_records(results)
     if not per_spec:
-        tables.check_one_spec(records)
+        report.check_one_spec(records)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UadbenchError(f"--publish {out} is a file, not a directory")
@@ -126,16 +127,16 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
     title = title or f"uadbench leaderboard: {', '.join(grids)}"
 
     # 1. one tidy frame and one summary for every table and figure
-    frame = tables.tidy_frame(records)
-    summary = tables.summarise_frame(frame)
-    all_tables = tables.tables_from_summary(summary)
+    frame = report.tidy_frame(records)
+    summary = report.summarise_frame(frame)
+    all_tables = report.tables_from_summary(summary)
 
     # 2. tables
     rendered = {
-        "leaderboard.md": tables.leaderboard_markdown(records, title=title, failures=failures, tables=all_tables),
-        "leaderboard.tex": tables.leaderboard_latex(records, tables=all_tables),
-        "leaderboard.html": tables.leaderboard_html(records, title=title, tables=all_tables),
-        "leaderboard.csv": tables.summary_csv(summary),
+        "leaderboard.md": report.leaderboard_markdown(records, title=title, failures=failures, tables=all_tables),
+        "leaderboard.tex": report.leaderboard_latex(records, tables=all_tables),
+        "leaderboard.html": report.leaderboard_html(records, title=title, tables=all_tables),
+        "leaderboard.csv": report.summary_csv(summary),
     }
     for name, text in rendered.items():
         write_text_atomic(out / name, text)
@@ -183,7 +184,7 @@ def write_records(out: Path, records: Sequence[ResultRecord]) -> Path:
 
 def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_tables: Sequence[Any], grid_path: Path | None,
             command: str | None) -> str:
-    from uadbench.report.tables import table_markdown
+    from uadbench.report.render_markdown import table_markdown
 
     out = edition.out_dir
     specs = sorted({r.spec_hash for r in records})

@@ -50,3 +50,21 @@ def test_metrics_of_a_running_fit_are_on_its_mlflow_run_before_it_ends(tmp_path,
     assert sorted(m.step for m in points) == [25, 50, 75]
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     tracker.end_grid("FINISHED")
+
+
+def test_a_restarted_log_longer_than_the_old_offset_is_read_from_its_start(tmp_path):
+    """A fit killed and resumed writes a fresh log; when that log has already grown past the offset
+    read from the killed one, the reader must not seek into the middle of one of its lines."""
+    reader, history = LiveReader(tmp_path), []
+    killed = LiveWriter(live_path(tmp_path, "k"))
+    killed.progress("ae step 1/100")
+    assert [e["msg"] for e in reader.read("k")] == ["ae step 1/100"]
+    resumed = LiveWriter(live_path(tmp_path, "k"))  # the resumed fit: a new log at the same path
+    for step in range(10):
+        resumed.metrics({"loss": float(step)}, step, history)
+    with open(resumed.path, "a") as f:
+        f.write("not json\n[1, 2]\n{\"other\": 1}\n")  # foreign lines are skipped, not fatal
+    resumed.progress("ae step 10/100")
+    rows = reader.read("k")
+    assert [r["i"] for r in rows if "metrics" in r] == list(range(10)) and rows[-1] == {"msg": "ae step 10/100"}
+    assert reader.read("k") == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class LiveWriter:
         self.path, self.echo = path, echo
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a resumed fit starts a fresh log (its history comes from the checkpoint)
+        self._write({"log": uuid.uuid4().hex})  # the first line tells this log from an earlier one at the same path
 
     def _write(self, entry: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -47,29 +49,47 @@ class LiveWriter:
 
 
 class LiveReader:
-    """The grid's side: the complete lines written since the last read, per fit."""
+    """The grid's side: the complete lines written since the last read, per fit.
+
+    A live log is advisory and never stops a grid: a fit that starts again (resumed after a kill)
+    writes a new file, recognised by its first line (a random token) whatever its size, and a line
+    that does not parse or is not a metrics or progress entry is skipped."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = Path(cache_dir)
         self.offsets: dict[str, int] = {}
+        self.heads: dict[str, bytes] = {}
 
     def read(self, fit_key: str) -> list[dict[str, Any]]:
         path = live_path(self.cache_dir, fit_key)
         try:
             with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size < self.offsets.get(fit_key, 0):
-                    self.offsets[fit_key] = 0  # the fit started again (resumed): a fresh log
-                f.seek(self.offsets.get(fit_key, 0))
+                head = f.readline()
+                if not head.endswith(b"\n"):
+                    return []  # its first line is still being written
+                if self.heads.get(fit_key) != head or os.fstat(f.fileno()).st_size < self.offsets.get(fit_key, 0):
+                    self.heads[fit_key], self.offsets[fit_key] = head, len(head)  # a fresh log: read it from its start
+                f.seek(self.offsets[fit_key])
                 data = f.read()
         except FileNotFoundError:
             return []
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        self.offsets[fit_key] = self.offsets.get(fit_key, 0) + end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        self.offsets[fit_key] += end
+        rows = []
+        for line in data[:end].splitlines():
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                continue  # a torn or foreign line: the log is advisory
+            if isinstance(row, dict) and (isinstance(row.get("metrics"), dict) and "step" in row and "i" in row
+                                          or isinstance(row.get("msg"), str)):
+                rows.append(row)
+        return rows
 
     def forget(self, fit_key: str) -> None:
         live_path(self.cache_dir, fit_key).unlink(missing_ok=True)
         self.offsets.pop(fit_key, None)
+        self.heads.pop(fit_key, None)
 
 
 def step_of(message: str) -> tuple[int, int] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,7 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
     return shifts
 
 
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_CELLS = 10_000  # evaluation cells a grid may expand to unless the user raises the cap (--max-cells)
 
 
@@ -190,6 +192,10 @@ def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = Non
         for key in ("preset", "label"):
             if not isinstance(m.get(key, ""), str):
                 raise ConfigError(f"{where}: {key} must be a string, got {m[key]!r}")
+        label = m.get("label", "")
+        if label and (not LABEL.fullmatch(label) or label == "floor"):
+            raise ConfigError(f"{where}: label {label!r} is not allowed; a label is letters, digits, '.', '_' or '-' "
+                              "(it names files and table rows), and 'floor' is the floor row's")
         precision, compile_ = m.get("precision", "fp32"), m.get("compile", False)
         if precision not in PRECISIONS:
             raise ConfigError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,36 @@ def _version(name: str) -> str | None:
         return None
 
 
+EDITION_MARKER = ".uadbench-edition"  # written into every edition: --publish replaces files only in a folder that has it
+_GRID_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@\[\]=,()'+ -]*")  # labels, datasets, shifts: no '/', no '..'
+
+
+def check_edition_folder(out: Path) -> None:
+    """``out`` may receive an edition: missing, empty, or an earlier edition (its marker, or the
+    files an edition made before the marker existed); anything else is refused, untouched."""
+    if out.exists() and not out.is_dir():
+        raise UadbenchError(f"--publish {out} is a file, not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    earlier = (out / EDITION_MARKER).is_file() or all((out / n).is_file() for n in ("environment.json", "leaderboard.md", "README.md"))
+    if not earlier:
+        raise UadbenchError(f"--publish {out} holds files that are not a uadbench edition; publish into an empty or new folder, "
+                            "or into an earlier edition")
+
+
+def check_record_strings(records: Sequence[ResultRecord], where: str) -> None:
+    """Names that become file names, paths or table cells: plain, with no way out of the edition."""
+    for i, r in enumerate(records):
+        if not _GRID_NAME.fullmatch(r.grid):
+            raise UadbenchError(f"{where}: record {i + 1} names grid {r.grid!r}; a grid name is letters, digits, '-' or '_'")
+        for name in ("label", "dataset", "shift"):
+            value = getattr(r, name)
+            if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value or value == "floor" and name == "label":
+                raise UadbenchError(f"{where}: record {i + 1} has {name} {value!r}; valid: letters, digits and . _ @ [ ] = , ( ) ' + - "
+                                    "(no '/', no '..'; 'floor' is the floor row's)")
+
+
 def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str | os.PathLike | None = None,
             cache_dir: str | os.PathLike | None = None, per_spec: bool = False, title: str | None = None, dpi: int = 100,
             formats: Sequence[str] = ("png", "pdf"), failures: Sequence[Failure] = (), command: str | None = None) -> Edition:
@@ -118,10 +149,12 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
     records = read_records(results)
     if not per_spec:
         report.check_one_spec(records)
+    check_record_strings(records, str(results))
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UadbenchError(f"--publish {out} is a file, not a directory")
+    check_edition_folder(out)
+    previous = _previous_verify(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / EDITION_MARKER, "a uadbench edition (uadbench leaderboard --publish)\n")
     edition = Edition(out)
     grids = sorted({r.grid for r in records})
     title = title or f"uadbench leaderboard: {', '.join(grids)}"
@@ -157,8 +190,11 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
         edition.other.append(out / "grid.toml")
     else:
         edition.notes.append("grid file not found (pass --grid GRID.toml): the edition has no grid.toml")
-    records_path = write_records(out, records)
-    write_text_atomic(out / "environment.json", json.dumps(environment(records), indent=2, sort_keys=True) + "\n")
+    records_path = write_records(out, records, keep=results)
+    env = environment(records)
+    if previous:
+        env["verify"] = previous  # the tolerance an earlier edition declared stays declared
+    write_text_atomic(out / "environment.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
     edition.other += [records_path, out / "environment.json"]
     write_text_atomic(out / "README.md", _readme(title, records, edition, all_tables, grid_path, command))
     edition.other.insert(0, out / "README.md")
@@ -168,9 +204,17 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
 RECORDS_GZIP_BYTES = 1 << 20  # records above 1 MiB go gzipped (results.jsonl.gz): an edition stays small to commit
 
 
-def write_records(out: Path, records: Sequence[ResultRecord]) -> Path:
+def _previous_verify(out: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((out / "environment.json").read_text()).get("verify", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def write_records(out: Path, records: Sequence[ResultRecord], keep: Path | None = None) -> Path:
     """The edition's records as ``results.jsonl``, or gzipped (``results.jsonl.gz``, reproducible:
-    no time stamp) when larger than RECORDS_GZIP_BYTES; the other form, left by an earlier edition, goes."""
+    no time stamp) when larger than RECORDS_GZIP_BYTES; the other form, left by an earlier edition,
+    goes (never ``keep``, the file the records were read from)."""
     import gzip
 
     text = records_text(records).encode("utf-8")
@@ -178,7 +222,8 @@ def write_records(out: Path, records: Sequence[ResultRecord]) -> Path:
     path, stale = (packed, plain) if len(text) > RECORDS_GZIP_BYTES else (plain, packed)
     with atomic_path(path, suffix=path.suffix) as tmp:
         tmp.write_bytes(gzip.compress(text, mtime=0) if path is packed else text)
-    stale.unlink(missing_ok=True)
+    if keep is None or not (stale.exists() and keep.exists() and stale.resolve() == keep.resolve()):
+        stale.unlink(missing_ok=True)
     return path
 
 

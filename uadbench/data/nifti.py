@@ -29,13 +29,37 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 
 
+MAX_READ_VOXELS = 512**3  # a volume larger than this is refused before its data are read (a header can claim anything)
+VOXEL_SIZE_MM = (1e-3, 100.0)  # plausible voxel sizes of a brain scan, in mm
+
+
+def check_header(img: SpatialImage, path: str | os.PathLike) -> None:
+    """Refuse, before any voxel is read, a NIfTI whose header claims an absurd size (a small
+    ``.nii.gz`` can declare 32 GiB), zero or absurd voxel sizes, or a singular or non-finite affine."""
+    shape = tuple(int(s) for s in img.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if not shape or voxels > MAX_READ_VOXELS or min(shape) < 1:
+        raise DataError(f"{path}: header declares shape {shape} ({voxels:,} voxels); a volume must have 1 to {MAX_READ_VOXELS:,} voxels")
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    low, high = VOXEL_SIZE_MM
+    if not all(np.isfinite(z) and low <= abs(z) <= high for z in zooms):
+        raise DataError(f"{path}: header declares voxel sizes {zooms} mm; each must be between {low:g} and {high:g} mm")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise DataError(f"{path}: the header's affine is singular or not finite; it must map voxels to millimetres")
+
+
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(array, affine) of a NIfTI file; a clear error if it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"NIfTI file not found: {path}")
     try:
-        img = cast("SpatialImage", nib.load(str(path)))  # NIfTI files load as spatial images
+        img = cast("SpatialImage", nib.load(str(path)))  # NIfTI files load as spatial images (the header only)
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise DataError(f"cannot read NIfTI file {path}: {exc}") from exc
+    check_header(img, path)
+    try:
         return np.asarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel raises several types for corrupt files
         raise DataError(f"cannot read NIfTI file {path}: {exc}") from exc

@@ -32,9 +32,9 @@ import numpy as np
 
 from uadbench.data.prepare import antsio, bias, layouts, register, skullstrip
 from uadbench.data.prepare.manifest import MANIFEST_NAME, Manifest, fingerprint
-from uadbench.data.scans import FileDataset, check_same_grid, file_sha256, read_scan
+from uadbench.data.scans import FileDataset, check_same_grid, read_scan
 from uadbench.errors import ConfigError, DataError, UadbenchError
-from uadbench.files import atomic_path
+from uadbench.files import atomic_path, sha256_file
 
 #: bump when a step changes what it writes for the same inputs and settings (reruns redo everything)
 PREPARE_VERSION = "1"
@@ -284,7 +284,7 @@ def _write_outputs(placed: register.Placed, paths: dict[str, Path], out_dir: Pat
             raise UadbenchError(f"{rel} was written by {foreign[rel][0]} with other voxels (each modality is registered on its own); "
                                 "prepare this modality into another --out")
         _save_nifti(paths[name], array, placed.affine)
-        files[name] = {"path": rel, "sha256": file_sha256(paths[name]), "data_sha256": data_sha}
+        files[name] = {"path": rel, "sha256": sha256_file(paths[name]), "data_sha256": data_sha}
     return files
 
 
@@ -322,7 +322,7 @@ def _run_in_worker(job: _Job) -> tuple[dict[str, Any], dict[str, Any], float]:
 def _copy_extra(source: FileDataset, raw: Path, out_dir: Path) -> None:
     for extra in source.extra_files():
         target = out_dir / extra.relative_to(raw)
-        if target.is_file() and file_sha256(target) == file_sha256(extra):
+        if target.is_file() and sha256_file(target) == sha256_file(extra):
             continue
         with atomic_path(target, suffix=extra.suffix) as tmp:
             shutil.copyfile(extra, tmp)
@@ -365,7 +365,7 @@ def prepare_dataset(dataset: str, raw: str | Path, out: str | Path, settings: Pr
             for subject in subjects:
                 key = f"{dataset}/{subject.subject_id}"
                 try:
-                    inputs = {name: {"path": str(path), "sha256": file_sha256(path)}
+                    inputs = {name: {"path": str(path), "sha256": sha256_file(path)}
                               for name, path in (("image", subject.image), ("brain_mask", subject.brain_mask if plan.skull_strip == "mask" else None),
                                                  ("lesion_mask", subject.lesion_mask)) if path is not None}
                 except OSError as exc:

@@ -129,7 +129,8 @@ def check_same_grid(image_path: Path, image: np.ndarray, affine: np.ndarray, mas
 
 @dataclass(frozen=True)
 class ScanFiles:
-    """The files of one subject. ``brain_mask=None`` means ``image != 0`` (skull-stripped scans)."""
+    """The files of one subject. ``brain_mask=None``: no mask file (the brain is ``image != 0``,
+    skull-stripped scans, or a mask ``uadbench prepare`` computes); ``lesion_mask=None``: none (healthy)."""
 
     subject_id: str
     image: Path

@@ -32,7 +32,7 @@ import numpy as np
 
 from uadbench.data.prepare import antsio, bias, layouts, register, skullstrip
 from uadbench.data.prepare.manifest import MANIFEST_NAME, Manifest, fingerprint
-from uadbench.data.scans import FileDataset, check_same_grid, read_scan
+from uadbench.data.scans import FileDataset, ScanFiles, check_same_grid, read_scan
 from uadbench.errors import ConfigError, DataError, UadbenchError
 from uadbench.files import atomic_path, sha256_file
 
@@ -211,7 +211,7 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     save_nifti(path, array, affine)
 
 
-def prepare_subject(subject: layouts.RawSubject, plan: Plan, template: register.Template, *, layout: str = "") -> dict[str, Any]:
+def prepare_subject(subject: ScanFiles, plan: Plan, template: register.Template, *, layout: str = "") -> dict[str, Any]:
     """Steps 1-5 for one subject; returns the arrays to write and what each step did."""
     # 1. read, every file checked
     image, affine = read_scan(subject.image, layout=layout)
@@ -293,7 +293,7 @@ class _Job:
     """One subject to prepare (picklable, for worker processes)."""
 
     key: str
-    subject: layouts.RawSubject
+    subject: ScanFiles
     raw: Path
     out_dir: Path
     layout: str

@@ -15,22 +15,13 @@ Files besides the scans that the adapter reads (IXI's ``participants.csv``) are 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from uadbench.data.scans import FileDataset, find_nifti, match_files, nifti_names, nifti_stem
+from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, match_files, nifti_names, nifti_stem
 from uadbench.errors import DataError
-
-
-@dataclass(frozen=True)
-class RawSubject:
-    """One subject's raw files. ``brain_mask`` None: none given; ``lesion_mask`` None: healthy."""
-
-    subject_id: str
-    image: Path
-    brain_mask: Path | None = None
-    lesion_mask: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -62,21 +53,21 @@ def brain_mask_name(image_name: str) -> str:
     return f"{stem}_brainmask{'.nii' if image_name.endswith('.nii') else '.nii.gz'}"
 
 
-def raw_subjects(source: FileDataset, *, need_masks: bool) -> list[RawSubject]:
-    """The raw subjects of ``source`` (whose ``directory`` is the raw folder), sorted by id."""
+def raw_subjects(source: FileDataset, *, need_masks: bool) -> list[ScanFiles]:
+    """The raw subjects of ``source`` (whose ``directory`` is the raw folder), sorted by id; no
+    lesion mask for a healthy dataset."""
     if source.family == "ixi":
         return _ixi_subjects(source, need_masks=need_masks)
-    return [RawSubject(s.subject_id, s.image, s.brain_mask, s.lesion_mask if source.lesion_splits else None)
-            for s in source.scans().values()]
+    return [s if source.lesion_splits else dataclasses.replace(s, lesion_mask=None) for s in source.scans().values()]
 
 
-def _ixi_subjects(source: FileDataset, *, need_masks: bool) -> list[RawSubject]:
+def _ixi_subjects(source: FileDataset, *, need_masks: bool) -> list[ScanFiles]:
     from uadbench.datasets.ixi import IXI_ID, MASK_SUFFIXES
 
     tag = getattr(source, "tag", "T1")
     folders = [source.directory, source.directory / f"IXI-{tag}"]
     pattern = re.compile(rf"({IXI_ID})([-_]){re.escape(tag)}\.nii(\.gz)?")
-    found: dict[str, RawSubject] = {}
+    found: dict[str, ScanFiles] = {}
     for path, m in match_files(folders, pattern):
         stem = nifti_stem(path)
         mask = next((p for p in (find_nifti(path.parent, stem + s) for s in MASK_SUFFIXES) if p is not None), None)
@@ -85,7 +76,7 @@ def _ixi_subjects(source: FileDataset, *, need_masks: bool) -> list[RawSubject]:
                             f"{stem}_DLMUSE.nii.gz, or use --skull-strip hd-bet")
         if m.group(1) in found:
             raise DataError(f"{path}: subject {m.group(1)!r} also has {found[m.group(1)].image}; expected one scan per subject")
-        found[m.group(1)] = RawSubject(m.group(1), path, mask)
+        found[m.group(1)] = ScanFiles(m.group(1), path, mask)
     if not found:
         raise DataError(f"{source.directory}: no IXI {tag} scans found ({nifti_names(source.directory)}); expected {source.layout}")
     return [found[k] for k in sorted(found)]
@@ -96,7 +87,7 @@ def ixi_has_masks(source: FileDataset) -> bool:
     return all(s.brain_mask is not None for s in _ixi_subjects(source, need_masks=False))
 
 
-def output_paths(raw_dir: Path, out_dir: Path, subject: RawSubject) -> dict[str, Path]:
+def output_paths(raw_dir: Path, out_dir: Path, subject: ScanFiles) -> dict[str, Path]:
     """Where the prepared image, brain mask and lesion mask of ``subject`` go (see the module)."""
     image = out_dir / subject.image.relative_to(raw_dir)
     out = {"image": image, "brain_mask": image.with_name(brain_mask_name(image.name))}

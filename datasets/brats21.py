@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
@@ -47,6 +48,8 @@ class BraTS21Dataset(FileDataset):
     splits = ("val", "test")
     lesion_splits = ("val", "test")
     layout = "<dir>/BraTS2021_<NNNNN>/BraTS2021_<NNNNN>_{t1,t1ce,t2,flair,seg}.nii.gz (case folders directly in <dir> or one folder below)"
+    prepare_defaults = PrepareDefaults("none", "affine", "n4", "BraTS scans are skull-stripped in SRI24 space: registered to the template "
+                                       "as the reference does, N4", nonzero_brain=True)
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, match_files, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
@@ -47,6 +48,8 @@ class MSLUBDataset(FileDataset):
     splits = ("val", "test")
     lesion_splits = ("val", "test")
     layout = "<dir>[/patientNN]/patientNN_MNI_{T1,T2,FLAIR}.nii.gz with patientNN_MNI_GOLD_STANDARD.nii.gz"
+    prepare_defaults = PrepareDefaults("none", "affine", "none", "the MSLUB release is skull-stripped and N4-corrected, and registered to "
+                                       "FSL's MNI152, another template: registered to the template as the IXI scans are", nonzero_brain=True)
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory

@@ -32,6 +32,7 @@ see :mod:`uadbench.data.splits`.
 
 from __future__ import annotations
 
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
@@ -49,6 +50,7 @@ class WMHDataset(FileDataset):
     lesion_labels = (1,)
     ignore_labels = (2,)
     layout = "<dir>/**/<site>/<id>/wmh.nii.gz with <id>/pre/{T1,FLAIR}.nii.gz and <id>/pre/brainmask.nii.gz"
+    prepare_defaults = PrepareDefaults("mask", "affine", "n4", "WMH scans are native-space heads: masks beside them, affine registration, N4")
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory

@@ -43,8 +43,8 @@ CHOICES = {"skull_strip": ("auto", *skullstrip.STRIP_METHODS), "register": ("aut
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    """What ``uadbench prepare`` does; ``auto`` takes the dataset family's default
-    (:data:`uadbench.data.prepare.layouts.FAMILY_DEFAULTS`)."""
+    """What ``uadbench prepare`` does; ``auto`` takes the default the dataset declares
+    (:class:`uadbench.data.prepare.layouts.PrepareDefaults`)."""
 
     skull_strip: str = "auto"  # auto | mask | hd-bet | none
     register: str = "auto"  # auto | affine | none
@@ -83,9 +83,10 @@ class Plan:
     hd_bet_mode: str
     hd_bet_device: str
     why: str
+    nonzero_brain: bool = False  # the dataset's adapter reads brain = image != 0 (PrepareDefaults.nonzero_brain)
 
     def recipe_settings(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("why", "hd_bet_device")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("why", "hd_bet_device", "nonzero_brain")}
         if self.skull_strip != "hd-bet":
             out.pop("hd_bet_mode")
         if self.register != "affine":
@@ -126,9 +127,9 @@ def dataset_source(dataset: str, raw: Path) -> FileDataset:
     if not isinstance(source, FileDataset):
         raise UadbenchError(f"{dataset!r} is not read from NIfTI files, so there is nothing to prepare; "
                             f"prepare one of: {', '.join(preparable_datasets())}")
-    if source.family not in layouts.FAMILY_DEFAULTS:
-        raise UadbenchError(f"uadbench prepare does not know the layout of {dataset!r} (family {source.family!r}); "
-                            f"it prepares: {', '.join(preparable_datasets())}")
+    if layouts.prepare_defaults(source) is None:
+        raise UadbenchError(f"dataset {dataset!r} declares no preparation defaults (prepare_defaults on its class), so uadbench prepare "
+                            f"does not know its raw layout; it prepares: {', '.join(preparable_datasets())}")
     if not raw.is_dir():
         raise DataError(f"--raw {raw}: {'not a directory' if raw.exists() else 'no such directory'}; expected the raw download "
                         f"of {dataset}: {source.layout}")
@@ -153,20 +154,22 @@ def preparable_datasets() -> list[str]:
             cls = DATASETS.get(name)
         except UadbenchError:  # pragma: no cover - a broken plugin
             continue
-        if isinstance(cls, type) and issubclass(cls, FileDataset) and getattr(cls, "family", "") in layouts.FAMILY_DEFAULTS:
+        if layouts.prepare_defaults(cls) is not None:
             names.append(name)
     return names
 
 
 def make_plan(dataset: str, source: FileDataset, settings: PrepareSettings) -> Plan:
-    """Resolve ``auto`` for ``source`` 's family and check that the tools the plan needs are there."""
+    """Resolve ``auto`` with the defaults ``source`` declares and check that the tools the plan needs are there."""
     settings.check()
-    defaults = layouts.FAMILY_DEFAULTS[source.family]
+    defaults = layouts.prepare_defaults(source)
+    if defaults is None:  # pragma: no cover - dataset_source refuses such a dataset first
+        raise UadbenchError(f"dataset {dataset!r} declares no preparation defaults")
     strip = settings.skull_strip
     if strip == "auto":
         strip = defaults.skull_strip
-        if strip == "mask" and source.family == "ixi" and not layouts.ixi_has_masks(source):
-            strip = "hd-bet"
+        if strip == "mask" and defaults.without_masks is not None and not layouts.has_masks(source):
+            strip = defaults.without_masks
     reg = settings.register
     if reg == "auto":
         reg = defaults.register
@@ -174,7 +177,7 @@ def make_plan(dataset: str, source: FileDataset, settings: PrepareSettings) -> P
             reg = "none" if settings.template is None else "affine"
     plan = Plan(dataset, source.family, strip, reg,
                 defaults.bias if settings.bias == "auto" else settings.bias, float(settings.resolution), settings.margin,
-                bool(settings.fine_registration), settings.hd_bet_mode, settings.hd_bet_device, defaults.why)
+                bool(settings.fine_registration), settings.hd_bet_mode, settings.hd_bet_device, defaults.why, defaults.nonzero_brain)
     if plan.register == "affine" or plan.bias == "n4":
         antsio.require_ants(" and ".join(w for w, on in (("--register affine", plan.register == "affine"), ("--bias n4", plan.bias == "n4")) if on)
                             + " (add --register none --bias none for data registered and bias-corrected already)")
@@ -258,7 +261,7 @@ def prepare_subject(subject: ScanFiles, plan: Plan, template: register.Template,
     else:
         steps["bias"] = "none"
     placed.image = np.where(placed.brain, placed.image, 0).astype(np.float32)
-    if plan.skull_strip == "none" or plan.family in ("mslub", "brats21"):
+    if plan.skull_strip == "none" or plan.nonzero_brain:
         # adapters that read brain = image != 0: a brain voxel must not be exactly 0
         zero = placed.brain & (placed.image == 0)
         if zero.any():

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import re
 
+from uadbench.data.dataset import dataset_variant
 from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
-from uadbench.registry import register_dataset
 
 CASE = re.compile(r"BraTS2021_\d{5}")
 
@@ -79,24 +79,13 @@ _MODALITIES = {
 }
 
 
-def _make(tag: str) -> type[BraTS21Dataset]:
+def _variant(tag: str) -> type[BraTS21Dataset]:
     modality, words = _MODALITIES[tag]
-    class_name = f"BraTS21{tag.upper()}"
-    cls = type(
-        class_name,
-        (BraTS21Dataset,),
-        {
-            "__doc__": f"BraTS 2021 gliomas, {words}, whole tumour = labels > 0 (Synapse).\n\nSee :mod:`uadbench.datasets.brats21`.",
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "tag": tag,
-            "modality": modality,
-        },
-    )
-    return register_dataset(f"brats21-{tag}")(cls)
+    doc = f"BraTS 2021 gliomas, {words}, whole tumour = labels > 0 (Synapse).\n\nSee :mod:`uadbench.datasets.brats21`."
+    return dataset_variant(BraTS21Dataset, f"BraTS21{tag.upper()}", doc, name=f"brats21-{tag}", tag=tag, modality=modality)
 
 
-BraTS21T1 = _make("t1")
-BraTS21T1CE = _make("t1ce")
-BraTS21T2 = _make("t2")
-BraTS21FLAIR = _make("flair")
+BraTS21T1 = _variant("t1")
+BraTS21T1CE = _variant("t1ce")
+BraTS21T2 = _variant("t2")
+BraTS21FLAIR = _variant("flair")

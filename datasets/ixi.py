@@ -39,11 +39,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from uadbench.data.dataset import dataset_variant
 from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, match_files, nifti_names, nifti_stem
 from uadbench.data.splits import PAPER_SPLITS, assign_splits
 from uadbench.errors import ConfigError, DataError
-from uadbench.registry import register_dataset
 
 IXI_ID = r"IXI\d{3}-[A-Za-z]+-\d{4}"
 MASK_SUFFIXES = ("_brainmask", "_mask", "_DLMUSE")  # looked for in this order
@@ -185,24 +185,12 @@ def read_participants(path: Path, subject_ids: list[str]) -> dict[str, dict[str,
 _MODALITIES = {"T1": ("t1", "t1w", "T1-weighted"), "T2": ("t2", "t2w", "T2-weighted"), "PD": ("pd", "pdw", "proton-density weighted")}
 
 
-def _make(tag: str) -> type[IXIDataset]:
+def _variant(tag: str) -> type[IXIDataset]:
     suffix, modality, words = _MODALITIES[tag]
-    class_name = f"IXI{tag}"
-    cls = type(
-        class_name,
-        (IXIDataset,),
-        {
-            "__doc__": f"IXI healthy adults, {words} (brain-development.org, CC BY-SA 3.0); 5 folds.\n\nSee :mod:`uadbench.datasets.ixi`.",
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "tag": tag,
-            "modality": modality,
-            "layout": expected_layout(tag),
-        },
-    )
-    return register_dataset(f"ixi-{suffix}")(cls)
+    doc = f"IXI healthy adults, {words} (brain-development.org, CC BY-SA 3.0); 5 folds.\n\nSee :mod:`uadbench.datasets.ixi`."
+    return dataset_variant(IXIDataset, f"IXI{tag}", doc, name=f"ixi-{suffix}", tag=tag, modality=modality, layout=expected_layout(tag))
 
 
-IXIT1 = _make("T1")
-IXIT2 = _make("T2")
-IXIPD = _make("PD")
+IXIT1 = _variant("T1")
+IXIT2 = _variant("T2")
+IXIPD = _variant("PD")

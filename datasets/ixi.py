@@ -88,13 +88,16 @@ class IXIDataset(FileDataset):
     def assign(self, subject_ids: Sequence[str]) -> dict[str, list[str]]:
         return assign_splits(subject_ids, self.split_plan, seed=self.seed, fold=self.fold, where=str(self.directory))
 
+    def _folders(self) -> list[Path]:
+        """Where the scans may sit: the data folder, or IXI-<tag>/ below it."""
+        return [self.directory, self.directory / f"IXI-{self.tag}"]
+
     def _scan_files(self, *, need_masks: bool, remedy: str) -> list[ScanFiles]:
         """Every scan of the folder with the brain mask beside it (None where there is none and
         ``need_masks`` is false), in file order."""
-        folders = [self.directory, self.directory / f"IXI-{self.tag}"]
         scan_name = re.compile(rf"({IXI_ID})([-_]){re.escape(self.tag)}\.nii(\.gz)?")
         found = []
-        for path, m in match_files(folders, scan_name):
+        for path, m in match_files(self._folders(), scan_name):
             stem = nifti_stem(path)
             mask = next((p for p in (find_nifti(path.parent, stem + s) for s in MASK_SUFFIXES) if p is not None), None)
             if mask is None and need_masks:
@@ -109,9 +112,8 @@ class IXIDataset(FileDataset):
 
     def discover(self) -> list[ScanFiles]:
         found = self._scan_files(need_masks=True, remedy="run `uadbench prepare`")
-        folders = [self.directory, self.directory / f"IXI-{self.tag}"]
-        masks_alone = [p for p, _ in match_files(folders, re.compile(rf"({IXI_ID})[-_]{re.escape(self.tag)}(_DLMUSE|_mask|_brainmask)\.nii(\.gz)?"))
-                       if find_nifti(p.parent, nifti_stem(p).rsplit("_", 1)[0]) is None]
+        mask_name = re.compile(rf"({IXI_ID})[-_]{re.escape(self.tag)}(_DLMUSE|_mask|_brainmask)\.nii(\.gz)?")
+        masks_alone = [p for p, _ in match_files(self._folders(), mask_name) if find_nifti(p.parent, nifti_stem(p).rsplit("_", 1)[0]) is None]
         if masks_alone:
             stem = nifti_stem(masks_alone[0]).rsplit("_", 1)[0]
             raise DataError(f"{masks_alone[0]}: a mask without its scan {stem}.nii.gz; expected {self.layout}")

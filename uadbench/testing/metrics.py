@@ -46,8 +46,8 @@ def check_metric(metric: str | MetricInfo, *, compute: Callable[[np.ndarray, np.
     """Check a metric (a registered name or its :class:`~uadbench.evaluation.metrics.MetricInfo`).
 
     The entry: its name, a one-line description and boolean ``higher_is_better``, ``upper_bound``
-    and ``percent``. ``compute(scores, labels) -> float`` (default: the entry's ``compute``
-    attribute, if any) is evaluated on synthetic voxel scores against boolean lesion labels:
+    and ``percent``. ``compute(scores, labels) -> float``, where given, is evaluated on
+    synthetic voxel score maps against boolean lesion labels:
     every value finite and inside ``value_range`` (default [0, 1] for a ``percent`` metric),
     equal to ``reference(scores, labels)`` (a definition, e.g. sklearn's) where given, and a
     perfect map better than an inverted one in the declared direction."""
@@ -59,7 +59,6 @@ def check_metric(metric: str | MetricInfo, *, compute: Callable[[np.ndarray, np.
     for flag in ("higher_is_better", "upper_bound", "percent"):
         if not isinstance(getattr(info, flag), bool):
             raise fail(f"metric {name!r}: {flag} must be True or False, got {getattr(info, flag)!r}")
-    compute = compute or getattr(info, "compute", None)
     if compute is None:
         return
     low, high = value_range if value_range is not None else (0.0, 1.0) if info.percent else (-math.inf, math.inf)

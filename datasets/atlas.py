@@ -31,6 +31,7 @@ scaled down proportionally when fewer subjects are found, see :mod:`uadbench.dat
 
 from __future__ import annotations
 
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names, nifti_stem
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
@@ -55,6 +56,8 @@ class ATLAST1(FileDataset):
     lesion_splits = ("val", "test")
     layout = (f"<dir>/**/sub-<ID>_ses-<S>{T1W}.nii.gz with <same stem>{LESION}.nii.gz and a brain mask "
               f"sub-<ID>_ses-<S>_{SPACE}_desc-brain_mask.nii.gz beside it")
+    prepare_defaults = PrepareDefaults("mask", "template-space", "n4", "ATLAS scans are in MNI152NLin2009aSym space, the default template's, "
+                                       "not skull-stripped: masks beside them, N4")
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import re
 
+from uadbench.data.dataset import dataset_variant
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
-from uadbench.registry import register_dataset
 
 CASE = re.compile(r"BraTS2021_\d{5}")
 
@@ -47,6 +48,8 @@ class BraTS21Dataset(FileDataset):
     splits = ("val", "test")
     lesion_splits = ("val", "test")
     layout = "<dir>/BraTS2021_<NNNNN>/BraTS2021_<NNNNN>_{t1,t1ce,t2,flair,seg}.nii.gz (case folders directly in <dir> or one folder below)"
+    prepare_defaults = PrepareDefaults("none", "affine", "n4", "BraTS scans are skull-stripped in SRI24 space: registered to the template "
+                                       "as the reference does, N4", nonzero_brain=True)
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory
@@ -76,24 +79,13 @@ _MODALITIES = {
 }
 
 
-def _make(tag: str) -> type[BraTS21Dataset]:
+def _variant(tag: str) -> type[BraTS21Dataset]:
     modality, words = _MODALITIES[tag]
-    class_name = f"BraTS21{tag.upper()}"
-    cls = type(
-        class_name,
-        (BraTS21Dataset,),
-        {
-            "__doc__": f"BraTS 2021 gliomas, {words}, whole tumour = labels > 0 (Synapse).\n\nSee :mod:`uadbench.datasets.brats21`.",
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "tag": tag,
-            "modality": modality,
-        },
-    )
-    return register_dataset(f"brats21-{tag}")(cls)
+    doc = f"BraTS 2021 gliomas, {words}, whole tumour = labels > 0 (Synapse).\n\nSee :mod:`uadbench.datasets.brats21`."
+    return dataset_variant(BraTS21Dataset, f"BraTS21{tag.upper()}", doc, name=f"brats21-{tag}", tag=tag, modality=modality)
 
 
-BraTS21T1 = _make("t1")
-BraTS21T1CE = _make("t1ce")
-BraTS21T2 = _make("t2")
-BraTS21FLAIR = _make("flair")
+BraTS21T1 = _variant("t1")
+BraTS21T1CE = _variant("t1ce")
+BraTS21T2 = _variant("t2")
+BraTS21FLAIR = _variant("flair")

@@ -39,10 +39,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from uadbench.data.dataset import dataset_variant
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, match_files, nifti_names, nifti_stem
 from uadbench.data.splits import PAPER_SPLITS, assign_splits
 from uadbench.errors import ConfigError, DataError
-from uadbench.registry import register_dataset
 
 IXI_ID = r"IXI\d{3}-[A-Za-z]+-\d{4}"
 MASK_SUFFIXES = ("_brainmask", "_mask", "_DLMUSE")  # looked for in this order
@@ -61,6 +62,8 @@ class IXIDataset(FileDataset):
     split_plan = PAPER_SPLITS["ixi"]
     splits = ("train", "val", "test")
     lesion_splits = ()
+    prepare_defaults = PrepareDefaults("mask", "affine", "n4", "IXI scans are native-space heads: masks beside them (else HD-BET), "
+                                       "affine registration, N4", without_masks="hd-bet")
 
     def __init__(self, root: str | os.PathLike | None = None, seed: int = 0, *, directory: str | os.PathLike | None = None,
                  fold: int | None = None) -> None:
@@ -85,27 +88,47 @@ class IXIDataset(FileDataset):
     def assign(self, subject_ids: Sequence[str]) -> dict[str, list[str]]:
         return assign_splits(subject_ids, self.split_plan, seed=self.seed, fold=self.fold, where=str(self.directory))
 
-    def discover(self) -> list[ScanFiles]:
-        folders = [self.directory, self.directory / f"IXI-{self.tag}"]
+    def _folders(self) -> list[Path]:
+        """Where the scans may sit: the data folder, or IXI-<tag>/ below it."""
+        return [self.directory, self.directory / f"IXI-{self.tag}"]
+
+    def _scan_files(self, *, need_masks: bool, remedy: str) -> list[ScanFiles]:
+        """Every scan of the folder with the brain mask beside it (None where there is none and
+        ``need_masks`` is false), in file order."""
         scan_name = re.compile(rf"({IXI_ID})([-_]){re.escape(self.tag)}\.nii(\.gz)?")
         found = []
-        for path, m in match_files(folders, scan_name):
+        for path, m in match_files(self._folders(), scan_name):
             stem = nifti_stem(path)
             mask = next((p for p in (find_nifti(path.parent, stem + s) for s in MASK_SUFFIXES) if p is not None), None)
-            if mask is None:
+            if mask is None and need_masks:
                 raise DataError(
                     f"{path}: no brain mask beside it (IXI scans are not skull-stripped); expected "
-                    f"{stem}_mask.nii.gz, {stem}_brainmask.nii.gz or {stem}_DLMUSE.nii.gz, or run `uadbench prepare`"
+                    f"{stem}_mask.nii.gz, {stem}_brainmask.nii.gz or {stem}_DLMUSE.nii.gz, or {remedy}"
                 )
             found.append(ScanFiles(m.group(1), path, brain_mask=mask))
         if not found:
             raise DataError(f"{self.directory}: no IXI {self.tag} scans found ({nifti_names(self.directory)}); expected {self.layout}")
-        masks_alone = [p for p, _ in match_files(folders, re.compile(rf"({IXI_ID})[-_]{re.escape(self.tag)}(_DLMUSE|_mask|_brainmask)\.nii(\.gz)?"))
-                       if find_nifti(p.parent, nifti_stem(p).rsplit("_", 1)[0]) is None]
+        return found
+
+    def discover(self) -> list[ScanFiles]:
+        found = self._scan_files(need_masks=True, remedy="run `uadbench prepare`")
+        mask_name = re.compile(rf"({IXI_ID})[-_]{re.escape(self.tag)}(_DLMUSE|_mask|_brainmask)\.nii(\.gz)?")
+        masks_alone = [p for p, _ in match_files(self._folders(), mask_name) if find_nifti(p.parent, nifti_stem(p).rsplit("_", 1)[0]) is None]
         if masks_alone:
             stem = nifti_stem(masks_alone[0]).rsplit("_", 1)[0]
             raise DataError(f"{masks_alone[0]}: a mask without its scan {stem}.nii.gz; expected {self.layout}")
         return found
+
+    def raw_subjects(self, *, need_masks: bool) -> list[ScanFiles]:
+        """The scans of a raw download for ``uadbench prepare``, sorted by id. The official download
+        has no brain masks: a scan without one has ``brain_mask=None`` (HD-BET computes it)
+        unless ``need_masks``."""
+        by_id: dict[str, ScanFiles] = {}
+        for scan in self._scan_files(need_masks=need_masks, remedy="use --skull-strip hd-bet"):
+            if scan.subject_id in by_id:
+                raise DataError(f"{scan.image}: subject {scan.subject_id!r} also has {by_id[scan.subject_id].image}; expected one scan per subject")
+            by_id[scan.subject_id] = scan
+        return [by_id[k] for k in sorted(by_id)]
 
     # -- demographics -------------------------------------------------------------------------
     def participants_file(self) -> Path | None:
@@ -164,24 +187,12 @@ def read_participants(path: Path, subject_ids: list[str]) -> dict[str, dict[str,
 _MODALITIES = {"T1": ("t1", "t1w", "T1-weighted"), "T2": ("t2", "t2w", "T2-weighted"), "PD": ("pd", "pdw", "proton-density weighted")}
 
 
-def _make(tag: str) -> type[IXIDataset]:
+def _variant(tag: str) -> type[IXIDataset]:
     suffix, modality, words = _MODALITIES[tag]
-    class_name = f"IXI{tag}"
-    cls = type(
-        class_name,
-        (IXIDataset,),
-        {
-            "__doc__": f"IXI healthy adults, {words} (brain-development.org, CC BY-SA 3.0); 5 folds.\n\nSee :mod:`uadbench.datasets.ixi`.",
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "tag": tag,
-            "modality": modality,
-            "layout": expected_layout(tag),
-        },
-    )
-    return register_dataset(f"ixi-{suffix}")(cls)
+    doc = f"IXI healthy adults, {words} (brain-development.org, CC BY-SA 3.0); 5 folds.\n\nSee :mod:`uadbench.datasets.ixi`."
+    return dataset_variant(IXIDataset, f"IXI{tag}", doc, name=f"ixi-{suffix}", tag=tag, modality=modality, layout=expected_layout(tag))
 
 
-IXIT1 = _make("T1")
-IXIT2 = _make("T2")
-IXIPD = _make("PD")
+IXIT1 = _variant("T1")
+IXIT2 = _variant("T2")
+IXIPD = _variant("PD")

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import re
 
+from uadbench.data.dataset import dataset_variant
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, match_files, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
-from uadbench.registry import register_dataset
 
 PATIENT = r"patient\d+"
 
@@ -47,6 +48,8 @@ class MSLUBDataset(FileDataset):
     splits = ("val", "test")
     lesion_splits = ("val", "test")
     layout = "<dir>[/patientNN]/patientNN_MNI_{T1,T2,FLAIR}.nii.gz with patientNN_MNI_GOLD_STANDARD.nii.gz"
+    prepare_defaults = PrepareDefaults("none", "affine", "none", "the MSLUB release is skull-stripped and N4-corrected, and registered to "
+                                       "FSL's MNI152, another template: registered to the template as the IXI scans are", nonzero_brain=True)
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory
@@ -70,23 +73,12 @@ class MSLUBDataset(FileDataset):
 _MODALITIES = {"T1": ("t1", "t1w", "T1-weighted"), "T2": ("t2", "t2w", "T2-weighted"), "FLAIR": ("flair", "flair", "FLAIR")}
 
 
-def _make(tag: str) -> type[MSLUBDataset]:
+def _variant(tag: str) -> type[MSLUBDataset]:
     suffix, modality, words = _MODALITIES[tag]
-    class_name = f"MSLUB{tag}"
-    cls = type(
-        class_name,
-        (MSLUBDataset,),
-        {
-            "__doc__": f"MSLUB multiple-sclerosis patients, {words}, consensus lesion masks (CC BY).\n\nSee :mod:`uadbench.datasets.mslub`.",
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "tag": tag,
-            "modality": modality,
-        },
-    )
-    return register_dataset(f"mslub-{suffix}")(cls)
+    doc = f"MSLUB multiple-sclerosis patients, {words}, consensus lesion masks (CC BY).\n\nSee :mod:`uadbench.datasets.mslub`."
+    return dataset_variant(MSLUBDataset, f"MSLUB{tag}", doc, name=f"mslub-{suffix}", tag=tag, modality=modality)
 
 
-MSLUBT1 = _make("T1")
-MSLUBT2 = _make("T2")
-MSLUBFLAIR = _make("FLAIR")
+MSLUBT1 = _variant("T1")
+MSLUBT2 = _variant("T2")
+MSLUBFLAIR = _variant("FLAIR")

@@ -25,10 +25,9 @@ import os
 from collections.abc import Mapping
 
 from uadbench.data import phantom as ph
-from uadbench.data.dataset import DatasetSource
+from uadbench.data.dataset import DatasetSource, dataset_variant
 from uadbench.data.nifti import read_manifest, read_subject
 from uadbench.data.volume import Volume
-from uadbench.registry import register_dataset
 
 _MODALITY_NAMES = {"t1w": "T1-weighted", "t2w": "T2-weighted", "flair": "FLAIR"}
 
@@ -121,9 +120,8 @@ class PhantomDataset(DatasetSource):
         )
 
 
-def _make(cohort: str, modality: str) -> type[PhantomDataset]:
+def _variant(cohort: str, modality: str) -> type[PhantomDataset]:
     spec = ph.COHORTS[cohort]
-    class_name = f"Phantom{cohort.capitalize()}{modality.upper()}"
     lesion = spec.lesion is not None
     doc = (
         f"Digital brain phantom, {spec.description}, {_MODALITY_NAMES[modality]} "
@@ -132,24 +130,12 @@ def _make(cohort: str, modality: str) -> type[PhantomDataset]:
         + (" (all with lesion masks)." if lesion else " (no lesions; lesion_mask is None).")
         + " See :mod:`uadbench.datasets.phantom`."
     )
-    cls = type(
-        class_name,
-        (PhantomDataset,),
-        {
-            "__doc__": doc,
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "cohort": cohort,
-            "modality": modality,
-            "splits": spec.splits,
-            "lesion_splits": spec.splits if lesion else (),
-        },
-    )
-    return register_dataset(f"phantom-{cohort}-{modality}")(cls)
+    return dataset_variant(PhantomDataset, f"Phantom{cohort.capitalize()}{modality.upper()}", doc, name=f"phantom-{cohort}-{modality}",
+                           cohort=cohort, modality=modality, splits=spec.splits, lesion_splits=spec.splits if lesion else ())
 
 
 for _cohort in ph.COHORTS:
     for _modality in ph.MODALITIES:
-        _cls = _make(_cohort, _modality)
+        _cls = _variant(_cohort, _modality)
         globals()[_cls.__name__] = _cls
 del _cohort, _modality, _cls

@@ -32,10 +32,11 @@ see :mod:`uadbench.data.splits`.
 
 from __future__ import annotations
 
+from uadbench.data.dataset import dataset_variant
+from uadbench.data.prepare.layouts import PrepareDefaults
 from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
-from uadbench.registry import register_dataset
 
 
 class WMHDataset(FileDataset):
@@ -49,6 +50,7 @@ class WMHDataset(FileDataset):
     lesion_labels = (1,)
     ignore_labels = (2,)
     layout = "<dir>/**/<site>/<id>/wmh.nii.gz with <id>/pre/{T1,FLAIR}.nii.gz and <id>/pre/brainmask.nii.gz"
+    prepare_defaults = PrepareDefaults("mask", "affine", "n4", "WMH scans are native-space heads: masks beside them, affine registration, N4")
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory
@@ -75,22 +77,11 @@ class WMHDataset(FileDataset):
 _MODALITIES = {"T1": ("t1", "t1w", "T1-weighted"), "FLAIR": ("flair", "flair", "FLAIR")}
 
 
-def _make(tag: str) -> type[WMHDataset]:
+def _variant(tag: str) -> type[WMHDataset]:
     suffix, modality, words = _MODALITIES[tag]
-    class_name = f"WMH{tag}"
-    cls = type(
-        class_name,
-        (WMHDataset,),
-        {
-            "__doc__": f"WMH challenge white matter hyperintensities, {words}; label 2 ignored in metrics.\n\nSee :mod:`uadbench.datasets.wmh`.",
-            "__module__": __name__,
-            "__qualname__": class_name,
-            "tag": tag,
-            "modality": modality,
-        },
-    )
-    return register_dataset(f"wmh-{suffix}")(cls)
+    doc = f"WMH challenge white matter hyperintensities, {words}; label 2 ignored in metrics.\n\nSee :mod:`uadbench.datasets.wmh`."
+    return dataset_variant(WMHDataset, f"WMH{tag}", doc, name=f"wmh-{suffix}", tag=tag, modality=modality)
 
 
-WMHT1 = _make("T1")
-WMHFLAIR = _make("FLAIR")
+WMHT1 = _variant("T1")
+WMHFLAIR = _variant("FLAIR")

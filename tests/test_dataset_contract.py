@@ -1,11 +1,10 @@
-"""The dataset contract, checked for every registered dataset with no per-dataset test code.
+"""The dataset contract, checked for every registered dataset with no per-dataset test code, by the
+check a plugin author runs (:func:`uadbench.testing.check_dataset`), and that check's own teeth.
 
 Each dataset is built as the harness builds it (``create_dataset(name, root=...)``) on a fresh
-data root with small cohorts ($UADBENCH_PHANTOM_SIZES), and every split is loaded. Checked: the
-splits hold distinct subjects and load in a stable order; lesion masks are present on exactly
-the lesion splits; image, brain mask and lesion mask share one shape; every brain mask is
-non-empty. File-backed datasets read a tiny synthetic copy of their official layout
-(``nifti_layouts``); a dataset with no data and no synthetic layout is skipped with the reason.
+data root with small cohorts ($UADBENCH_PHANTOM_SIZES). File-backed datasets read a tiny
+synthetic copy of their official layout (``nifti_layouts``); a dataset with no data and no
+synthetic layout is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -17,8 +16,9 @@ import pytest
 from nifti_layouts import write_family
 
 from uadbench.data.dataset import DatasetSource, create_dataset
-from uadbench.errors import DataError
+from uadbench.data.volume import Volume
 from uadbench.registry import DATASETS
+from uadbench.testing import check_dataset
 
 SIZES = "train=2,val=1,test=2"  # small enough to generate in seconds, two subjects where it matters
 NAMES = DATASETS.names()
@@ -31,87 +31,100 @@ def root(tmp_path_factory):
         yield tmp_path_factory.mktemp("dataset-contract")
 
 
-@pytest.fixture(scope="module")
-def loaded(root):
-    """name -> (dataset, {split: volumes}); each dataset is loaded once for the whole module."""
-    cache: dict[str, tuple[DatasetSource, dict]] = {}
-
-    def get(name: str):
-        if name not in cache:
-            family = getattr(DATASETS.get(name), "family", "")
-            if family and not (root / family).exists():
-                write_family(family, root / family)
-            ds = create_dataset(name, root=root)
-            if not ds.available():
-                pytest.skip(f"{name}: no data where it looks ({getattr(ds, 'directory', root)}) and no synthetic layout in nifti_layouts")
-            cache[name] = (ds, {split: ds.load(split) for split in ds.splits})
-        return cache[name]
-
-    return get
-
-
 def test_datasets_are_registered():
     assert NAMES, "no dataset is registered (did an entry-point module fail to import?)"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_splits_are_disjoint_by_subject(name, loaded):
-    ds, volumes = loaded(name)
-    assert isinstance(ds, DatasetSource)
-    assert ds.splits and len(set(ds.splits)) == len(ds.splits)
-    assert set(ds.lesion_splits) <= set(ds.splits)
-    ids = {}
-    for split in ds.splits:
-        ids[split] = ds.subjects(split)
-        assert ids[split], f"{name}: split {split!r} is empty"
-        assert len(set(ids[split])) == len(ids[split]), f"{name}: split {split!r} repeats a subject"
-        assert [v.subject_id for v in volumes[split]] == ids[split]
-    for a, b in itertools.combinations(ds.splits, 2):
-        shared = set(ids[a]) & set(ids[b])
-        assert not shared, f"{name}: splits {a!r} and {b!r} share subjects {sorted(shared)}"
-    with pytest.raises(DataError):
-        ds.load("no-such-split")
+def test_dataset_contract(name, root):
+    family = getattr(DATASETS.get(name), "family", "")
+    if family and not (root / family).exists():
+        write_family(family, root / family)
+    ds = create_dataset(name, root=root)
+    if not ds.available():
+        pytest.skip(f"{name}: no data where it looks ({getattr(ds, 'directory', root)}) and no synthetic layout in nifti_layouts")
+    check_dataset(name, root=root)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_order_and_content_are_stable_across_loads(name, loaded, root):
-    ds, volumes = loaded(name)
-    again = create_dataset(name, root=root)  # a fresh instance reads what the first one prepared
-    assert again.fingerprint() == ds.fingerprint()
-    for split in ds.splits:
-        second = again.load(split)
-        assert [v.subject_id for v in second] == [v.subject_id for v in volumes[split]]
-        for v, w in zip(volumes[split], second):
-            assert v.image.tobytes() == w.image.tobytes(), f"{name}/{split}/{v.subject_id}: image changed"
-            np.testing.assert_array_equal(v.brain_mask, w.brain_mask)
-            np.testing.assert_array_equal(v.affine, w.affine)
+# -- the check catches what it says it catches -------------------------------------------------------------------
+def _volume(sid: str, lesion: bool, seed: int = 0) -> Volume:
+    image = np.random.default_rng(seed).random((6, 5, 4)).astype(np.float32)
+    brain = np.ones(image.shape, bool)
+    mask = np.zeros(image.shape, bool) if lesion else None
+    if mask is not None:
+        mask[2, 2, 2] = True
+    return Volume(image, np.eye(4), brain, sid, lesion_mask=mask)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_lesion_masks_exactly_on_lesion_splits(name, loaded):
-    ds, volumes = loaded(name)
-    for split in ds.splits:
-        assert ds.has_lesions(split) == (split in ds.lesion_splits)
-        if split in ds.lesion_splits:
-            for v in volumes[split]:
-                assert v.lesion_mask is not None, f"{name}/{split}/{v.subject_id}: lesion split without a mask"
-                assert v.lesion_mask.dtype == bool
-            assert any(v.lesion_mask.any() for v in volumes[split]), f"{name}/{split}: every lesion mask is empty"
-        else:
-            for v in volumes[split]:
-                assert v.lesion_mask is None, f"{name}/{split}/{v.subject_id}: healthy split with a lesion mask"
+class InMemory(DatasetSource):
+    """Two healthy subjects for training, one annotated test subject."""
+
+    splits = ("train", "test")
+    lesion_splits = ("test",)
+    ids = {"train": ["a", "b"], "test": ["c"]}
+
+    def subjects(self, split):
+        self.check_split(split)
+        return list(self.ids[split])
+
+    def load(self, split):
+        return [_volume(sid, split in self.lesion_splits, seed=ord(sid)) for sid in self.subjects(split)]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_volumes_have_agreeing_shapes_and_a_brain(name, loaded):
-    ds, volumes = loaded(name)
-    for split in ds.splits:
-        for v in volumes[split]:
-            where = f"{name}/{split}/{v.subject_id}"
-            assert v.image.ndim == 3 and v.image.dtype == np.float32, where
-            assert v.brain_mask.shape == v.image.shape, where
-            if v.lesion_mask is not None:
-                assert v.lesion_mask.shape == v.image.shape, where
-            assert v.affine.shape == (4, 4) and np.isfinite(v.affine).all(), where
-            assert np.isfinite(v.image).all(), where
-            assert v.brain_mask.dtype == bool and v.brain_mask.any(), f"{where}: empty brain mask"
+class SharedSubject(InMemory):
+    ids = {"train": ["a", "b"], "test": ["b"]}
+
+
+class NoLesionMask(InMemory):
+    def load(self, split):
+        return [_volume(sid, False) for sid in self.subjects(split)]
+
+
+class MaskOnHealthySplit(InMemory):
+    def load(self, split):
+        return [_volume(sid, True) for sid in self.subjects(split)]
+
+
+class NoSplitCheck(InMemory):
+    def subjects(self, split):
+        return list(self.ids.get(split, []))
+
+    def load(self, split):
+        return [_volume(sid, split in self.lesion_splits) for sid in self.ids.get(split, ["x"])]
+
+
+class ChangesBetweenLoads(InMemory):
+    calls = itertools.count()  # every load another image
+
+    def load(self, split):
+        return [_volume(sid, split in self.lesion_splits, seed=next(self.calls)) for sid in self.subjects(split)]
+
+
+class Float64Image(InMemory):
+    def load(self, split):
+        out = super().load(split)
+        for v in out:
+            v.image = v.image.astype(np.float64)
+        return out
+
+
+def test_a_good_dataset_passes(tmp_path):
+    check_dataset(InMemory, root=tmp_path)
+
+
+@pytest.mark.parametrize("cls, message", [
+    (SharedSubject, "splits 'train' and 'test' share subjects \\['b'\\]"),
+    (NoLesionMask, "a lesion split needs a boolean lesion_mask"),
+    (MaskOnHealthySplit, "a healthy split \\(not in lesion_splits\\) with a lesion_mask"),
+    (NoSplitCheck, "load\\('no-such-split'\\) returned"),
+    (ChangesBetweenLoads, "a fresh instance loads another image"),
+    (Float64Image, "image must be a 3D float32 array, got 3D float64"),
+])
+def test_check_dataset_catches_a_broken_rule(tmp_path, cls, message):
+    with pytest.raises(AssertionError, match=message):
+        check_dataset(cls, root=tmp_path)
+
+
+def test_a_dataset_without_data_fails_with_where_it_looked(tmp_path):
+    with pytest.raises(AssertionError, match=f"no data where it looks \\({tmp_path / 'nothing' / 'mslub'}\\)"):
+        check_dataset("mslub-t2", root=tmp_path / "nothing")

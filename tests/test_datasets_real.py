@@ -365,8 +365,8 @@ def test_fingerprint_hashes_content_and_splits_and_caches_checksums(tmp_path, mo
     assert (ds.sidecar / "checksums.json").is_file()
 
     hashed = []
-    real = scans_module.file_sha256
-    monkeypatch.setattr(scans_module, "file_sha256", lambda path: hashed.append(path) or real(path))
+    real = scans_module.sha256_file
+    monkeypatch.setattr(scans_module, "sha256_file", lambda path: hashed.append(path) or real(path))
     assert create_dataset("mslub-t2", root=tmp_path).fingerprint() == first
     assert hashed == []  # the checksums come from checksums.json: no file was read again
     os.utime(ds.scans()["patient01"].image)  # touched: hashed again, same content, same fingerprint

@@ -20,9 +20,10 @@ import pytest
 from uadbench.cli import main
 from uadbench.data.dataset import create_dataset
 from uadbench.data.prepare import antsio, layouts, register, skullstrip
-from uadbench.data.prepare.driver import PrepareSettings, prepare_dataset
+from uadbench.data.prepare.driver import PrepareSettings, make_plan, preparable_datasets, prepare_dataset
 from uadbench.data.prepare.manifest import MANIFEST_NAME, fingerprint, similarity
 from uadbench.errors import UadbenchError
+from uadbench.registry import DATASETS
 
 needs_ants = pytest.mark.skipif(not antsio.ants_available(), reason="needs ANTsPy: pip install 'uadbench[prepare]'")
 NO_TOOLS = {"register": "none", "bias": "none"}  # every family, without ANTs
@@ -285,15 +286,54 @@ def test_missing_tools_are_named(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_ixi_without_masks_defaults_to_hd_bet(tmp_path):
+def test_ixi_without_masks_defaults_to_hd_bet(tmp_path, monkeypatch):
+    monkeypatch.setattr(skullstrip, "require_hd_bet", lambda: None)  # the plan, not the network
     raw = tmp_path / "raw"
     nifti_layouts.write_ixi(raw, n=2, tags=("T1",), scheme="official")
     source = create_dataset("ixi-t1", directory=raw)
-    assert layouts.ixi_has_masks(source)
+    auto = PrepareSettings(register="none", bias="none")
+    assert layouts.has_masks(source) and make_plan("ixi-t1", source, auto).skull_strip == "mask"
     for f in raw.rglob("*_mask.nii.gz"):
         f.unlink()
-    assert not layouts.ixi_has_masks(source)
+    assert not layouts.has_masks(source)
     assert [s.brain_mask for s in layouts.raw_subjects(source, need_masks=False)] == [None, None]
+    assert make_plan("ixi-t1", source, auto).skull_strip == "hd-bet"  # IXI declares hd-bet where masks are missing
+    with pytest.raises(UadbenchError, match="no brain mask beside it .* or use --skull-strip hd-bet"):
+        layouts.raw_subjects(source, need_masks=True)
+
+
+def test_a_dataset_declares_its_own_raw_layout_and_defaults(tmp_path, capsys):
+    """Core prepare names no dataset: one it has never heard of is prepared from what its class declares."""
+    from uadbench.datasets.mslub import MSLUBDataset
+
+    class Mine(MSLUBDataset):
+        family, tag, modality = "mine", "T1", "t1w"
+        prepare_defaults = layouts.PrepareDefaults("none", "none", "none", "in template space and bias-corrected already",
+                                                   nonzero_brain=True)
+
+    assert "test-mine" not in preparable_datasets()
+    DATASETS.register("test-mine", Mine)
+    try:
+        assert "test-mine" in preparable_datasets()
+        raw, out = _mslub_raw(tmp_path, 2), tmp_path / "out"
+        report = prepare_dataset("test-mine", raw, out, PrepareSettings(resolution=2.0), bar=False)
+        assert (report.plan.skull_strip, report.plan.register, report.plan.bias) == ("none", "none", "none")
+        assert report.plan.why == "in template space and bias-corrected already" and report.plan.nonzero_brain
+        assert report.prepared == ["patient01", "patient02"] and report.out_dir == out / "mine"
+        prepared, original = (create_dataset("test-mine", directory=d) for d in (out / "mine", raw))
+        assert sorted(prepared.scans()) == ["patient01", "patient02"]
+        for split in prepared.splits:  # the adapter reads brain = image != 0: every brain voxel survived
+            assert [v.brain_mask.sum() for v in prepared.load(split)] == [v.brain_mask.sum() for v in original.load(split)]
+    finally:
+        DATASETS.unregister("test-mine")
+    DATASETS.register("test-undeclared", type("Undeclared", (MSLUBDataset,), {"prepare_defaults": None}))
+    try:
+        assert main(["prepare", "test-undeclared", "--raw", str(raw), "--out", str(tmp_path / "out2")]) == 2
+        assert "declares no preparation defaults" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+    finally:
+        DATASETS.unregister("test-undeclared")
+    with pytest.raises(ValueError, match="PrepareDefaults.register must be one of affine, none, template-space, got 'rigid'"):
+        layouts.PrepareDefaults("mask", "rigid", "n4", "")
 
 
 # -- registration and N4 (ANTsPy) -------------------------------------------------------------------

@@ -1,160 +1,135 @@
-"""The shift contract, checked for every registered shift with no per-shift test code.
+"""The shift contract, checked for every registered shift with no per-shift test code, by the check
+a plugin author runs (:func:`uadbench.testing.check_shift`), and that check's own teeth.
 
-A shift (see :mod:`uadbench.shifts.base`) takes a preprocessed volume in [0, 1] that is zero outside the
-brain mask and returns a float32 image of the same shape, zero outside the brain mask; it is
-deterministic in its ``rng``, never writes to its inputs, and leaves the image unchanged at the
-``neutral`` severity it declares. The severities tested away from neutral are the same offsets
-for every shift, so a newly registered shift is tested with no edit here.
+A shift (see :mod:`uadbench.shifts.base`) takes a preprocessed volume in [0, 1] that is zero outside
+the brain mask and returns a float32 image of the same shape, zero outside the brain mask; it is
+deterministic in its ``rng``, never writes to its inputs, leaves the image unchanged at the
+``neutral`` severity it declares and refuses severities outside the range it declares. Acquisition
+shifts re-acquire a dataset's subjects instead; they are checked on a small FLAIR phantom.
 """
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import pytest
 
-from synthetic import brainlike_volumes
+from uadbench.data.dataset import create_dataset
 from uadbench.registry import SHIFTS
-from uadbench.shifts.base import NO_SHIFT, apply_shift, is_acquisition
-
-SHAPE = (24, 20, 12)  # not a cube, so a mixed-up axis shows
-OFFSETS = (0.2, 0.5)  # severities tested: neutral, neutral + 0.2, neutral + 0.5
-
-
-def _severities(name: str) -> list[float | None]:
-    neutral = getattr(SHIFTS.get(name), "neutral", None)
-    if neutral is None:
-        return [None]
-    return [neutral] + [neutral + d for d in OFFSETS]
-
+from uadbench.shifts.base import NO_SHIFT, is_acquisition, neutral_severity, severity_range
+from uadbench.testing import check_shift
 
 ALL = SHIFTS.names()
-NAMES = [n for n in ALL if not is_acquisition(n)]  # pixel shifts; acquisition shifts: tests at the end
-CASES = [pytest.param(name, sev, id=f"{name}@{sev}") for name in NAMES for sev in _severities(name)]
-
-
-@pytest.fixture(scope="module")
-def volume():
-    images, brains, _ = brainlike_volumes(1, shape=SHAPE, seed=3, lesion=True)
-    image, brain = images[0], brains[0]
-    assert image.dtype == np.float32 and image.min() >= 0.0 and image.max() <= 1.0
-    assert not image[~brain].any() and brain.any() and (~brain).any()
-    for a in (image, brain):  # shared by every test: a shift writing to its inputs fails loudly
-        a.setflags(write=False)
-    return image, brain
-
-
-def _apply(name, image, brain, severity, seed=123):
-    return apply_shift(name, image, brain, severity, np.random.default_rng(seed))
+NAMES = [n for n in ALL if not is_acquisition(n)]  # pixel shifts
+ACQUISITION = [n for n in ALL if is_acquisition(n)]
 
 
 def test_builtin_shifts_are_registered():
     assert {NO_SHIFT, "gamma", "bias", "noise"} <= set(NAMES)
-    assert {"te", "tr", "ti", "field"} <= set(ALL) - set(NAMES)
+    assert {"te", "tr", "ti", "field"} <= set(ACQUISITION)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_shift_declares_its_neutral_severity(name):
-    fn = SHIFTS.get(name)
-    assert hasattr(fn, "neutral"), (
-        f"shift {name!r} declares no neutral severity; decorate it with "
-        "@uadbench.shifts.neutral_severity(value), the severity at which it changes nothing"
-    )
-    if name == NO_SHIFT:
-        assert fn.neutral is None
-    else:
-        # apply_shift passes float(severity) to every shift but 'none'
-        assert isinstance(fn.neutral, numbers.Real) and not isinstance(fn.neutral, bool), fn.neutral
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_identity_at_neutral_severity(name, volume):
-    image, brain = volume
-    neutral = SHIFTS.get(name).neutral
-    out = _apply(name, image, brain, neutral)
-    assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, image)
-    if neutral is not None:
-        # and the severity does something: away from neutral the image changes
-        for sev in _severities(name)[1:]:
-            assert not np.array_equal(_apply(name, image, brain, sev), image), f"{name}@{sev} changed nothing"
-
-
-@pytest.mark.parametrize("name, severity", CASES)
-def test_same_seed_same_output(name, severity, volume):
-    image, brain = volume
-    first = _apply(name, image, brain, severity, seed=7)
-    again = _apply(name, image.copy(), brain.copy(), severity, seed=7)
-    assert first.tobytes() == again.tobytes()
-
-
-@pytest.mark.parametrize("name, severity", CASES)
-def test_inputs_are_not_modified(name, severity, volume):
-    image, brain = volume
-    img_in, brain_in = image.copy(), brain.copy()
-    _apply(name, img_in, brain_in, severity)
-    np.testing.assert_array_equal(img_in, image)
-    np.testing.assert_array_equal(brain_in, brain)
-    assert img_in.dtype == image.dtype and brain_in.dtype == brain.dtype
-
-
-@pytest.mark.parametrize("name, severity", CASES)
-def test_output_float32_same_shape_zero_background(name, severity, volume):
-    image, brain = volume
-    out = _apply(name, image, brain, severity)
-    assert isinstance(out, np.ndarray)
-    assert out.shape == image.shape
-    assert out.dtype == np.float32
-    assert np.isfinite(out).all()
-    assert not out[~brain].any(), f"{name}@{severity} put signal outside the brain mask"
-
-
-# -- acquisition shifts: the same subjects re-acquired (uadbench.shifts.acquisition) ----------------------
-ACQUISITION = [n for n in ALL if is_acquisition(n)]
-
-
-def _strong(name: str) -> float:
-    """A severity well away from neutral: the end of its calibration range, or the other field."""
-    fn = SHIFTS.get(name)
-    return fn.calibration[1] if getattr(fn, "calibration", None) else 1.5
+def test_shift_contract(name):
+    check_shift(name)
 
 
 @pytest.fixture(scope="module")
 def flair(tmp_path_factory):
     """A small FLAIR phantom split (inversion recovery, so every acquisition shift applies)."""
-    from uadbench.data.dataset import create_dataset
-
-    source = create_dataset("phantom-ms-flair", root=tmp_path_factory.mktemp("acq"), seed=0)
-    source.sizes = {"val": 2, "test": 2}
-    return source, source.load("val")
+    return create_dataset("phantom-ms-flair", root=tmp_path_factory.mktemp("acq"), seed=0, sizes={"val": 2, "test": 2})
 
 
 @pytest.mark.parametrize("name", ACQUISITION)
 def test_acquisition_shift_contract(name, flair):
-    from uadbench.shifts.acquisition import acquire_split
-
-    source, original = flair
-    own = source.acquire("val", source.scanner)  # re-rendering on the dataset's own scanner gives its stored images
-    assert all(np.array_equal(a.image, o.image) and np.array_equal(a.brain_mask, o.brain_mask) for a, o in zip(own, original, strict=True))
-    fn = SHIFTS.get(name)
-    assert isinstance(fn.neutral, numbers.Real)
-    same = acquire_split(source, "val", name, fn.neutral)
-    strong = acquire_split(source, "val", name, _strong(name))
-    again = acquire_split(source, "val", name, _strong(name))
-    for o, n, s, a in zip(original, same, strong, again, strict=True):
-        assert o.subject_id == n.subject_id == s.subject_id
-        np.testing.assert_array_equal(n.image, o.image)  # identity at neutral
-        assert s.image.tobytes() == a.image.tobytes()  # deterministic
-        np.testing.assert_array_equal(s.brain_mask, o.brain_mask)  # masks untouched
-        np.testing.assert_array_equal(s.lesion_mask, o.lesion_mask)
-        assert not s.image[~s.brain_mask].any()  # background zero
-        assert not np.array_equal(s.image, o.image), f"{name}@{_strong(name)} changed nothing"
-        assert s.image.dtype == np.float32 and np.isfinite(s.image).all()
+    check_shift(name, dataset=flair)
 
 
-@pytest.mark.parametrize("name", ACQUISITION)
-def test_acquisition_shift_refuses_images(name, volume):
-    image, brain = volume
-    with pytest.raises(TypeError, match="re-acquires"):
-        _apply(name, image, brain, 1.0)
+# -- the check catches what it says it catches -------------------------------------------------------------------
+@neutral_severity(0.0)
+@severity_range(0.0, None)
+def offset(image, brain_mask, severity, rng):
+    """Adds severity x a random number to the brain."""
+    out = (image + severity * rng.random()).astype(np.float32)
+    out[~brain_mask] = 0
+    return out
+
+
+def _variant(body, neutral=0.0, low=0.0, declare_neutral=True):
+    """A fresh shift function calling ``body``, with the declarations asked for."""
+
+    def fn(image, brain_mask, severity, rng):
+        return body(image, brain_mask, severity, rng)
+
+    fn.__name__ = body.__name__
+    fn = severity_range(low, None)(fn) if low is not None else fn
+    return neutral_severity(neutral)(fn) if declare_neutral else fn
+
+
+def _writes_input(image, brain_mask, severity, rng):
+    image *= 1.0
+    image[brain_mask] += severity
+    return image.astype(np.float32)
+
+
+def _unseeded(image, brain_mask, severity, rng):
+    return offset.__wrapped__(image, brain_mask, severity, np.random.default_rng())
+
+
+def _leaks_background(image, brain_mask, severity, rng):
+    return (image + severity).astype(np.float32)
+
+
+def _float64(image, brain_mask, severity, rng):
+    return offset.__wrapped__(image, brain_mask, severity, rng).astype(np.float64)
+
+
+def _not_neutral(image, brain_mask, severity, rng):
+    return offset.__wrapped__(image, brain_mask, severity + 0.1, rng)
+
+
+def _does_nothing(image, brain_mask, severity, rng):
+    return image.copy()
+
+
+def test_a_good_shift_passes():
+    check_shift(offset)
+
+
+@pytest.mark.parametrize("fn, message", [
+    (_variant(_writes_input), "wrote to its input image or brain mask"),
+    (_variant(_unseeded), "gave another image for the same rng seed"),
+    (_variant(_leaks_background), "put signal outside the brain mask"),
+    (_variant(_float64), "returned float64 \\(24, 20, 12\\); expected a float32 array"),
+    (_variant(_not_neutral), "at severity 0.0 \\(its neutral severity\\) changed the image"),
+    (_variant(_does_nothing), "at severity 0.2 changed nothing"),
+    (_variant(offset.__wrapped__, low=None), None),  # no declared range: any finite severity is accepted
+    (_variant(offset.__wrapped__, declare_neutral=False), "declares no neutral severity"),
+    (_variant(offset.__wrapped__, neutral=-1.0), "its neutral severity -1.0 is outside its declared range \\(a finite number >= 0\\)"),
+])
+def test_check_shift_catches_a_broken_rule(fn, message):
+    if message is None:
+        check_shift(fn)
+        return
+    with pytest.raises(AssertionError, match=message):
+        check_shift(fn)
+
+
+def test_a_range_that_accepts_too_much_is_caught():
+    def lenient(image, brain_mask, severity, rng):
+        return offset.__wrapped__(image, brain_mask, severity, rng)
+
+    lenient.neutral = 0.0
+    lenient.valid_severities = offset.valid_severities  # declared, but not enforced by severity_range
+    with pytest.raises(AssertionError, match="accepted severity nan outside its declared range"):
+        check_shift(lenient)
+
+
+def test_severities_are_chosen_inside_the_declared_range():
+    @neutral_severity(1.0)
+    @severity_range(0.0, 1.0)
+    def fade(image, brain_mask, severity, rng):
+        return (image * severity).astype(np.float32)
+
+    check_shift(fade)  # neutral + 0.2 lies outside [0, 1]: 0.8 and 0.5 are tested instead
+    with pytest.raises(AssertionError, match="severity 1.5 is outside its declared range"):
+        check_shift(fade, severities=[1.5])

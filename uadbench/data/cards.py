@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+from uadbench.data.dataset import dataset_variant
 from uadbench.data.scans import FileDataset, ScanFiles
 from uadbench.data.splits import PAPER_SPLITS, SplitPlan
 from uadbench.errors import ConfigError, DataError
@@ -302,23 +303,9 @@ def glob_escape(text: str) -> str:
 def card_dataset(card: DatasetCard) -> type[CardDataset]:
     """A CardDataset subclass for ``card`` (its qualname carries the card's path)."""
     doc = card.description or f"folder card {card.path.name}: {card.cohort} {card.modality} scans under {card.root}"
-    cls = type(
-        "CardDataset",
-        (CardDataset,),
-        {
-            "__doc__": doc,
-            "__module__": __name__,
-            "__qualname__": f"CardDataset[{card.path}]",
-            "card": card,
-            "modality": card.modality,
-            "splits": card.splits,
-            "lesion_splits": card.splits if card.cohort == "lesion" else (),
-            "split_plan": card.split_plan,
-            "lesion_labels": card.lesion_labels,
-            "ignore_labels": card.ignore_labels,
-        },
-    )
-    return cls
+    return dataset_variant(CardDataset, "CardDataset", doc, qualname=f"CardDataset[{card.path}]", card=card, modality=card.modality,
+                           splits=card.splits, lesion_splits=card.splits if card.cohort == "lesion" else (), split_plan=card.split_plan,
+                           lesion_labels=card.lesion_labels, ignore_labels=card.ignore_labels)
 
 
 # -- finding and registering ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
@@ -85,6 +85,19 @@ class DatasetSource(ABC):
     def fingerprint(self) -> str:
         """A string that changes whenever the data behind this source change (for cache keys)."""
         return f"{self.name}:seed={self.seed}"
+
+
+D = TypeVar("D", bound=type)
+
+
+def dataset_variant(base: D, class_name: str, doc: str, *, name: str | None = None, qualname: str | None = None, **attrs: Any) -> D:
+    """A subclass of dataset class ``base`` that fixes the class attributes ``attrs`` (one modality,
+    cohort or card of a dataset family), named ``class_name`` in ``base``'s module (assign it to
+    that module-level name, so that it pickles), with docstring ``doc``; registered under ``name``
+    when given."""
+    namespace = {"__doc__": doc, "__module__": base.__module__, "__qualname__": qualname or class_name, **attrs}
+    cls = cast(D, type(class_name, (base,), namespace))
+    return DATASETS.register(name)(cls) if name is not None else cls
 
 
 def create_dataset(name: str, root: str | os.PathLike | None = None, seed: int = 0, **options: Any) -> DatasetSource:

@@ -10,7 +10,6 @@ A prepared dataset directory holds one folder per split and three files per subj
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
-from uadbench.files import atomic_path
+from uadbench.files import atomic_path, sha256_file
 
 if TYPE_CHECKING:
     from nibabel.spatialimages import SpatialImage
@@ -111,14 +110,6 @@ def read_subject(root: Path, split: str, subject: str) -> Volume:
         lesion_mask=lesion,
         subject_id=subject,
     )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(root: Path, splits: dict[str, list[str]], extra: dict | None = None) -> dict:

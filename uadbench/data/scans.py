@@ -46,7 +46,7 @@ from uadbench.data.dataset import DatasetSource
 from uadbench.data.splits import SplitPlan, assign_splits, write_splits_csv
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
-from uadbench.files import write_text_atomic
+from uadbench.files import sha256_file, write_text_atomic
 
 if TYPE_CHECKING:
     from nibabel.spatialimages import SpatialImage
@@ -129,7 +129,8 @@ def check_same_grid(image_path: Path, image: np.ndarray, affine: np.ndarray, mas
 
 @dataclass(frozen=True)
 class ScanFiles:
-    """The files of one subject. ``brain_mask=None`` means ``image != 0`` (skull-stripped scans)."""
+    """The files of one subject. ``brain_mask=None``: no mask file (the brain is ``image != 0``,
+    skull-stripped scans, or a mask ``uadbench prepare`` computes); ``lesion_mask=None``: none (healthy)."""
 
     subject_id: str
     image: Path
@@ -165,14 +166,6 @@ def sidecar_dir(directory: Path) -> Path:
     return _user_cache() / "sidecars" / digest
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ChecksumCache:
     """sha256 of files, remembered in a JSON file by path, size and modification time."""
 
@@ -205,7 +198,7 @@ class ChecksumCache:
         known = entries.get(key)
         if isinstance(known, list) and len(known) == 3 and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             return str(known[2])
-        digest = file_sha256(file)
+        digest = sha256_file(file)
         entries[key] = [st.st_size, st.st_mtime_ns, digest]
         self._dirty = True
         return digest

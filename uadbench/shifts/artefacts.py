@@ -9,6 +9,10 @@ image unchanged at its neutral severity. Like every shift it reaches evaluation 
 never training data. MONAI arrays are channel-first: a volume is one channel (1, X, Y, Z) unless
 a shift works per axial slice (the last axis), when the slices are the channels (Z, X, Y).
 
+The seven shifts are one parametrised shift (:func:`apply_artefact`): a table of
+:class:`ArtefactSpec` (:data:`ARTEFACTS`: name, MONAI transform, severities) registered in a loop.
+Adding an artefact is one more row.
+
 ``gibbs``
     Gibbs ringing from truncated k-space (``GibbsNoise``), per axial slice (2D k-space, as in a
     multi-slice acquisition): each slice's k-space is cut to a disc of radius (1 - severity) x
@@ -60,6 +64,8 @@ calibration range for a fixed ``rng`` (the random draws do not depend on the sev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,9 +100,11 @@ def _seeded(transform: Any, rng: np.random.Generator) -> Any:
     return transform
 
 
-def _seeded_volume(transform: Any, image: np.ndarray, brain_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random MONAI transform, seeded from ``rng``, on the volume as one channel; finished (see :func:`_finish`)."""
-    return _finish(_seeded(transform, rng)(_volume(image)), brain_mask)
+def _monai(name: str) -> Any:
+    """A transform class of ``monai.transforms``, imported when a shift first runs (importing this module needs no MONAI)."""
+    import monai.transforms
+
+    return getattr(monai.transforms, name)
 
 
 def _numpy(out: Any) -> np.ndarray:
@@ -136,104 +144,91 @@ def spike_location(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[in
     return tuple(loc)
 
 
-# -- shifts -----------------------------------------------------------------------------------
-@register_shift("gibbs")
-@neutral_severity(0.0)
-@severity_range(0.0, 1.0)
-@calibration_range(0.0, 0.98)
-def gibbs(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """Gibbs ringing: each axial slice's k-space truncated by MONAI's GibbsNoise, alpha = severity in [0, 1]."""
-    if severity == 0:
+# -- the parametrised shift ------------------------------------------------------------------------
+#: (severity, image, brain mask, rng) -> the MONAI transform of one call
+TransformFactory = Callable[[float, np.ndarray, np.ndarray, np.random.Generator], Any]
+
+
+@dataclass(frozen=True)
+class ArtefactSpec:
+    """One MONAI artefact shift: its registered name, its one-line description, the severities it
+    accepts (from ``neutral`` to ``highest``) and is calibrated over (from ``neutral`` to
+    ``calibration_stop``), and how its MONAI transform is built and applied."""
+
+    name: str
+    doc: str
+    transform: TransformFactory
+    calibration_stop: float
+    neutral: float = 0.0  # the severity that leaves the image unchanged, also the lowest accepted
+    highest: float | None = None  # the highest severity accepted (None: unbounded)
+    per_slice: bool = False  # the axial slices are the channels (2D k-space), else the volume is one channel
+    seeded: bool = False  # a MONAI Rand* transform: its random state is seeded from rng
+    blend: bool = False  # out = (1 - severity) x image + severity x transformed
+
+
+def apply_artefact(spec: ArtefactSpec, image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
+    """``spec``'s shift of ``image``: unchanged (a copy) at the neutral severity, else the MONAI
+    transform on the volume (or its axial slices), blended if the spec says so, finished (:func:`_finish`)."""
+    if severity == spec.neutral:
         return image.copy()
-    from monai.transforms import GibbsNoise
+    data = _slices(image) if spec.per_slice else _volume(image)
+    transform = spec.transform(severity, image, brain_mask, rng)
+    if spec.seeded:
+        _seeded(transform, rng)
+    out = transform(data)
+    if spec.blend:
+        out = (1 - severity) * data + severity * _numpy(out)
+    return _finish(out, brain_mask, slices=spec.per_slice)
 
-    return _finish(GibbsNoise(alpha=severity)(_slices(image)), brain_mask, slices=True)
 
-
-@register_shift("kspace-spike")
-@neutral_severity(0.0)
-@severity_range(0.0, None)
-@calibration_range(0.0, 1.5)
-def kspace_spike(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """k-space spike (herringbone): stripes of peak amplitude severity x the mean brain intensity."""
-    if severity == 0:
-        return image.copy()
-    from monai.transforms import KSpaceSpikeNoise
-
+def _spike(severity: float, image: np.ndarray, brain_mask: np.ndarray, rng: np.random.Generator) -> Any:
+    """KSpaceSpikeNoise at a location drawn from ``rng``, the sample's magnitude raised by severity x N x mean brain intensity."""
     loc = spike_location(image.shape, rng)
     boost = severity * image.size * float(image[brain_mask].mean()) if brain_mask.any() else 0.0
     log_intensity = float(np.log(abs(_kspace_sample(image, loc)) + boost + 1e-10))
-    return _finish(KSpaceSpikeNoise(loc=loc, k_intensity=log_intensity)(_volume(image)), brain_mask)
+    return _monai("KSpaceSpikeNoise")(loc=loc, k_intensity=log_intensity)
 
 
-@register_shift("bias-field")
-@neutral_severity(0.0)
-@severity_range(0.0, None)
-@calibration_range(0.0, 3.0)
-def bias_field(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiplicative bias field exp(Legendre polynomial, degree 3), coefficients uniform in [-severity, severity]."""
-    if severity == 0:
-        return image.copy()
-    from monai.transforms import RandBiasField
-
-    transform = RandBiasField(degree=BIAS_DEGREE, coeff_range=(-severity, severity), prob=1.0)
-    return _seeded_volume(transform, image, brain_mask, rng)
-
-
-@register_shift("rician")
-@neutral_severity(0.0)
-@severity_range(0.0, None)
-@calibration_range(0.0, 0.5)
-def rician(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """Rician noise of standard deviation severity (in units of the [0, 1] intensity range)."""
-    if severity == 0:
-        return image.copy()
-    from monai.transforms import RandRicianNoise
-
-    transform = RandRicianNoise(prob=1.0, std=severity, relative=False, sample_std=False)
-    return _seeded_volume(transform, image, brain_mask, rng)
+#: The artefact shifts, registered in this order (see the module docstring for each).
+ARTEFACTS: tuple[ArtefactSpec, ...] = (
+    ArtefactSpec("gibbs", "Gibbs ringing: each axial slice's k-space truncated by MONAI's GibbsNoise, alpha = severity in [0, 1].",
+                 lambda s, image, brain, rng: _monai("GibbsNoise")(alpha=s), calibration_stop=0.98, highest=1.0, per_slice=True),
+    ArtefactSpec("kspace-spike", "k-space spike (herringbone): stripes of peak amplitude severity x the mean brain intensity.",
+                 _spike, calibration_stop=1.5),
+    ArtefactSpec("bias-field", "Multiplicative bias field exp(Legendre polynomial, degree 3), coefficients uniform in [-severity, severity].",
+                 lambda s, image, brain, rng: _monai("RandBiasField")(degree=BIAS_DEGREE, coeff_range=(-s, s), prob=1.0),
+                 calibration_stop=3.0, seeded=True),
+    ArtefactSpec("rician", "Rician noise of standard deviation severity (in units of the [0, 1] intensity range).",
+                 lambda s, image, brain, rng: _monai("RandRicianNoise")(prob=1.0, std=s, relative=False, sample_std=False),
+                 calibration_stop=0.5, seeded=True),
+    ArtefactSpec("smooth-contrast", "Smoothly varying contrast: voxels raised to a smooth exponent field in [1 / (1 + severity), 1 + severity].",
+                 lambda s, image, brain, rng: _monai("RandSmoothFieldAdjustContrast")(
+                     spatial_size=image.shape, rand_size=CONTRAST_GRID, mode="trilinear", align_corners=True, prob=1.0, gamma=(1 / (1 + s), 1 + s)),
+                 calibration_stop=9.0, seeded=True),
+    ArtefactSpec("histogram-shift", "Nonlinear histogram shift: the fraction severity of a random monotone intensity remapping.",
+                 lambda s, image, brain, rng: _monai("RandHistogramShift")(num_control_points=HISTOGRAM_CONTROL_POINTS, prob=1.0),
+                 calibration_stop=1.0, highest=1.0, seeded=True, blend=True),
+    ArtefactSpec("low-resolution", "Lower acquisition resolution: area-averaged down by the factor severity >= 1, trilinearly back up.",
+                 lambda s, image, brain, rng: _monai("RandSimulateLowResolution")(prob=1.0, downsample_mode="area", zoom_range=(1 / s, 1 / s)),
+                 calibration_stop=8.0, neutral=1.0, seeded=True),
+)
 
 
-@register_shift("smooth-contrast")
-@neutral_severity(0.0)
-@severity_range(0.0, None)
-@calibration_range(0.0, 9.0)
-def smooth_contrast(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """Smoothly varying contrast: voxels raised to a smooth exponent field in [1 / (1 + severity), 1 + severity]."""
-    if severity == 0:
-        return image.copy()
-    from monai.transforms import RandSmoothFieldAdjustContrast
+def _artefact_shift(spec: ArtefactSpec) -> Callable[..., np.ndarray]:
+    """The registered shift of ``spec``: ``shift(image, brain_mask, severity, rng)`` with its
+    neutral severity, accepted range and calibration range declared."""
 
-    transform = RandSmoothFieldAdjustContrast(
-        spatial_size=image.shape, rand_size=CONTRAST_GRID, mode="trilinear", align_corners=True, prob=1.0, gamma=(1 / (1 + severity), 1 + severity)
-    )
-    return _seeded_volume(transform, image, brain_mask, rng)
+    def shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
+        return apply_artefact(spec, image, brain_mask, severity, rng)
+
+    shift.__name__ = shift.__qualname__ = spec.name.replace("-", "_")  # gibbs, kspace_spike, ...: a module attribute, so it pickles
+    shift.__doc__ = spec.doc
+    declared = calibration_range(spec.neutral, spec.calibration_stop)(shift)
+    declared = severity_range(spec.neutral, spec.highest)(declared)
+    return register_shift(spec.name)(neutral_severity(spec.neutral)(declared))
 
 
-@register_shift("histogram-shift")
-@neutral_severity(0.0)
-@severity_range(0.0, 1.0)
-@calibration_range(0.0, 1.0)
-def histogram_shift(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """Nonlinear histogram shift: the fraction severity of a random monotone intensity remapping."""
-    if severity == 0:
-        return image.copy()
-    from monai.transforms import RandHistogramShift
-
-    volume = _volume(image)
-    shifted = _numpy(_seeded(RandHistogramShift(num_control_points=HISTOGRAM_CONTROL_POINTS, prob=1.0), rng)(volume))
-    return _finish((1 - severity) * volume + severity * shifted, brain_mask)
-
-
-@register_shift("low-resolution")
-@neutral_severity(1.0)
-@severity_range(1.0, None)
-@calibration_range(1.0, 8.0)
-def low_resolution(image: np.ndarray, brain_mask: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
-    """Lower acquisition resolution: area-averaged down by the factor severity >= 1, trilinearly back up."""
-    if severity == 1:
-        return image.copy()
-    from monai.transforms import RandSimulateLowResolution
-
-    transform = RandSimulateLowResolution(prob=1.0, downsample_mode="area", zoom_range=(1 / severity, 1 / severity))
-    return _seeded_volume(transform, image, brain_mask, rng)
+for _spec in ARTEFACTS:
+    _fn = _artefact_shift(_spec)
+    globals()[_fn.__name__] = _fn
+del _spec, _fn

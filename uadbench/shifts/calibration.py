@@ -31,7 +31,7 @@ import numpy as np
 from uadbench.errors import ConfigError
 
 LEVELS: tuple[float, ...] = (0.95, 0.90, 0.80)
-TABLE_PATH = Path(__file__).with_name("shifts/levels.json")
+TABLE_PATH = Path(__file__).with_name("levels.json")
 SIMILARITY = "SSIM (scikit-image, 7-voxel window, data range 1) of the whole preprocessed volume, mean over the split"
 TOLERANCE = 0.002  # bisection stops when the mean similarity is this close to the level
 MISS = 0.01  # a level no severity comes this close to is "not reached", never a wrong severity

@@ -33,12 +33,12 @@ from types import ModuleType
 
 import numpy as np
 
-from uadbench.data.nifti import read_manifest, sha256_file, write_manifest, write_subject
+from uadbench.data.nifti import read_manifest, write_manifest, write_subject
 from uadbench.data.phantom.physics import ALL_MODALITIES, DEFAULT_SCANNER, MODALITIES, get_scanner
 from uadbench.data.phantom.subject import COHORTS, get_cohort, subject_id
 from uadbench.data.phantom.synthesis import generate_subject, render, to_volume
 from uadbench.errors import ConfigError, DataError
-from uadbench.files import atomic_dir, remove_stale_temporaries, stale_temporaries
+from uadbench.files import atomic_dir, remove_stale_temporaries, sha256_file, stale_temporaries
 
 fcntl: ModuleType | None
 try:

@@ -9,8 +9,9 @@ to a template, crop to the brain, N4 bias-field correction, each step a module:
 - :mod:`.bias`: N4 with the reference's settings;
 - :mod:`.manifest`: the fingerprint of every prepared volume (checksums, intensity percentiles,
   brain volume, registration similarity) in ``prepare-manifest.json`` beside the data;
-- :mod:`.layouts`: where each dataset's raw files are and where the prepared ones go (a layout
-  its adapter reads), and each family's defaults;
+- :mod:`.layouts`: what a dataset declares for preparation (its defaults, and its raw subjects
+  where the download differs from what its adapter reads) and where the prepared files go (a
+  layout its adapter reads); no dataset is named here;
 - :mod:`.driver`: :func:`prepare_dataset`, the loop over subjects (progress, failures, reruns).
 
 ANTsPy (registration, N4) and HD-BET are optional: ``pip install 'uadbench[prepare]'``; data in
@@ -30,6 +31,7 @@ _EXPORTS = {
     "prepare_dataset": "uadbench.data.prepare.driver",
     "preparable_datasets": "uadbench.data.prepare.driver",
     "Manifest": "uadbench.data.prepare.manifest",
+    "PrepareDefaults": "uadbench.data.prepare.layouts",
     "load_template": "uadbench.data.prepare.register",
 }
 

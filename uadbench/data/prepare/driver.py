@@ -32,9 +32,9 @@ import numpy as np
 
 from uadbench.data.prepare import antsio, bias, layouts, register, skullstrip
 from uadbench.data.prepare.manifest import MANIFEST_NAME, Manifest, fingerprint
-from uadbench.data.scans import FileDataset, check_same_grid, file_sha256, read_scan
+from uadbench.data.scans import FileDataset, ScanFiles, check_same_grid, read_scan
 from uadbench.errors import ConfigError, DataError, UadbenchError
-from uadbench.files import atomic_path
+from uadbench.files import atomic_path, sha256_file
 
 #: bump when a step changes what it writes for the same inputs and settings (reruns redo everything)
 PREPARE_VERSION = "1"
@@ -43,8 +43,8 @@ CHOICES = {"skull_strip": ("auto", *skullstrip.STRIP_METHODS), "register": ("aut
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    """What ``uadbench prepare`` does; ``auto`` takes the dataset family's default
-    (:data:`uadbench.data.prepare.layouts.FAMILY_DEFAULTS`)."""
+    """What ``uadbench prepare`` does; ``auto`` takes the default the dataset declares
+    (:class:`uadbench.data.prepare.layouts.PrepareDefaults`)."""
 
     skull_strip: str = "auto"  # auto | mask | hd-bet | none
     register: str = "auto"  # auto | affine | none
@@ -83,9 +83,10 @@ class Plan:
     hd_bet_mode: str
     hd_bet_device: str
     why: str
+    nonzero_brain: bool = False  # the dataset's adapter reads brain = image != 0 (PrepareDefaults.nonzero_brain)
 
     def recipe_settings(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("why", "hd_bet_device")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("why", "hd_bet_device", "nonzero_brain")}
         if self.skull_strip != "hd-bet":
             out.pop("hd_bet_mode")
         if self.register != "affine":
@@ -126,9 +127,9 @@ def dataset_source(dataset: str, raw: Path) -> FileDataset:
     if not isinstance(source, FileDataset):
         raise UadbenchError(f"{dataset!r} is not read from NIfTI files, so there is nothing to prepare; "
                             f"prepare one of: {', '.join(preparable_datasets())}")
-    if source.family not in layouts.FAMILY_DEFAULTS:
-        raise UadbenchError(f"uadbench prepare does not know the layout of {dataset!r} (family {source.family!r}); "
-                            f"it prepares: {', '.join(preparable_datasets())}")
+    if layouts.prepare_defaults(source) is None:
+        raise UadbenchError(f"dataset {dataset!r} declares no preparation defaults (prepare_defaults on its class), so uadbench prepare "
+                            f"does not know its raw layout; it prepares: {', '.join(preparable_datasets())}")
     if not raw.is_dir():
         raise DataError(f"--raw {raw}: {'not a directory' if raw.exists() else 'no such directory'}; expected the raw download "
                         f"of {dataset}: {source.layout}")
@@ -153,20 +154,22 @@ def preparable_datasets() -> list[str]:
             cls = DATASETS.get(name)
         except UadbenchError:  # pragma: no cover - a broken plugin
             continue
-        if isinstance(cls, type) and issubclass(cls, FileDataset) and getattr(cls, "family", "") in layouts.FAMILY_DEFAULTS:
+        if layouts.prepare_defaults(cls) is not None:
             names.append(name)
     return names
 
 
 def make_plan(dataset: str, source: FileDataset, settings: PrepareSettings) -> Plan:
-    """Resolve ``auto`` for ``source`` 's family and check that the tools the plan needs are there."""
+    """Resolve ``auto`` with the defaults ``source`` declares and check that the tools the plan needs are there."""
     settings.check()
-    defaults = layouts.FAMILY_DEFAULTS[source.family]
+    defaults = layouts.prepare_defaults(source)
+    if defaults is None:  # pragma: no cover - dataset_source refuses such a dataset first
+        raise UadbenchError(f"dataset {dataset!r} declares no preparation defaults")
     strip = settings.skull_strip
     if strip == "auto":
         strip = defaults.skull_strip
-        if strip == "mask" and source.family == "ixi" and not layouts.ixi_has_masks(source):
-            strip = "hd-bet"
+        if strip == "mask" and defaults.without_masks is not None and not layouts.has_masks(source):
+            strip = defaults.without_masks
     reg = settings.register
     if reg == "auto":
         reg = defaults.register
@@ -174,7 +177,7 @@ def make_plan(dataset: str, source: FileDataset, settings: PrepareSettings) -> P
             reg = "none" if settings.template is None else "affine"
     plan = Plan(dataset, source.family, strip, reg,
                 defaults.bias if settings.bias == "auto" else settings.bias, float(settings.resolution), settings.margin,
-                bool(settings.fine_registration), settings.hd_bet_mode, settings.hd_bet_device, defaults.why)
+                bool(settings.fine_registration), settings.hd_bet_mode, settings.hd_bet_device, defaults.why, defaults.nonzero_brain)
     if plan.register == "affine" or plan.bias == "n4":
         antsio.require_ants(" and ".join(w for w, on in (("--register affine", plan.register == "affine"), ("--bias n4", plan.bias == "n4")) if on)
                             + " (add --register none --bias none for data registered and bias-corrected already)")
@@ -211,7 +214,7 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     save_nifti(path, array, affine)
 
 
-def prepare_subject(subject: layouts.RawSubject, plan: Plan, template: register.Template, *, layout: str = "") -> dict[str, Any]:
+def prepare_subject(subject: ScanFiles, plan: Plan, template: register.Template, *, layout: str = "") -> dict[str, Any]:
     """Steps 1-5 for one subject; returns the arrays to write and what each step did."""
     # 1. read, every file checked
     image, affine = read_scan(subject.image, layout=layout)
@@ -258,7 +261,7 @@ def prepare_subject(subject: layouts.RawSubject, plan: Plan, template: register.
     else:
         steps["bias"] = "none"
     placed.image = np.where(placed.brain, placed.image, 0).astype(np.float32)
-    if plan.skull_strip == "none" or plan.family in ("mslub", "brats21"):
+    if plan.skull_strip == "none" or plan.nonzero_brain:
         # adapters that read brain = image != 0: a brain voxel must not be exactly 0
         zero = placed.brain & (placed.image == 0)
         if zero.any():
@@ -284,7 +287,7 @@ def _write_outputs(placed: register.Placed, paths: dict[str, Path], out_dir: Pat
             raise UadbenchError(f"{rel} was written by {foreign[rel][0]} with other voxels (each modality is registered on its own); "
                                 "prepare this modality into another --out")
         _save_nifti(paths[name], array, placed.affine)
-        files[name] = {"path": rel, "sha256": file_sha256(paths[name]), "data_sha256": data_sha}
+        files[name] = {"path": rel, "sha256": sha256_file(paths[name]), "data_sha256": data_sha}
     return files
 
 
@@ -293,7 +296,7 @@ class _Job:
     """One subject to prepare (picklable, for worker processes)."""
 
     key: str
-    subject: layouts.RawSubject
+    subject: ScanFiles
     raw: Path
     out_dir: Path
     layout: str
@@ -322,7 +325,7 @@ def _run_in_worker(job: _Job) -> tuple[dict[str, Any], dict[str, Any], float]:
 def _copy_extra(source: FileDataset, raw: Path, out_dir: Path) -> None:
     for extra in source.extra_files():
         target = out_dir / extra.relative_to(raw)
-        if target.is_file() and file_sha256(target) == file_sha256(extra):
+        if target.is_file() and sha256_file(target) == sha256_file(extra):
             continue
         with atomic_path(target, suffix=extra.suffix) as tmp:
             shutil.copyfile(extra, tmp)
@@ -365,7 +368,7 @@ def prepare_dataset(dataset: str, raw: str | Path, out: str | Path, settings: Pr
             for subject in subjects:
                 key = f"{dataset}/{subject.subject_id}"
                 try:
-                    inputs = {name: {"path": str(path), "sha256": file_sha256(path)}
+                    inputs = {name: {"path": str(path), "sha256": sha256_file(path)}
                               for name, path in (("image", subject.image), ("brain_mask", subject.brain_mask if plan.skull_strip == "mask" else None),
                                                  ("lesion_mask", subject.lesion_mask)) if path is not None}
                 except OSError as exc:

@@ -1,59 +1,60 @@
-"""Where each dataset's raw scans are and where its prepared files go, and each family's defaults.
+"""What a dataset declares for ``uadbench prepare``, where its raw scans are, and where its prepared
+files go. This module names no dataset: each dataset's adapter declares its own.
 
-Raw scans are found by the dataset's own adapter (``datasets/<family>.py``) reading the raw folder,
-so ``prepare`` reads exactly the layouts the adapters document. IXI is the exception: its official
-download has no brain masks, which its adapter requires, so it is read here with the masks
-optional (HD-BET computes them).
+A preparable dataset is a :class:`~uadbench.data.scans.FileDataset` whose class sets
+``prepare_defaults`` (a :class:`PrepareDefaults`: what ``auto`` means for it, and why). Raw scans
+are found by the dataset's own adapter reading the raw folder, so ``prepare`` reads exactly the
+layouts the adapters document: the adapter's :meth:`~uadbench.data.scans.FileDataset.scans`, or
+its ``raw_subjects(need_masks=...)`` method where the raw download differs from what the adapter
+reads (a download without the brain masks the adapter requires, which HD-BET then computes).
 
 Prepared files keep the raw layout: each file is written at its path relative to the raw folder,
 under ``<out>/<family>/`` (the folder the adapter reads under a data root ``<out>``), and the
 brain mask goes beside the image as ``<image name>_brainmask.nii.gz``, a name every adapter that
-reads mask files finds (IXI, ATLAS, WMH); MSLUB and BraTS read ``image != 0`` and ignore it. So
-``uadbench run --data-root <out>`` reads what ``uadbench prepare DATASET --out <out>`` wrote.
-Files besides the scans that the adapter reads (IXI's ``participants.csv``) are copied.
+reads mask files finds; adapters of skull-stripped data read ``image != 0`` and ignore it
+(``PrepareDefaults.nonzero_brain``). So ``uadbench run --data-root <out>`` reads what
+``uadbench prepare DATASET --out <out>`` wrote. Files besides the scans that the adapter reads
+(:meth:`~uadbench.data.scans.FileDataset.extra_files`, a participants table) are copied.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from uadbench.data.scans import FileDataset, find_nifti, match_files, nifti_names, nifti_stem
-from uadbench.errors import DataError
+from uadbench.data.scans import FileDataset, ScanFiles, nifti_stem
 
-
-@dataclass(frozen=True)
-class RawSubject:
-    """One subject's raw files. ``brain_mask`` None: none given; ``lesion_mask`` None: healthy."""
-
-    subject_id: str
-    image: Path
-    brain_mask: Path | None = None
-    lesion_mask: Path | None = None
+SKULL_STRIP_DEFAULTS = ("mask", "hd-bet", "none")
+REGISTER_DEFAULTS = ("affine", "none", "template-space")
+BIAS_DEFAULTS = ("n4", "none")
 
 
 @dataclass(frozen=True)
-class FamilyDefaults:
-    """What ``auto`` means for a dataset family, and why."""
+class PrepareDefaults:
+    """What ``auto`` means when ``uadbench prepare`` prepares a dataset, and why; a dataset declares
+    its own as the class attribute ``prepare_defaults`` of its adapter."""
 
-    skull_strip: str  # "mask" (or "hd-bet" where no mask is found), "none"
-    register: str  # "affine"; "template-space": none with the default MNI152 template (the data are in its space), else affine
+    skull_strip: str  # "mask": the brain masks beside the scans; "hd-bet"; "none": skull-stripped already
+    register: str  # "affine", "none"; "template-space": none with the default MNI152 template (the data are in its space), else affine
     bias: str  # "n4", "none"
-    why: str
+    why: str  # one sentence, shown with the plan
+    without_masks: str | None = None  # what "mask" becomes where a raw scan has no mask beside it ("hd-bet"); None: masks are required
+    nonzero_brain: bool = False  # the adapter reads brain = image != 0, so no prepared brain voxel may be exactly 0
+
+    def __post_init__(self) -> None:
+        for name, valid in (("skull_strip", SKULL_STRIP_DEFAULTS), ("register", REGISTER_DEFAULTS), ("bias", BIAS_DEFAULTS),
+                            ("without_masks", ("hd-bet", None))):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"PrepareDefaults.{name} must be one of {', '.join(map(str, valid))}, got {getattr(self, name)!r}")
 
 
-FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
-    "ixi": FamilyDefaults("mask", "affine", "n4", "IXI scans are native-space heads: masks beside them (else HD-BET), "
-                                                   "affine registration, N4"),
-    "brats21": FamilyDefaults("none", "affine", "n4", "BraTS scans are skull-stripped in SRI24 space: registered to the "
-                                                      "template as the reference does, N4"),
-    "mslub": FamilyDefaults("none", "affine", "none", "the MSLUB release is skull-stripped and N4-corrected, and registered to "
-                                                      "FSL's MNI152, another template: registered to the template as the IXI scans are"),
-    "atlas": FamilyDefaults("mask", "template-space", "n4", "ATLAS scans are in MNI152NLin2009aSym space, the default template's, "
-                                                            "not skull-stripped: masks beside them, N4"),
-    "wmh": FamilyDefaults("mask", "affine", "n4", "WMH scans are native-space heads: masks beside them, affine registration, N4"),
-}
+def prepare_defaults(dataset: Any) -> PrepareDefaults | None:
+    """The defaults a dataset (class or instance) declares; None when it declares none (not preparable)."""
+    defaults = getattr(dataset, "prepare_defaults", None)
+    is_file_dataset = isinstance(dataset, FileDataset) or (isinstance(dataset, type) and issubclass(dataset, FileDataset))
+    return defaults if is_file_dataset and isinstance(defaults, PrepareDefaults) else None
 
 
 def brain_mask_name(image_name: str) -> str:
@@ -62,41 +63,22 @@ def brain_mask_name(image_name: str) -> str:
     return f"{stem}_brainmask{'.nii' if image_name.endswith('.nii') else '.nii.gz'}"
 
 
-def raw_subjects(source: FileDataset, *, need_masks: bool) -> list[RawSubject]:
-    """The raw subjects of ``source`` (whose ``directory`` is the raw folder), sorted by id."""
-    if source.family == "ixi":
-        return _ixi_subjects(source, need_masks=need_masks)
-    return [RawSubject(s.subject_id, s.image, s.brain_mask, s.lesion_mask if source.lesion_splits else None)
-            for s in source.scans().values()]
+def raw_subjects(source: FileDataset, *, need_masks: bool) -> list[ScanFiles]:
+    """The raw subjects of ``source`` (whose ``directory`` is the raw folder), sorted by id, as the
+    dataset declares them (its ``raw_subjects`` method, else its adapter's scans); no lesion mask
+    for a healthy dataset. ``need_masks``: a scan without a brain mask is an error."""
+    own = getattr(source, "raw_subjects", None)
+    if callable(own):
+        return list(own(need_masks=need_masks))
+    return [s if source.lesion_splits else dataclasses.replace(s, lesion_mask=None) for s in source.scans().values()]
 
 
-def _ixi_subjects(source: FileDataset, *, need_masks: bool) -> list[RawSubject]:
-    from uadbench.datasets.ixi import IXI_ID, MASK_SUFFIXES
-
-    tag = getattr(source, "tag", "T1")
-    folders = [source.directory, source.directory / f"IXI-{tag}"]
-    pattern = re.compile(rf"({IXI_ID})([-_]){re.escape(tag)}\.nii(\.gz)?")
-    found: dict[str, RawSubject] = {}
-    for path, m in match_files(folders, pattern):
-        stem = nifti_stem(path)
-        mask = next((p for p in (find_nifti(path.parent, stem + s) for s in MASK_SUFFIXES) if p is not None), None)
-        if mask is None and need_masks:
-            raise DataError(f"{path}: no brain mask beside it; expected {stem}_mask.nii.gz, {stem}_brainmask.nii.gz or "
-                            f"{stem}_DLMUSE.nii.gz, or use --skull-strip hd-bet")
-        if m.group(1) in found:
-            raise DataError(f"{path}: subject {m.group(1)!r} also has {found[m.group(1)].image}; expected one scan per subject")
-        found[m.group(1)] = RawSubject(m.group(1), path, mask)
-    if not found:
-        raise DataError(f"{source.directory}: no IXI {tag} scans found ({nifti_names(source.directory)}); expected {source.layout}")
-    return [found[k] for k in sorted(found)]
+def has_masks(source: FileDataset) -> bool:
+    """Whether every raw scan of ``source`` has a brain mask beside it."""
+    return all(s.brain_mask is not None for s in raw_subjects(source, need_masks=False))
 
 
-def ixi_has_masks(source: FileDataset) -> bool:
-    """Whether every IXI scan in the raw folder has a mask beside it."""
-    return all(s.brain_mask is not None for s in _ixi_subjects(source, need_masks=False))
-
-
-def output_paths(raw_dir: Path, out_dir: Path, subject: RawSubject) -> dict[str, Path]:
+def output_paths(raw_dir: Path, out_dir: Path, subject: ScanFiles) -> dict[str, Path]:
     """Where the prepared image, brain mask and lesion mask of ``subject`` go (see the module)."""
     image = out_dir / subject.image.relative_to(raw_dir)
     out = {"image": image, "brain_mask": image.with_name(brain_mask_name(image.name))}

@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from uadbench.data.scans import file_sha256
 from uadbench.errors import DataError
-from uadbench.files import write_json_atomic
+from uadbench.files import sha256_file, write_json_atomic
 
 MANIFEST_NAME = "prepare-manifest.json"
 MANIFEST_FORMAT = "uadbench-prepare-manifest"
@@ -124,7 +123,7 @@ class Manifest:
         base = self.path.parent
         for info in entry.get("files", {}).values():
             path = base / info["path"]
-            if not path.is_file() or file_sha256(path) != info["sha256"]:
+            if not path.is_file() or sha256_file(path) != info["sha256"]:
                 return False
         return True
 

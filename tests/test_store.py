@@ -17,7 +17,7 @@ from uadbench.data import IMAGE_GRIDS, SliceDataset, Volume, preprocess
 from uadbench.data.cache import data_key, load_split, migrate_npz, save_split
 from uadbench.data.dataset import DatasetSource, create_dataset
 from uadbench.data.geometry import NATIVE_AFFINE, NATIVE_SHAPE
-from uadbench.data.slices import MEMORY_BUDGET_ENV, default_memory_budget
+from uadbench.data.slices import MEMORY_BUDGET_ENV, default_memory_budget, file_block
 from uadbench.data.store import STORE_FORMAT, load_npz_split, load_volumes, save_volumes, store_bytes
 from uadbench.errors import DataError
 from uadbench.registry import DATASETS
@@ -217,6 +217,15 @@ def test_slices_from_memory_mapped_volumes_are_drawn_lazily_and_identically(tmp_
     eager = SliceDataset([v.image for v in volumes])  # in memory, small: stacked as before
     lazy = SliceDataset(mapped, memory_budget=0)
     assert not eager.lazy and lazy.lazy
+    # each mapped volume is read from its block of the store's image file, never through the mapping
+    blocks = [file_block(a) for a in mapped]
+    assert [b[1] for b in blocks] == [blocks[0][1] + i * volumes[0].image.nbytes for i in range(7)]
+    assert all(b[0] == str(tmp_path / "s" / "image.npy") for b in blocks) and file_block(volumes[0].image) is None
+    in_memory = SliceDataset([v.image for v in volumes], memory_budget=0)  # lazy over arrays in memory
+    assert torch.equal(in_memory.epoch(torch.Generator().manual_seed(4)), eager.epoch(torch.Generator().manual_seed(4)))
+    as_array = SliceDataset(np.stack([v.image for v in volumes]))  # one array: the tensor path, unchanged
+    assert torch.equal(eager.volumes, as_array.volumes) and eager.volumes.is_contiguous()
+    assert torch.equal(next(eager.batches(5, torch.Generator().manual_seed(2))), next(as_array.batches(5, torch.Generator().manual_seed(2))))
     assert (lazy.num_volumes, lazy.slices_per_volume, lazy.image_shape) == (eager.num_volumes, eager.slices_per_volume, eager.image_shape)
     assert torch.equal(lazy.volumes, eager.volumes) and torch.equal(lazy.all_slices(), eager.all_slices())
     assert torch.equal(lazy.epoch(torch.Generator().manual_seed(3)), eager.epoch(torch.Generator().manual_seed(3)))

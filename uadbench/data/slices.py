@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator, Sequence
 
@@ -28,6 +29,18 @@ def default_memory_budget() -> int:
     return int(mb * (1 << 20))
 
 
+def file_block(array: np.ndarray) -> tuple[str, int] | None:
+    """(file, byte offset) of ``array``'s data when it is a C-contiguous float32 block of a
+    memory-mapped file (a volume of a split store, :mod:`uadbench.data.store`), else None."""
+    root: object = array
+    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
+        root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None or array.dtype != np.float32 or not array.flags.c_contiguous:
+        return None
+    delta = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return str(root.filename), int(root.offset) + int(delta)
+
+
 class SliceDataset:
     """Axial slices of preprocessed healthy volumes, (N, Z, 1, H, W) float32.
 
@@ -35,15 +48,18 @@ class SliceDataset:
     order each epoch, as the reference implementation does; evaluation iterates every slice.
 
     Given a list of (H, W, Z) volumes whose float32 size exceeds ``memory_budget`` bytes (default
-    :func:`default_memory_budget`), the volumes are kept as given (memory-mapped ones stay on disk) and each
-    drawn slice is read on demand: the same seed draws the same slices, batch for batch, whether the
-    volumes were stacked or not. An array or tensor of volumes is always held as one tensor.
+    :func:`default_memory_budget`), nothing is stacked: each drawn slice is read on demand, from the
+    file for memory-mapped volumes (so their pages never stay in this process's memory), else from
+    the arrays given. The same seed draws the same slices, batch for batch, whether the volumes
+    were stacked or not. An array or tensor of volumes is always held as one tensor.
     """
+
+    volumes: Tensor  # (N, Z, 1, H, W): held when the volumes are stacked, built on each access when lazy
 
     def __init__(self, images: Tensor | np.ndarray | Sequence[np.ndarray], subject_ids: Sequence[str] = (),
                  memory_budget: int | None = None):
-        self._stacked: Tensor | None = None
         self._lazy: list[np.ndarray] = []
+        self._blocks: list[tuple[str, int] | None] = []
         if isinstance(images, (list, tuple)):
             arrays = [np.asarray(v) for v in images]
             if any(a.ndim != 3 for a in arrays) or len({a.shape for a in arrays}) > 1:
@@ -51,30 +67,36 @@ class SliceDataset:
             budget = default_memory_budget() if memory_budget is None else memory_budget
             if arrays and sum(a.size for a in arrays) * 4 > budget:
                 self._lazy = arrays
+                self._blocks = [file_block(a) for a in arrays]
                 h, w, z = arrays[0].shape
                 self._shape = (len(arrays), z, 1, h, w)
+            elif arrays:  # straight into the (N, Z, 1, H, W) layout: one copy of the volumes, not three
+                h, w, z = arrays[0].shape
+                stacked = np.empty((len(arrays), z, 1, h, w), dtype=np.float32)
+                for i, a in enumerate(arrays):
+                    stacked[i, :, 0] = np.moveaxis(np.asarray(a, dtype=np.float32), 2, 0)
+                self.volumes = torch.from_numpy(stacked)
             else:
-                images = np.stack([np.asarray(v, dtype=np.float32) for v in arrays])
-        if not self._lazy:
+                raise ValueError("expected at least one volume")
+        if not self._lazy and "volumes" not in self.__dict__:
             tensor = torch.as_tensor(np.asarray(images, dtype=np.float32) if isinstance(images, np.ndarray) else images)
             if tensor.ndim != 4:
                 raise ValueError(f"expected volumes (N, H, W, Z), got shape {tuple(tensor.shape)}")
             # (N, H, W, Z) -> (N, Z, 1, H, W)
-            self._stacked = tensor.float().permute(0, 3, 1, 2).unsqueeze(2).contiguous()
-            self._shape = tuple(self._stacked.shape)  # type: ignore[assignment]
+            self.volumes = tensor.float().permute(0, 3, 1, 2).unsqueeze(2).contiguous()
+        if not self._lazy:
+            self._shape = tuple(self.volumes.shape)  # type: ignore[assignment]
         self.subject_ids = list(subject_ids) or [f"vol{i:04d}" for i in range(self.num_volumes)]
 
     @property
     def lazy(self) -> bool:
         """True when slices are read from the given volumes on demand (none stacked in memory)."""
-        return self._stacked is None
+        return bool(self._lazy)
 
-    @property
-    def volumes(self) -> Tensor:
-        """Every volume as one (N, Z, 1, H, W) tensor (built on each access when :attr:`lazy`)."""
-        if self._stacked is not None:
-            return self._stacked
-        return torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32).transpose(2, 0, 1) for v in self._lazy]))[:, :, None]
+    def __getattr__(self, name: str) -> Tensor:
+        if name == "volumes" and self.__dict__.get("_lazy"):  # every volume, stacked for this call only
+            return torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32).transpose(2, 0, 1) for v in self._lazy]))[:, :, None]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def num_volumes(self) -> int:
@@ -97,13 +119,21 @@ class SliceDataset:
 
     def slices(self, volumes: Tensor, z: Tensor) -> Tensor:
         """Slice ``z[i]`` of volume ``volumes[i]`` for each i, (len(volumes), 1, H, W)."""
-        if self._stacked is not None:
-            return self._stacked[volumes, z]
-        picked = [self._lazy[int(n)][:, :, int(k)] for n, k in zip(volumes.tolist(), z.tolist(), strict=True)]
-        out = np.empty((len(picked), 1, *self.image_shape), dtype=np.float32)
-        for i, s in enumerate(picked):
-            out[i, 0] = s
+        if not self._lazy:
+            return self.volumes[volumes, z]
+        out = np.empty((len(volumes), 1, *self.image_shape), dtype=np.float32)
+        for i, (n, k) in enumerate(zip(volumes.tolist(), z.tolist(), strict=True)):
+            out[i, 0] = self._volume(n)[:, :, k]
         return torch.from_numpy(out)
+
+    def _volume(self, n: int) -> np.ndarray:
+        """Volume ``n`` of a lazy dataset: read from its file into a buffer dropped after use, or the array."""
+        array, block = self._lazy[n], self._blocks[n]
+        if block is None:
+            return array
+        with open(block[0], "rb") as f:
+            data = os.pread(f.fileno(), array.nbytes, block[1])
+        return np.frombuffer(data, dtype=np.float32).reshape(array.shape)
 
     def epoch(self, generator: torch.Generator) -> Tensor:
         """One epoch: every volume once, in random order, one random slice each (N, 1, H, W)."""

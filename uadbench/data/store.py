@@ -2,10 +2,13 @@
 
 A split is written once, atomically, as a folder::
 
-    index.json     format, count, shape, subject ids, each volume's affine and native geometry
-    image.npy      (N, X, Y, Z) float32, volume after volume
-    brain.npy      (N, X, Y, Z) bool
-    lesion.npy     (N, X, Y, Z) bool; only when every volume has a lesion mask
+    index.json          format, count, shape, subject ids, whether lesion masks are kept
+    image.npy           (N, X, Y, Z) float32, volume after volume
+    brain.npy           (N, X, Y, Z) bool
+    lesion.npy          (N, X, Y, Z) bool; only when every volume has a lesion mask
+    affine.npy          (N, 4, 4) float64, each volume's affine on the grid
+    native_affine.npy   (N, 4, 4) float64, the affine of the scan it was prepared from
+    native_shape.npy    (N, 3) int64, that scan's shape
 
 and read back memory-mapped (copy-on-write: a caller may write into a volume's arrays; the file
 never changes). Loading costs one small JSON read and three ``mmap`` calls, whatever the number of
@@ -33,7 +36,8 @@ from uadbench.files import atomic_dir
 
 STORE_FORMAT = 1  # the folder's layout; a store of another format is refused, never misread
 INDEX = "index.json"
-ARRAYS = {"image": np.float32, "brain": np.bool_, "lesion": np.bool_}
+ARRAYS = {"image": np.float32, "brain": np.bool_, "lesion": np.bool_}  # one block per volume, memory-mapped
+GEOMETRY = {"affine": np.float64, "native_affine": np.float64, "native_shape": np.int64}  # small, read whole
 
 
 def _write_header(f: Any, dtype: type, shape: tuple[int, ...]) -> None:
@@ -52,8 +56,8 @@ def save_volumes(path: str | os.PathLike, volumes: Sequence[Volume]) -> Path:
     n = len(volumes)
     if n == 0:
         raise DataError(f"{path}: a split store needs at least one volume")
-    index: dict[str, Any] = {"format": STORE_FORMAT, "count": n, "subject_ids": [], "affines": [], "native_affines": [],
-                             "native_shapes": []}
+    index: dict[str, Any] = {"format": STORE_FORMAT, "count": n, "subject_ids": []}
+    geometry: dict[str, list] = {name: [] for name in GEOMETRY}
     with atomic_dir(path) as tmp:
         files = {name: open(tmp / f"{name}.npy", "wb") for name in ARRAYS}  # noqa: SIM115  # closed below
         try:
@@ -74,14 +78,16 @@ def save_volumes(path: str | os.PathLike, volumes: Sequence[Volume]) -> Path:
                 if all_lesions:
                     files["lesion"].write(np.ascontiguousarray(v.lesion_mask, dtype=np.bool_).tobytes())
                 index["subject_ids"].append(str(v.subject_id))
-                index["affines"].append(np.asarray(v.affine, dtype=np.float64).tolist())
-                index["native_affines"].append(np.asarray(v.meta.get(NATIVE_AFFINE, v.affine), dtype=np.float64).tolist())
-                index["native_shapes"].append([int(s) for s in v.meta.get(NATIVE_SHAPE, v.shape)])
+                geometry["affine"].append(np.asarray(v.affine, dtype=np.float64))
+                geometry["native_affine"].append(np.asarray(v.meta.get(NATIVE_AFFINE, v.affine), dtype=np.float64))
+                geometry["native_shape"].append(np.asarray(v.meta.get(NATIVE_SHAPE, v.shape), dtype=np.int64))
         finally:
             for f in files.values():
                 f.close()
         if not all_lesions:
             (tmp / "lesion.npy").unlink()
+        for name, dtype in GEOMETRY.items():
+            np.save(tmp / f"{name}.npy", np.stack(geometry[name]).astype(dtype, copy=False), allow_pickle=False)
         index["shape"] = list(shape)  # type: ignore[arg-type]
         index["lesion"] = all_lesions
         (tmp / INDEX).write_text(json.dumps(index) + "\n", encoding="utf-8")
@@ -117,12 +123,16 @@ def load_volumes(path: str | os.PathLike) -> list[Volume]:
         if array.shape != (n, *shape) or array.dtype != ARRAYS[name]:
             raise DataError(f"{path}/{name}.npy holds {array.dtype} {array.shape}, the index says {np.dtype(ARRAYS[name])} "
                             f"{(n, *shape)}; delete the folder to prepare the split again")
-    lesion = arrays.get("lesion")
+    geometry = {name: np.load(path / f"{name}.npy", allow_pickle=False) for name in GEOMETRY}
+    for name, array in geometry.items():
+        if len(array) != n or array.dtype != GEOMETRY[name]:
+            raise DataError(f"{path}/{name}.npy holds {array.dtype} {array.shape}, the index says {n} volumes of "
+                            f"{np.dtype(GEOMETRY[name])}; delete the folder to prepare the split again")
+    ids, lesion = index["subject_ids"], arrays.get("lesion")
+    affine, native_affine, native_shape = geometry["affine"], geometry["native_affine"], geometry["native_shape"].tolist()
     return [
-        Volume(arrays["image"][i], np.asarray(index["affines"][i], dtype=np.float64), arrays["brain"][i], index["subject_ids"][i],
-               None if lesion is None else lesion[i],
-               meta={NATIVE_AFFINE: np.asarray(index["native_affines"][i], dtype=np.float64),
-                     NATIVE_SHAPE: tuple(int(s) for s in index["native_shapes"][i])})
+        Volume(arrays["image"][i], affine[i], arrays["brain"][i], ids[i], None if lesion is None else lesion[i],
+               meta={NATIVE_AFFINE: native_affine[i], NATIVE_SHAPE: tuple(native_shape[i])})
         for i in range(n)
     ]
 

@@ -33,7 +33,7 @@ from uadbench.grid import EvalJob, FitJob, GridSpec
 from uadbench.run import layout
 
 STEP_FIELDS = ("steps", "gan_steps", "encoder_steps")  # optimiser steps a fit runs; pretrain_steps when pretrain
-MEASURED_ON = "an AMD EPYC KVM guest, 2 cores shared with other jobs (load average about 5), torch 2.14 cpu"
+MEASURED_ON = "an AMD EPYC KVM guest, 2 cores shared with other jobs (load average 5 to 7), torch 2.14"
 # (method, preset, image grid) -> (seconds per training step, fixed seconds per fit, seconds to predict
 # one volume), on the CPU with one torch thread; measured by `python benchmarks/scale.py costs`
 DEFAULT_COSTS: dict[tuple[str, str, str], tuple[float, float, float]] = {
@@ -55,6 +55,10 @@ DEFAULT_COSTS: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ("pddpm", "cpu", "cpu"): (0.7978, 0, 1.53),
     ("thresh", "cpu", "cpu"): (0, 0.00198, 7.33e-05),
     ("vae", "cpu", "cpu"): (0.05382, 0.015, 0.0329),
+    # the paper preset (k = 1, 2 steps; the diffusion methods' paper steps were too slow to measure here)
+    ("ae", "paper", "paper"): (8.156, 0, 1.53),
+    ("vae", "paper", "paper"): (1.581, 1.01, 0.744),
+    ("dae", "paper", "paper"): (55.77, 1.88, 5.85),
 }
 # image grid -> seconds of the evaluation protocol per evaluated volume (the cell's result and its floor)
 PROTOCOL_SECONDS: dict[str, float] = {"paper": 0.2539, "cpu": 0.0404, "smoke": 0.0029}

@@ -55,7 +55,7 @@ def test_shifted_split_is_cached_and_evaluated(tmp_path, data_root):
     for label in ("te@0.5", "field@1.5"):
         assert by_shift[label].metrics["auprc"] != by_shift["none"].metrics["auprc"]
         assert "fp_volume_ml@val-bisection" in by_shift[label].per_volume["healthy-test-000"]
-    cached = sorted(p.name for p in (tmp_path / "run" / "cache" / "data").glob("*-te-*.npz"))
+    cached = sorted(p.name for p in (tmp_path / "run" / "cache" / "data").glob("*-te-*.volumes"))
     assert len(cached) == 2, cached  # healthy and tumour test splits under te@0.5, prepared once each
 
     # how much each shift changed the healthy test scans, measured in the cell (SSIM; 1 unshifted)

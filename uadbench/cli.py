@@ -51,8 +51,8 @@ def _check_run_paths(args: argparse.Namespace, run_dir: Path) -> None:
 SLURM_FLAGS = {"partition": "--slurm-partition", "time": "--slurm-time", "mem": "--slurm-mem", "gpus": "--slurm-gpus", "cpus": "--slurm-cpus"}
 
 
-def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
-    """The executor of ``uadbench run``: ``--executor`` and its flags.
+def _executor_options(args: argparse.Namespace, spec, run_dir: Path) -> tuple[str, dict]:
+    """The executor kind and options of ``uadbench run``: ``--executor`` and its flags.
 
     A grid's ``[executor]`` table only suggests: a kind other than local is refused (one line, exit
     2, before anything is written) unless ``--executor`` names where to run, and its options
@@ -61,9 +61,8 @@ def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
     unpickling what it sends back."""
     import shlex
 
-    from uadbench.executors import create_executor, executor_options
+    from uadbench.executors import executor_options
     from uadbench.grid import executor_table
-    from uadbench.registry import runtime_modules
 
     table = executor_table(spec.raw, spec.source)
     address = table.pop("address", None)
@@ -91,7 +90,28 @@ def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
     elif kind == "ray" and address:
         print(f"uadbench: note: {spec.source} names the Ray cluster at {address}; it is joined only with "
               f"--ray-address {shlex.quote(address)}", file=sys.stderr)
+    return kind, options
+
+
+def _run_executor(args: argparse.Namespace, spec, run_dir: Path):
+    """The executor of ``uadbench run``."""
+    from uadbench.executors import create_executor
+    from uadbench.registry import runtime_modules
+
+    kind, options = _executor_options(args, spec, run_dir)
     return create_executor(args.workers, args.threads, runtime_modules(), kind=kind, **options)
+
+
+def _print_plan(args: argparse.Namespace, spec, run_dir: Path) -> int:
+    """``uadbench run GRID --plan``: what the run would do, what the cache holds, time and disk; runs nothing."""
+    from uadbench.run import layout
+    from uadbench.run.plan import format_plan, placement, plan_run
+
+    kind, options = _executor_options(args, spec, run_dir)
+    where = placement(kind, options, workers=args.workers, threads=args.threads, device=args.device or spec.device)
+    cache = Path(args.cache) if args.cache else layout.default_cache(run_dir)
+    print(format_plan(plan_run(spec, where, cache_dir=cache, data_root=Path(args.data_root) if args.data_root else None)))
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -102,6 +122,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # everything is checked before anything is written
     spec = load_grid(args.grid, max_cells=args.max_cells)
     run_dir = Path(args.out) if args.out is not None else default_run_dir(spec)
+    if args.plan:
+        return _print_plan(args, spec, run_dir)
     executor = _run_executor(args, spec, run_dir)
     if (args.device or spec.device) == "cuda" and isinstance(executor, (SerialExecutor, LocalPoolExecutor)):
         # a local run trains here; cluster jobs train where Slurm or Ray put them
@@ -430,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="where datasets are generated/prepared (default: $UADBENCH_DATA or ~/.cache/uadbench/data)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<run dir>/mlflow.db)")
     r.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    r.add_argument("--plan", action="store_true", help="print the fits and cells, what the cache holds, estimated time "
+                                                        "and disk for this executor, and exit without running anything")
     r.add_argument("--workers", type=_int_in(1), default=1, help="worker processes (each uses --threads torch threads)")
     r.add_argument("--threads", type=_int_in(1), default=1, help="torch threads per worker process (default 1)")
     r.add_argument("--max-cells", type=_int_in(1), help="refuse a grid of more evaluation cells than this (default 10000)")

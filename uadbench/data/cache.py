@@ -1,22 +1,26 @@
-"""Prepared splits on disk: one npz per (dataset, split, grid), keyed by what sets its content.
+"""Prepared splits on disk: one store per (dataset, split, grid), keyed by what sets its content.
 
+A split is kept as a per-volume store (:mod:`uadbench.data.store`): a folder whose volumes are
+memory-mapped and read only when touched, so loading a split costs the same whatever its size.
 Each volume keeps its own affine (scans differ in position and orientation) and the affine and
 shape of the scan it was prepared from, so a map can be written back in native space
 (:func:`uadbench.data.geometry.to_native`).
+
+Earlier versions wrote one npz per split under the same key; :func:`migrate_npz` converts such a
+file into a store (reading each of its arrays once) instead of preparing the split again. An npz
+is never read in place of a store.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-
-import numpy as np
 
 from uadbench.config import stable_hash
 from uadbench.data.dataset import DatasetSource
-from uadbench.data.geometry import NATIVE_AFFINE, NATIVE_SHAPE
 from uadbench.data.pipeline import PIPELINE_VERSION, ImageGrid
+from uadbench.data.store import is_store, load_npz_split, load_volumes, save_volumes
 from uadbench.data.volume import Volume
-from uadbench.files import atomic_path
 
 
 def data_key(source: DatasetSource, split: str, grid: ImageGrid) -> str:
@@ -25,29 +29,25 @@ def data_key(source: DatasetSource, split: str, grid: ImageGrid) -> str:
 
 
 def load_split(path: Path) -> list[Volume]:
-    with np.load(path, allow_pickle=False) as z:
-        ids = [str(s) for s in z["subject_ids"]]
-        lesions = z["lesion"] if "lesion" in z else None
-        affines, native_affines, native_shapes = z["affine"], z["native_affine"], z["native_shape"]
-        return [
-            Volume(z["image"][i], affines[i], z["brain"][i], ids[i], None if lesions is None else lesions[i],
-                   meta={NATIVE_AFFINE: native_affines[i], NATIVE_SHAPE: tuple(int(n) for n in native_shapes[i])})
-            for i in range(len(ids))
-        ]
+    """The volumes of the split stored at ``path`` (memory-mapped; see :mod:`uadbench.data.store`)."""
+    return load_volumes(path)
 
 
 def save_split(path: Path, volumes: list[Volume]) -> None:
     """Write prepared volumes (one grid shape; each with its own affine and native geometry)."""
-    arrays: dict[str, np.ndarray] = {
-        "image": np.stack([v.image for v in volumes]),
-        "brain": np.stack([v.brain_mask for v in volumes]),
-        "subject_ids": np.array([v.subject_id for v in volumes]),
-        "affine": np.stack([v.affine for v in volumes]),
-        "native_affine": np.stack([np.asarray(v.meta.get(NATIVE_AFFINE, v.affine), dtype=np.float64) for v in volumes]),
-        "native_shape": np.array([v.meta.get(NATIVE_SHAPE, v.shape) for v in volumes], dtype=np.int64),
-    }
-    if all(v.lesion_mask is not None for v in volumes):
-        arrays["lesion"] = np.stack([v.lesion_mask for v in volumes])  # type: ignore[misc]
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds may bind allow_pickle
+    save_volumes(path, volumes)
+
+
+def migrate_npz(npz: Path, path: Path) -> bool:
+    """Convert the npz an earlier version wrote for this split into the store at ``path``; removes
+    the npz. False when there is no npz (or the store exists already)."""
+    if is_store(path) or not npz.is_file():
+        return False
+    try:
+        volumes = load_npz_split(npz)
+    except FileNotFoundError:  # another process migrated it meanwhile
+        return is_store(path)
+    save_volumes(path, volumes)
+    with contextlib.suppress(FileNotFoundError):
+        npz.unlink()
+    return True

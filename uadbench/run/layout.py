@@ -8,8 +8,9 @@ another, which several runs may share) holds what is recomputed from keys
     <run dir>/leaderboard.md                   the leaderboard
     <run dir>/mlflow.db, mlartifacts/          the default MLflow store
     <run dir>/slurm/                           submitit's job files
-    <cache>/data/<dataset>-<split>-<key>.npz   a prepared split on the grid (image, brain, lesion)
-    <cache>/data/<dataset>-<split>-<shift>-<key>.npz   the split re-acquired under an acquisition shift
+    <cache>/data/<dataset>-<split>-<key>.volumes/   a prepared split on the grid (a store:
+                                               uadbench.data.store; earlier versions wrote .npz)
+    <cache>/data/<dataset>-<split>-<shift>-<key>.volumes/   the split re-acquired under an acquisition shift
     <cache>/fits/<key>/                        model.pt (loaded with weights_only=True) + meta.json
     <cache>/work/<key>/                        a running fit's checkpoints
     <cache>/live/<key>.jsonl                   a running fit's live log
@@ -55,12 +56,16 @@ def slurm_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "slurm"
 
 
-def split_path(cache: Path, dataset: str, split: str, key: str) -> Path:
-    return Path(cache) / "data" / f"{dataset}-{split}-{key}.npz"
+SPLIT_STORE = ".volumes"  # a prepared split's folder (uadbench.data.store)
+OLD_SPLIT = ".npz"  # the file earlier versions wrote under the same key: migrated, never read as a store
 
 
-def acquired_split_path(cache: Path, dataset: str, split: str, shift: str, key: str) -> Path:
-    return Path(cache) / "data" / f"{dataset}-{split}-{shift}-{key}.npz"
+def split_path(cache: Path, dataset: str, split: str, key: str, suffix: str = SPLIT_STORE) -> Path:
+    return Path(cache) / "data" / f"{dataset}-{split}-{key}{suffix}"
+
+
+def acquired_split_path(cache: Path, dataset: str, split: str, shift: str, key: str, suffix: str = SPLIT_STORE) -> Path:
+    return Path(cache) / "data" / f"{dataset}-{split}-{shift}-{key}{suffix}"
 
 
 def fit_dir(cache: Path, fit_key: str) -> Path:

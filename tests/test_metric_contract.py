@@ -42,7 +42,7 @@ def test_a_good_metric_passes():
 
 
 @pytest.mark.parametrize("info, compute, message", [
-    (dataclasses.replace(AUPRC, higher_is_better=False), compute_auprc, "declares lower is better, but a perfect map scores 1.0"),
+    (dataclasses.replace(AUPRC, direction="lower"), compute_auprc, "declares lower is better, but a perfect map scores 1.0"),
     (AUPRC, lambda s, y: 100 * compute_auprc(s, y), "lies outside \\[0.0, 1.0\\]"),
     (AUPRC, lambda s, y: float("nan") if np.array_equal(s, y) else compute_auprc(s, y), "expected a finite number"),
     (AUPRC, lambda s, y: compute_auroc(s, y), "but its definition gives"),
@@ -65,3 +65,24 @@ def test_a_metric_registered_without_its_catalogue_entry_is_refused():
             check_metric("test-bare-metric")
     finally:
         METRICS.unregister("test-bare-metric")
+
+
+def test_a_volume_metric_is_checked_through_its_own_compute():
+    from uadbench.evaluation.catalogue import VolumeMetric
+
+    def hot_fraction(processed, lesion, brain, spacing):
+        return float(np.mean(processed[brain] > 0.5))
+
+    def writes(processed, lesion, brain, spacing):
+        processed[0, 0, 0] = 1.0
+        return 0.0
+
+    def drifts(processed, lesion, brain, spacing, _calls=[0]):  # noqa: B006  (a deliberately stateful metric)
+        _calls[0] += 1
+        return float(_calls[0])
+
+    check_metric(VolumeMetric("hot", "fraction of brain voxels above 0.5", direction="lower", compute=hot_fraction))
+    with pytest.raises(AssertionError, match="read-only"):
+        check_metric(VolumeMetric("writes", "writes into its input", compute=writes))
+    with pytest.raises(AssertionError, match="must be deterministic"):
+        check_metric(VolumeMetric("drifts", "changes between calls", compute=drifts))

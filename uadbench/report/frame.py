@@ -1,4 +1,4 @@
-"""Result records -> one tidy pandas frame, the source of every table and figure.
+"""Result records -> one tidy pandas frame, the source of every table and of the box and severity figures.
 
 :func:`tidy_frame` gives a row per cell × metric and a row per cell × subject × metric, for each
 method and for the floor (the protocol's result for a map constant on the brain mask, once per

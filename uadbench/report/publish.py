@@ -9,9 +9,10 @@
     <out>/results.jsonl             the records themselves (results.jsonl.gz above RECORDS_GZIP_BYTES)
     <out>/environment.json          versions and devices of the run, and of this rendering
 
-Every table and figure comes from one tidy frame (:func:`uadbench.report.tidy_frame`). The
-edition holds no NIfTI files; the example panel is drawn from the cells' example volumes in the
-run's cache (``<run dir>/cache/evals/<eval key>-example``) when they are there.
+Every table, and the box and severity figures, come from one tidy frame
+(:func:`uadbench.report.tidy_frame`); the sweep and similarity figures are drawn from the records
+themselves. The edition holds no NIfTI files; the example panel is drawn from the cells' example
+volumes in the run's cache (the folder each record names, ``ResultRecord.example``) when they are there.
 """
 
 from __future__ import annotations
@@ -251,8 +252,9 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     grid_name = grid_path.as_posix() if grid_path is not None else "GRID.toml"
     lines += ["```bash", f"uadbench run {grid_name} --out RUN_DIR", command or "uadbench leaderboard RUN_DIR/results.jsonl --publish DIR", "```", ""]
     records_name = next((p.name for p in edition.other if p.name.startswith("results.jsonl")), "results.jsonl")
-    lines.append(f"Every table and figure here is rendered from `{records_name}` (one record per cell), through one tidy frame "
-                 "(`uadbench.report.tidy_frame`); rerunning the second command on it gives the same tables.")
+    lines.append(f"Every table and figure here is rendered from `{records_name}` (one record per cell): the tables, boxes and "
+                 "severity curves through one tidy frame (`uadbench.report.tidy_frame`), the sweep and similarity figures from the "
+                 "records themselves; rerunning the second command on it gives the same tables.")
     lines.append("")
     lines.append("## Files")
     lines.append("")

@@ -148,3 +148,19 @@ def test_the_paper_reference_covers_table_3():
     root = Path(__file__).resolve().parents[1] / "leaderboard"
     labels = {m.display for g in ("paper.toml", "paper-t1.toml") for m in load_grid(root / g).methods}
     assert {c["label"] for c in ref["cells"]} <= labels  # every reference row names a method of the paper grids
+
+
+@pytest.mark.slow
+def test_the_committed_quickstart_edition_reproduces_its_intensity_threshold(tmp_path, monkeypatch, capsys):
+    """A cheap subset of `uadbench verify leaderboard/quickstart`: the thresh cells (no training), on
+    the phantom at its default sizes, in a fresh data root: the published numbers, within tolerance."""
+    from pathlib import Path
+
+    from uadbench.cli import main
+
+    monkeypatch.setenv("UADBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("UADBENCH_PHANTOM_SIZES", raising=False)
+    edition = Path(__file__).resolve().parents[1] / "leaderboard" / "quickstart"
+    assert main(["verify", str(edition), "--only", "thresh", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 cells within 0" in out, out

@@ -196,7 +196,7 @@ def test_tables_with_fewer_than_three_seeds_per_method_print_no_mark_and_say_why
     b = [next(r for r in one if r.label == "b_x" and r.shift == "none").per_volume[s]["auprc"] for s in SUBJECTS]
     c = [next(r for r in one if r.label == "c" and r.shift == "none").per_volume[s]["auprc"] for s in SUBJECTS]
     assert paired_permutation_test(b, c) >= 0.05  # a test over subjects alone would mark c
-    for records, note in ((one, "1 seed: training variance not measured, so no significance mark († needs ≥ 3 seeds per method)"),
+    for records, note in ((one, "1 seed: training variance not measured, so no significance mark (a seed-aware test needs ≥ 3 seeds per method)"),
                           (_close_to_b_x(make_records(seeds=(0, 1))), "2 seeds: too few to test training variance"),
                           ([r for r in _close_to_b_x(make_records(seeds=(0, 1, 2))) if r.label != "c" or r.seed == 0],
                            "1–3 seeds per method (c 1): too few to test training variance for every method")):

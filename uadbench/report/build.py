@@ -174,7 +174,7 @@ def _statistics_caption(seeds: Mapping[str, int]) -> str:
               else f"one seed [bootstrap 95 % interval over subjects ({N_BOOTSTRAP} resamples)]")
     note = _seed_note(seeds)
     if note:
-        marks = f"{note}, so no significance mark († needs ≥ {MIN_SEEDS} seeds per method)"
+        marks = f"{note}, so no significance mark (a seed-aware test needs ≥ {MIN_SEEDS} seeds per method)"
     else:
         marks = (f"† cannot be separated from the best (two-level bootstrap test of the difference of means: test subjects paired, "
                  f"each method's seeds resampled; {TEST_RESAMPLES:,} resamples, two-sided, α = {ALPHA:g})")

@@ -143,7 +143,7 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
     return shifts
 
 
-LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@\[\]=,()+-]{0,127}")  # a plain name: no '/', no spaces, no markup
 MAX_CELLS = 10_000  # evaluation cells a grid may expand to unless the user raises the cap (--max-cells)
 
 
@@ -193,9 +193,9 @@ def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = Non
             if not isinstance(m.get(key, ""), str):
                 raise ConfigError(f"{where}: {key} must be a string, got {m[key]!r}")
         label = m.get("label", "")
-        if label and (not LABEL.fullmatch(label) or label == "floor"):
-            raise ConfigError(f"{where}: label {label!r} is not allowed; a label is letters, digits, '.', '_' or '-' "
-                              "(it names files and table rows), and 'floor' is the floor row's")
+        if label and (not LABEL.fullmatch(label) or ".." in label or label == "floor"):
+            raise ConfigError(f"{where}: label {label!r} is not allowed; a label is letters, digits and . _ - @ [ ] = , ( ) + "
+                              "(it names files and table rows; no '/', spaces or '..'), and 'floor' is the floor row's")
         precision, compile_ = m.get("precision", "fp32"), m.get("compile", False)
         if precision not in PRECISIONS:
             raise ConfigError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -114,7 +114,7 @@ def placement(kind: str, options: Mapping[str, Any], *, workers: int, threads: i
     text = f"{kind}, {per_task} cpu{'s' if per_task > 1 else ''} and {gpus:g} gpu{'s' if gpus != 1 else ''} per task, {device}"
     limit = None
     if kind == "slurm" and options.get("time") is not None:
-        from uadbench.executors.cluster import parse_slurm_time
+        from uadbench.executors.slurm import parse_slurm_time
 
         limit = 60.0 * parse_slurm_time(options["time"])
         text += f", {limit / 60:g} min per job"

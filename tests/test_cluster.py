@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import slurm
 import torch
+from extras import needs_ray, needs_submitit
 
 from uadbench.cli import main
 from uadbench.errors import ConfigError, UadbenchError
@@ -75,6 +76,7 @@ def test_slurm_memory_sizes():
             parse_slurm_mem(bad)
 
 
+@needs_submitit
 def test_slurm_job_parameters_follow_the_options(monkeypatch, tmp_path):
     monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed to build the parameters
     ex = create_executor(3, 1, kind="slurm", partition="gpu", time="2:00:00", mem="32G", gpus=1, cpus=8, folder=tmp_path)
@@ -128,6 +130,7 @@ def test_grid_executor_table():
     (["--executor", "slurm", "--slurm-time", "1h"], "slurm time '1h' is not a Slurm time limit"),
     (["--executor", "slurm", "--slurm-mem", "lots"], "slurm memory 'lots' is not a size"),
 ])
+@needs_submitit
 def test_cli_executor_flags_fail_in_one_line(monkeypatch, tmp_path, capsys, flags, message):
     monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert main(["run", str(SMOKE), "--out", str(tmp_path / "run"), "--no-tracking", *flags]) == 2
@@ -135,6 +138,7 @@ def test_cli_executor_flags_fail_in_one_line(monkeypatch, tmp_path, capsys, flag
     assert err.startswith("uadbench: error: ") and message in err and "\n" not in err
 
 
+@needs_submitit
 def test_cli_flags_override_the_grid_executor_table(monkeypatch, tmp_path):
     from uadbench.cli import _run_executor, build_parser
     from uadbench.executors import SerialExecutor
@@ -302,6 +306,7 @@ def most_at_once(jobs: list[dict]) -> int:
                for t in {j["submitted"] for j in jobs})
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_slurm_submits_ready_tasks_as_bounded_arrays(slurm_cluster, tmp_path):
     assert all(is_loopback(address) for address, port in listening() if port in slurm_cluster.ports)
@@ -321,6 +326,7 @@ def test_slurm_submits_ready_tasks_as_bounded_arrays(slurm_cluster, tmp_path):
     assert c["submitted"] >= a["finished"] and e["submitted"] >= max(c["finished"], threads["finished"])
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_slurm_keeps_at_most_max_queued_jobs_in_the_queue(slurm_cluster, tmp_path):
     tasks = [Task(f"r{i}", operator.add, (i, 10)) for i in range(5)]
@@ -331,12 +337,14 @@ def test_slurm_keeps_at_most_max_queued_jobs_in_the_queue(slurm_cluster, tmp_pat
     assert all("--array=0-1%2" in j["script"] or "--array" not in j["script"] for j in jobs.values())  # arrays of two at most
 
 
+@needs_submitit
 def test_slurm_refusing_the_jobs_is_one_line(slurm_cluster, tmp_path):
     with pytest.raises(UadbenchError, match="Slurm refused the jobs: sbatch: error: .*[Pp]artition") as exc:
         list(slurm_executor(tmp_path / "jobs", partition="nowhere").run(graph()))
     assert "\n" not in str(exc.value)
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_a_job_that_slurm_kills_fails_with_its_log_tail(slurm_cluster, tmp_path):
     ex = slurm_executor(tmp_path / "jobs", job_name="uadbench-kill-test", result_grace_s=1.0)
@@ -360,6 +368,7 @@ def kill_when_started(cluster: slurm.SlurmCluster, folder: Path, name: str) -> N
     cluster.command("scancel", "--name", name)
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_smoke_grid_on_slurm_gives_the_local_records(slurm_cluster, local_records, tmp_path):
     summary = run_grid(SMOKE, out_dir=tmp_path / "run", track=False, executor=slurm_executor(tmp_path / "run" / "slurm"))
@@ -371,7 +380,8 @@ def test_smoke_grid_on_slurm_gives_the_local_records(slurm_cluster, local_record
 # -- Ray -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_installed():
-    pytest.importorskip("ray", reason="ray is an optional extra: pip install 'uadbench[ray]'")
+    """Tests that start Ray carry @needs_ray: this fixture only orders them after the import check."""
+    import ray  # noqa: F401
 
 
 class SocketWatch:
@@ -423,6 +433,7 @@ def ray_head(ray_installed, tmp_path, monkeypatch):
             head.wait(timeout=10)
 
 
+@needs_ray
 @pytest.mark.slow
 def test_ray_executor_joins_a_running_cluster_by_address(ray_head):
     ex = create_executor(kind="ray", address=ray_head)
@@ -434,6 +445,7 @@ def test_ray_executor_joins_a_running_cluster_by_address(ray_head):
     assert not sys.modules["ray"].is_initialized()  # disconnected after the run; the cluster goes on
 
 
+@needs_ray
 @pytest.mark.slow
 def test_smoke_grid_on_a_local_ray_cluster_gives_the_local_records_on_loopback_only(ray_installed, local_records, tmp_path):
     watch = SocketWatch()

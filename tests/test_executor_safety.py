@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from extras import needs_ray, needs_submitit
 
 from uadbench.errors import UadbenchError
 from uadbench.executors import TaskFailure, create_executor
@@ -51,11 +52,11 @@ def test_a_grid_cannot_choose_where_code_runs(tmp_path, table, suggestion, follo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared-grid.toml"]  # no run folder, data root or home written
 
 
+@needs_ray
 def test_a_grids_address_is_never_joined_even_with_the_executor_flag(tmp_path, monkeypatch, capsys):
     from uadbench.cli import _run_executor, build_parser
     from uadbench.grid import load_grid
 
-    pytest.importorskip("ray", reason="ray is an optional extra: pip install 'uadbench[ray]'")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     grid = tmp_path / "g.toml"
     grid.write_text(SMOKE.read_text() + '\n[executor]\nkind = "ray"\naddress = "10.0.0.1:10001"\ngpus = 0\n')
@@ -90,6 +91,7 @@ def test_the_slurm_folder_is_created_private(tmp_path):
 needs_root = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user needs root")
 
 
+@needs_submitit
 @needs_root
 def test_another_users_slurm_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")
@@ -106,6 +108,7 @@ class _Planted:
         return (Path.touch, (Path(os.environ["PLANTED_MARK"]),))
 
 
+@needs_submitit
 @needs_root
 def test_a_result_pickle_of_another_user_is_not_unpickled(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm_executors.shutil, "which", lambda name: f"/usr/bin/{name}")

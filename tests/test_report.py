@@ -492,8 +492,6 @@ def test_leaderboard_and_report_print_each_format(tmp_path, capsys):
 EDITION = Path(__file__).resolve().parents[1] / "leaderboard" / "quickstart"
 
 
-@pytest.mark.xfail(strict=True, reason="the committed edition was rendered before the seed-aware tables (captions, no † from "
-                   "one seed); republishing it from its own records makes this pass: then remove this mark")
 def test_the_published_quickstart_edition_carries_its_spec_hash_in_every_table_and_matches_its_records():
     records = report.read_records(EDITION / "results.jsonl")
     (spec,) = {r.spec_hash for r in records}

@@ -181,6 +181,7 @@ def verify_edition(edition: str | Path, *, only: str | None = None, out_dir: str
     """Rerun ``edition``'s grid (the methods whose label matches ``only``, a shell pattern) in a fresh
     run directory and compare every published cell of those methods with its rerun."""
     from uadbench.grid import load_grid
+    from uadbench.run import layout
     from uadbench.run.runner import run_grid
 
     edition = Path(edition)
@@ -196,7 +197,7 @@ def verify_edition(edition: str | Path, *, only: str | None = None, out_dir: str
         spec = dataclasses.replace(spec, methods=methods)
         published = [r for r in published if fnmatch.fnmatchcase(r.label, only)]
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"verify-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (run_dir / "results.jsonl").exists():
+    if layout.results_path(run_dir).exists():
         raise UadbenchError(f"{run_dir} holds results already; verify reruns in a fresh run directory (pass another --out)")
     start = time.perf_counter()
     summary = run_grid(spec, out_dir=run_dir, cache_dir=cache_dir, data_root=data_root, workers=workers, track=False, progress=progress)

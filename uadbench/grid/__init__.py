@@ -25,7 +25,7 @@ A grid file looks like::
     # ssim = [0.95, 0.9, 0.8]          # mean SSIM of shifted to original healthy scans (uadbench/shifts/calibration.py)
 
     # optional: shift_levels = "table.json" (uadbench calibrate-shifts --out), notes = "..." (what the
-    # results can and cannot show; printed by published editions), [executor] (where `uadbench run` runs it)
+    # results can and cannot show; printed by published editions), [executor] (a suggestion: `uadbench run` follows it only with --executor)
 
 Every grid is evaluated without a shift too ("none"). Shifts apply to the test split only;
 thresholds come from the unshifted validation splits, as in deployment.

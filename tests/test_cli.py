@@ -352,7 +352,11 @@ def served(monkeypatch):
     from uadbench.run import ui
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(ui, "serve_process_group", lambda cmd, env, **kw: calls.append(cmd) or 0)
+    def serve(cmd, env, **kw):  # the store travels in the environment; shown here as the option it stands for
+        calls.append([*cmd, "--backend-store-uri", env["MLFLOW_BACKEND_STORE_URI"]])
+        return 0
+
+    monkeypatch.setattr(ui, "serve_process_group", serve)
     return calls
 
 
@@ -405,3 +409,22 @@ def test_ui_without_mlflow_in_this_environment(cli_error, store, served, monkeyp
     monkeypatch.setattr(sys, "executable", str(work / "venv" / "bin" / "python"))
     assert "no mlflow command beside" in cli_error("ui", "--run-dir", str(store))
     assert not served
+
+
+def test_tracking_uris_are_redacted_where_they_are_shown():
+    from uadbench.run.tracking import redact_uri
+
+    assert redact_uri("postgresql://alice:s3cret@db.lab:5432/mlflow") == "postgresql://alice:***@db.lab:5432/mlflow"
+    assert redact_uri("https://mlflow.lab/?token=abc&x=1") == "https://mlflow.lab/?token=***&x=1"
+    assert redact_uri("sqlite:////runs/q/mlflow.db") == "sqlite:////runs/q/mlflow.db"
+
+
+def test_ui_keeps_the_store_off_the_command_line(served, capsys, monkeypatch):
+    from uadbench.run import ui
+
+    monkeypatch.setattr(ui, "check_port_free", lambda host, port: None)
+    uri = "postgresql://alice:s3cret@127.0.0.1:5432/mlflow"
+    assert main(["ui", "--tracking-uri", uri, "--port", str(free_port())]) == 0
+    (cmd,) = served
+    assert cmd[-2:] == ["--backend-store-uri", uri]  # given through MLFLOW_BACKEND_STORE_URI (the fixture appends it)
+    assert "s3cret" not in " ".join(cmd[:-2]) and "s3cret" not in capsys.readouterr().out

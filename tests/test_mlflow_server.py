@@ -160,8 +160,13 @@ def test_ui_ends_the_server_and_its_workers_on_sigterm(tmp_path):
                           env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", ui)
+        # the run's store, handed to the server through its environment (not its command line), is the one served
+        query = urllib.parse.urlencode({"experiment_name": "uadbench-ui"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=30) as r:
+            assert json.load(r)["experiment"]["name"] == "uadbench-ui"
         (server,) = _children(ui.pid)
         assert os.getpgid(server) == server != os.getpgid(ui.pid)  # the server leads its own process group
+        assert "--backend-store-uri" not in open(f"/proc/{server}/cmdline").read().split("\0")
         members = _group_members(server)
         assert len(members) >= 2, members  # the server and its workers
         ui.send_signal(signal.SIGTERM)

@@ -150,7 +150,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.tracking_uri:
         import shlex
 
-        print(f"mlflow:      {summary.tracking_uri} (experiment {summary.experiment!r}; "
+        from uadbench.run.tracking import redact_uri
+
+        print(f"mlflow:      {redact_uri(summary.tracking_uri)} (experiment {summary.experiment!r}; "
               f"`uadbench ui --run-dir {shlex.quote(str(summary.run_dir))}`)")
     print(f"wall time:   {summary.seconds:.1f} s")
     if summary.failures:

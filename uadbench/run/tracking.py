@@ -51,6 +51,26 @@ def metric_key(name: str) -> str:
 _URI_PLAIN = re.compile(r"[^A-Za-z0-9/._~+,=@:-]")
 
 
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|access_token|secret|key|api_key)=)[^&#]*")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its credentials replaced by ``***``: the password of ``user:password@host`` and
+    secret query parameters (``?token=...``). For what is printed, logged or put on a command line."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    out = _SECRET_QUERY.sub(r"\1***", uri)
+    try:
+        parts = urlsplit(out)
+    except ValueError:
+        return out
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        out = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return out
+
+
 def default_tracking_uri(run_dir: str | os.PathLike) -> str:
     """``sqlite:///<run dir>/mlflow.db``, read right whatever characters the path holds.
 
@@ -111,7 +131,7 @@ class Tracker:
                 if own_store is not None and location is not None and exp.artifact_location != location:
                     _relocate_artifacts(own_store, exp.experiment_id, exp.artifact_location, location)
         except Exception as exc:
-            raise UadbenchError(f"cannot open MLflow tracking store {tracking_uri!r}: {exc}") from exc
+            raise UadbenchError(f"cannot open MLflow tracking store {redact_uri(tracking_uri)!r}: {exc}") from None
         self.parent_id: str | None = None
         self.live_runs: dict[str, str] = {}  # fit key -> run id of fits that stream metrics
 

@@ -18,7 +18,7 @@ def serve(run_dir: str | os.PathLike, tracking_uri: str | None, host: str, port:
     """``uadbench ui``: the MLflow UI over a run's store (or ``tracking_uri``) on ``host:port``,
     until it exits or is told to stop; every path and the port are checked before it starts."""
     from uadbench.run import layout
-    from uadbench.run.tracking import default_tracking_uri
+    from uadbench.run.tracking import default_tracking_uri, redact_uri
 
     if tracking_uri:
         uri = tracking_uri
@@ -34,9 +34,10 @@ def serve(run_dir: str | os.PathLike, tracking_uri: str | None, host: str, port:
     if not is_loopback(host):
         print(f"uadbench: warning: --host {host} is not a loopback address: anyone who can reach this machine can read, edit "
               "and delete the runs (the MLflow server has no authentication)", file=sys.stderr)
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1"]
-    print(f"serving {uri} on http://{host}:{port}", flush=True)
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    # the store goes through the server's environment, not its command line, where `ps` would show a password
+    cmd = [str(mlflow_bin), "server", "--host", host, "--port", str(port), "--workers", "1"]
+    print(f"serving {redact_uri(uri)} on http://{host}:{port}", flush=True)
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_BACKEND_STORE_URI=uri)
     return serve_process_group(cmd, env)
 
 

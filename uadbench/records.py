@@ -69,9 +69,13 @@ def _library_version(name: str) -> str | None:
 
 
 @functools.cache
+def _numeric_versions() -> tuple[tuple[str, str], ...]:
+    return tuple((name, v) for name in NUMERIC_LIBRARIES if (v := _library_version(name)) is not None)
+
+
 def numeric_versions() -> dict[str, str]:
-    """The versions of the libraries that compute the numbers (a fit key hashes them)."""
-    return {name: v for name in NUMERIC_LIBRARIES if (v := _library_version(name)) is not None}
+    """The versions of the libraries that compute the numbers (a fit key hashes them; looked up once per process)."""
+    return dict(_numeric_versions())
 
 
 def version_differences(records: list[ResultRecord], reader: dict[str, Any] | None = None) -> list[str]:

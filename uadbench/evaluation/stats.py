@@ -87,6 +87,16 @@ def paired_permutation_test(
     return (hits + 1) / (int(rounds) + 1)
 
 
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite bootstrap ``replicates`` (NaN, NaN if none)."""
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return (math.nan, math.nan)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
 def bootstrap_ratio_ci(
     numerators: np.ndarray,
     denominators: np.ndarray,
@@ -108,12 +118,7 @@ def bootstrap_ratio_ci(
         resamples = bootstrap_resamples(num.size, n_bootstrap=n_bootstrap, seed=seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         stats = (resamples @ num) / (resamples @ den)
-    stats = stats[np.isfinite(stats)]
-    if stats.size == 0:
-        return (math.nan, math.nan)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    return percentile_interval(stats, level)
 
 
 def bootstrap_resamples(n: int, *, n_bootstrap: int = 1000, seed: int = 0) -> np.ndarray:
@@ -262,12 +267,7 @@ def hierarchical_bootstrap_ci(tasks: Sequence[Sequence[Sequence[float]]] | np.nd
     """Percentile interval of the mean over seeds and subjects (and tasks) from
     :func:`hierarchical_replicates`; with one seed, :func:`bootstrap_ratio_ci` over subjects."""
     _, replicates = hierarchical_replicates(tasks, denominators=denominators, n_bootstrap=n_bootstrap, seed=seed, subjects=subjects)
-    replicates = replicates[np.isfinite(replicates)]
-    if replicates.size == 0:
-        return (math.nan, math.nan)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(replicates, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    return percentile_interval(replicates, level)
 
 
 def _improvement_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -352,7 +352,7 @@ def compare_seeds_many(a: Sequence[Sequence[float]] | np.ndarray, others: Sequen
     resampled means come from one matrix product."""
     if int(n_bootstrap) < 1:
         raise UadbenchError(f"n_bootstrap must be >= 1, got {n_bootstrap!r}")
-    size, alpha = int(n_bootstrap), (1.0 - level) / 2.0
+    size = int(n_bootstrap)
     x_all = _seed_matrix(a, "a")
     pairs = []
     for other in others:
@@ -363,13 +363,6 @@ def compare_seeds_many(a: Sequence[Sequence[float]] | np.ndarray, others: Sequen
         if not keep.any():
             raise UadbenchError("no subject has a value for both methods; compare evaluations of the same dataset")
         pairs.append(_Pair(keep, x_all[:, keep], y[:, keep]))
-
-    def interval(v: np.ndarray) -> tuple[float, float]:
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return (math.nan, math.nan)
-        lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-        return float(lo), float(hi)
 
     def resampled_means(weighted: np.ndarray, weighted_present: np.ndarray | None, counts: np.ndarray, n: int) -> np.ndarray:
         """Per resample, the mean over drawn seeds (``counts``) of the drawn subjects' values, from
@@ -412,12 +405,13 @@ def compare_seeds_many(a: Sequence[Sequence[float]] | np.ndarray, others: Sequen
                 pairs_won = (w @ wins.reshape(sa * sb, n).T).reshape(size, sa, sb)  # per (seed of A, seed of B), over the drawn subjects
                 pairs_both = (w @ both.reshape(sa * sb, n).T).reshape(size, sa, sb)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    improvement_ci = interval(np.einsum("bk,bl,bkl->b", ca, cb, pairs_won) / np.einsum("bk,bl,bkl->b", ca, cb, pairs_both))
+                    won = np.einsum("bk,bl,bkl->b", ca, cb, pairs_won) / np.einsum("bk,bl,bkl->b", ca, cb, pairs_both)
+                    improvement_ci = percentile_interval(won, level)
             deltas = deltas[np.isfinite(deltas)]
             tail = min(int(np.count_nonzero(deltas <= 0)), int(np.count_nonzero(deltas >= 0)))
             m_a, m_b = float(np.nanmean(x)), float(np.nanmean(y))
             results[i] = SeedComparison(
-                n_subjects=n, n_seeds_a=sa, n_seeds_b=y.shape[0], mean_a=m_a, mean_b=m_b, diff=m_a - m_b, diff_ci=interval(deltas),
+                n_subjects=n, n_seeds_a=sa, n_seeds_b=y.shape[0], mean_a=m_a, mean_b=m_b, diff=m_a - m_b, diff_ci=percentile_interval(deltas, level),
                 p_value=min(1.0, 2.0 * (1 + tail) / (deltas.size + 1)), p_improvement=float(wins.sum() / both.sum()),
                 p_improvement_ci=improvement_ci, resamples=size)
     return [results[i] for i in range(len(pairs))]

@@ -33,7 +33,7 @@ class GridSpec:
     # each dataset's data term (its fingerprint: a file dataset stats every file) and the spec hash,
     # computed once per spec; dataclasses.replace (a new data_root) starts them afresh
     _terms: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _hash: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def data_term(self, dataset: str) -> dict[str, Any]:
         """:func:`~uadbench.grid.jobs.data_term` of ``dataset``, once per spec."""
@@ -48,10 +48,10 @@ class GridSpec:
     @property
     def spec_hash(self) -> str:
         """The benchmark's identity: everything that sets its numbers, nothing presentational (once per spec)."""
-        if self._hash:
-            return self._hash[0]
+        if self._hash is not None:
+            return self._hash
         data = self.data_term
-        self._hash.append(stable_hash(
+        self._hash = stable_hash(
             {
                 "train": data(self.train_dataset),
                 "seeds": list(self.seeds),
@@ -62,8 +62,8 @@ class GridSpec:
                 "eval_batch_size": self.eval_batch_size,
                 "components": component_versions(),
             }
-        ))
-        return self._hash[0]
+        )
+        return self._hash
 
     # -- expansion -------------------------------------------------------------------------------
     def splits(self) -> list[tuple[str, str]]:

@@ -95,6 +95,7 @@ def load_fitted_method(run_dir: PathLike, method: str, *, seed: int = 0, cache_d
     (``<run_dir>/cache`` unless ``cache_dir``), on ``device``."""
     import torch
 
+    from uadbench.files import read_entry
     from uadbench.method import create_method
     from uadbench.run import layout
     from uadbench.run.maps import resolve_device
@@ -120,7 +121,10 @@ def load_fitted_method(run_dir: PathLike, method: str, *, seed: int = 0, cache_d
     state = folder / layout.MODEL
     if not state.is_file():
         raise UadbenchError(f"{state}: the fit has no checkpoint; rerun `uadbench run` to finish it")
-    model.load_state_dict(torch.load(state, map_location=dev, weights_only=True))
+    weights = read_entry(state, lambda p: torch.load(p, map_location=dev, weights_only=True), what="fit checkpoint")
+    if weights is None:
+        raise UadbenchError(f"{state}: the checkpoint was corrupt and is set aside; rerun `uadbench run` to fit it again")
+    model.load_state_dict(weights)
     model.to(dev)
     for module in model.modules().values():
         module.eval()

@@ -6,7 +6,9 @@ step, the fit's generator and torch's global random state, the batch stream's bu
 and the metrics logged so far. Resuming restores all of it, so a resumed fit equals an
 uninterrupted one with the same seed, bit for bit on the CPU. A loop that finished is skipped on
 resume (its last checkpoint holds its end state), so a fit of several stages resumes in the stage
-it was in. Files are written atomically and read with ``weights_only=True``.
+it was in. Files are written atomically with their sha256 beside them and read with
+``weights_only=True``; a checkpoint that no longer matches its sha256 is moved aside as
+``<name>.pt.corrupt`` (one line says so) and its loop starts again from the beginning.
 
     <cache>/work/<fit key>/<loop name>.pt
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from uadbench.files import atomic_path
+from uadbench.files import atomic_path, read_entry, record_digest
 
 
 @dataclass
@@ -44,12 +46,12 @@ class Checkpointer:
         state = {**state, "history": [[int(s), dict(m)] for s, m in self.history]}
         with atomic_path(self.path(name), suffix=".pt") as tmp:
             torch.save(state, tmp)
+        record_digest(self.path(name))
 
     def load(self, name: str) -> dict[str, Any] | None:
-        path = self.path(name)
-        if not path.is_file():
+        state = read_entry(self.path(name), lambda p: torch.load(p, map_location="cpu", weights_only=True), what="training checkpoint")
+        if state is None:
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
         self.history[:] = [(int(s), dict(m)) for s, m in state.pop("history", [])]
         return state
 

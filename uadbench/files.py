@@ -1,5 +1,6 @@
 """Atomic file writes: results, checkpoints and caches are never left half-written; checks that
-a directory can be written before any work starts; the sha256 of a file."""
+a directory can be written before any work starts; the sha256 of a file, and cache entries
+checked against the sha256 recorded beside them."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from uadbench.errors import UadbenchError
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -176,3 +179,96 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# -- checksummed cache entries --------------------------------------------------------------------
+# A cache entry (a fit's model.pt and meta.json, a map's .npz, a cell's .json, a training
+# checkpoint) carries the sha256 of its bytes beside it, in ``<name>.sha256``, written after the
+# entry. A reader checks it: an entry that no longer matches its digest (a flipped byte, a file cut
+# short) is moved aside as ``<name>.corrupt``, named in one line, and recomputed. An entry without a
+# digest (written before entries carried one, or by a run killed between the two writes) is
+# trusted once if it reads, and its digest recorded then; one that does not read is set aside too.
+DIGEST = ".sha256"
+CORRUPT = ".corrupt"
+
+
+def digest_path(path: str | os.PathLike) -> Path:
+    """Where the sha256 of a cache entry is kept: ``<name>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST)
+
+
+def record_digest(path: str | os.PathLike) -> str:
+    """Write the sha256 of ``path`` beside it (atomically); returns the digest."""
+    path = Path(path)
+    digest = sha256_file(path)
+    write_text_atomic(digest_path(path), f"{digest}  {path.name}\n")
+    return digest
+
+
+def _recorded_digest(path: Path) -> str | None:
+    """The digest recorded for ``path``; None if none was recorded; '' if the record is unreadable."""
+    try:
+        text = digest_path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ""
+    words = text.split()
+    return words[0] if words and re.fullmatch(r"[0-9a-f]{64}", words[0]) else ""
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Move a corrupt entry to ``<name>.corrupt`` (replacing an earlier one) and drop its digest."""
+    path = Path(path)
+    target = path.with_name(path.name + CORRUPT)
+    os.replace(path, target)
+    with contextlib.suppress(FileNotFoundError):
+        digest_path(path).unlink()
+    return target
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def read_entry(path: str | os.PathLike, read: Callable[[Path], T], *, what: str,
+               report: Callable[[str], None] = _stderr) -> T | None:
+    """``read(path)`` of a checksummed cache entry; None when there is none or it was corrupt.
+
+    A corrupt entry (its bytes differ from its recorded sha256, or, without a digest, ``read``
+    fails on it) is moved aside as ``<name>.corrupt`` and ``report`` gets one line naming it (``what``
+    says what it is: "fit checkpoint", "anomaly maps", ...); the caller then recomputes it. An entry
+    whose digest matches is never set aside: an error reading it is raised, as it is no damage."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    recorded = _recorded_digest(path)
+    problem = None
+    if recorded is not None:
+        found = sha256_file(path)
+        if found != recorded:
+            size = path.stat().st_size
+            problem = (f"its sha256 {found[:12]}... differs from the recorded {recorded[:12] or 'unreadable record'}..."
+                       f"{' (0 bytes)' if size == 0 else f' ({size:,} bytes)'}")
+        else:
+            return read(path)
+    else:
+        try:
+            value = read(path)
+        except Exception as exc:  # no digest to go by: an entry that does not read is damaged
+            problem = f"it does not read ({_one_line(exc)})"
+        else:
+            with contextlib.suppress(OSError):  # trusted once: from now on its digest is checked
+                record_digest(path)
+            return value
+    moved = set_aside(path)
+    report(f"uadbench: {what} {path} is corrupt: {problem}; moved aside to {moved.name}, to be recomputed")
+    return None

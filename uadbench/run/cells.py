@@ -10,6 +10,7 @@ import numpy as np
 from uadbench.data.dataset import create_dataset
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.evaluation.results import EvalVolume
+from uadbench.files import read_entry
 from uadbench.grid.jobs import EvalJob, FitJob
 from uadbench.grid.spec import GridSpec
 from uadbench.records import NUMERIC_LIBRARIES, ResultRecord, now_utc, versions
@@ -36,6 +37,12 @@ class EvalContext:
     def example(self, job: EvalJob | str) -> str:
         """The example folder as a record names it: relative to the cache."""
         return str(self.example_dir(job).relative_to(self.cache_dir))
+
+
+def read_cell(path: Path) -> ResultRecord | None:
+    """A cached cell's record, checked against its sha256; None when there is none or it was
+    corrupt (then moved aside, to be evaluated again)."""
+    return read_entry(path, lambda p: ResultRecord.from_json(p.read_text(encoding="utf-8"), str(p)), what="cell record")
 
 
 def subject_facts(ectx: EvalContext, job: EvalJob) -> dict[str, dict]:

@@ -2,7 +2,10 @@
 
 A run directory holds what a user reads; its cache (``<run dir>/cache`` unless ``--cache`` names
 another, which several runs may share) holds what is recomputed from keys
-(:mod:`uadbench.grid.jobs`). Every entry is written atomically (:mod:`uadbench.files`)::
+(:mod:`uadbench.grid.jobs`). Every entry is written atomically (:mod:`uadbench.files`); a fit's
+``model.pt`` and ``meta.json``, a map's ``.npz``, a cell's ``.json`` and a training checkpoint also
+carry the sha256 of their bytes in ``<name>.sha256`` beside them, checked on read (a corrupt entry
+is moved aside as ``<name>.corrupt`` and recomputed)::
 
     <run dir>/results.jsonl                    one ResultRecord per cell
     <run dir>/leaderboard.md                   the leaderboard

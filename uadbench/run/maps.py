@@ -10,6 +10,7 @@ recomputes from cached maps without predicting again.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.results import EvalVolume
-from uadbench.files import atomic_path
+from uadbench.files import atomic_path, read_entry, record_digest, write_json_atomic
 from uadbench.grid.entries import ShiftSpec
 from uadbench.grid.jobs import FitJob, MapRef
 from uadbench.run import layout
@@ -89,7 +90,7 @@ def predict_split(method, volumes: list[Volume], images: list[np.ndarray], *, se
 
 
 class MapCache:
-    """Anomaly maps on disk, one npz per key, written atomically."""
+    """Anomaly maps on disk, one npz per key, written atomically with its sha256 beside it."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = Path(cache_dir)
@@ -98,13 +99,9 @@ class MapCache:
         return layout.map_path(self.cache_dir, key)
 
     def load(self, key: str) -> SplitMaps | None:
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as z:
-            recons = list(z["reconstruction"]) if "reconstruction" in z else None
-            return SplitMaps([str(s) for s in z["subject_ids"]], list(z["anomaly_map"]), recons,
-                             [float(s) for s in z["seconds"]])
+        """The maps cached under ``key``; None when there are none or they were corrupt (then moved
+        aside, to be predicted again)."""
+        return read_entry(self.path(key), _read_maps, what="anomaly maps")
 
     def save(self, key: str, maps: SplitMaps) -> None:
         arrays = {
@@ -117,6 +114,13 @@ class MapCache:
         with atomic_path(self.path(key), suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds may bind allow_pickle
+        record_digest(self.path(key))
+
+
+def _read_maps(path: Path) -> SplitMaps:
+    with np.load(path, allow_pickle=False) as z:
+        recons = list(z["reconstruction"]) if "reconstruction" in z else None
+        return SplitMaps([str(s) for s in z["subject_ids"]], list(z["anomaly_map"]), recons, [float(s) for s in z["seconds"]])
 
 
 # -- fitted methods -------------------------------------------------------------------------------
@@ -134,6 +138,43 @@ def resolve_device(device):
     return torch.device(device)
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_state(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_fit_record(cache_dir: Path, job: FitJob) -> dict | None:
+    """The meta record of ``job``'s fit in the cache, checked against its sha256; None when there
+    is none or it was corrupt (then moved aside)."""
+    return read_entry(layout.meta_path(cache_dir, job.key), _read_json, what="fit record")
+
+
+def read_fit(cache_dir: Path, job: FitJob) -> dict | None:
+    """The meta record of ``job``'s finished fit in the cache, it and the checkpoint checked against
+    their sha256; None when the fit is not there or was corrupt (then moved aside, to be fitted again)."""
+    meta = read_fit_record(cache_dir, job)
+    if meta is None or read_entry(layout.model_path(cache_dir, job.key), _read_state, what="fit checkpoint") is None:
+        return None
+    return meta
+
+
+def save_fit(cache_dir: Path, job: FitJob, state: dict, meta: dict) -> None:
+    """Write a finished fit: its checkpoint, then its meta record, each with its sha256 beside it."""
+    import torch
+
+    model = layout.model_path(cache_dir, job.key)
+    with atomic_path(model, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    record_digest(model)
+    write_json_atomic(layout.meta_path(cache_dir, job.key), meta)
+    record_digest(layout.meta_path(cache_dir, job.key))
+
+
 def load_fitted(job: FitJob, cache_dir: Path, device="cpu"):
     """The fitted method of ``job`` from the cache, in eval mode on ``device``."""
     import torch
@@ -144,8 +185,11 @@ def load_fitted(job: FitJob, cache_dir: Path, device="cpu"):
     if not path.is_file():
         raise UadbenchError(f"no checkpoint for {job.method.display} seed {job.seed} at {path}")
     dev = resolve_device(device)
+    state = read_entry(path, lambda p: torch.load(p, map_location=dev, weights_only=True), what="fit checkpoint")
+    if state is None:
+        raise UadbenchError(f"the checkpoint of {job.method.display} seed {job.seed} was corrupt and is set aside; rerun to fit it again")
     method = create_method(job.method.name, config=job.config, image_shape=job.image_grid.slice_shape)
-    method.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
+    method.load_state_dict(state)
     method.to(dev)
     for module in method.modules().values():
         module.eval()

@@ -12,7 +12,6 @@ split it needs; 3. fit, dependencies first; 4. evaluate every (fit, dataset, shi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -24,19 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from uadbench import report
+from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.executors import Executor, Task, TaskFailure, create_executor
-from uadbench.files import atomic_path, write_json_atomic, write_text_atomic
+from uadbench.files import record_digest, write_json_atomic, write_text_atomic
 from uadbench.grid import EvalJob, FitJob, GridSpec, load_grid
 from uadbench.grid.entries import NO_SHIFT_SPEC
 from uadbench.progress import GridProgress
 from uadbench.records import Failure, ResultRecord, ResultsFile, versions
 from uadbench.registry import runtime_modules
 from uadbench.run import layout
-from uadbench.run.cells import EvalContext, cell_record, floor_evaluation, input_similarity, save_example
+from uadbench.run.cells import EvalContext, cell_record, floor_evaluation, input_similarity, read_cell, save_example
 from uadbench.run.live import LiveReader, LiveWriter, live_path
 from uadbench.run.locks import hold
-from uadbench.run.maps import MapSource, load_fitted, resolve_device
+from uadbench.run.maps import MapSource, load_fitted, read_fit, read_fit_record, resolve_device, save_fit
 from uadbench.run.outcome import Outcome
 from uadbench.run.splits import prepare_split
 from uadbench.run.tracking import create_tracker
@@ -62,9 +62,8 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     from uadbench.data.slices import SliceDataset
     from uadbench.method import FitContext, create_method
 
-    model, meta_file = layout.model_path(cache_dir, job.key), layout.meta_path(cache_dir, job.key)
-    if meta_file.is_file() and model.is_file():
-        return {**json.loads(meta_file.read_text()), "cached": True}
+    if (cached := read_fit(cache_dir, job)) is not None:
+        return {**cached, "cached": True}
     tag = f"[fit {job.method.display} seed {job.seed}]"
     live = LiveWriter(live_path(cache_dir, job.key), echo=(lambda msg: progress(f"{tag} {msg}")) if progress else None)
     train, val = (prepare_split(job.train_dataset, s, grid=job.image_grid, data_seed=job.data_seed, cache_dir=cache_dir, data_root=data_root)
@@ -92,8 +91,6 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
     slices = [SliceDataset([v.image for v in split], [v.subject_id for v in split]) for split in (train, val)]
     method.fit(slices[0], slices[1], ctx)
     seconds = time.perf_counter() - start
-    with atomic_path(model, suffix=".pt") as tmp:
-        torch.save(method.state_dict(), tmp)
     meta = {
         "key": job.key, "method": job.method.name, "label": job.method.display, "preset": job.method.preset,
         "overrides": job.method.overrides_dict, "config_hash": job.config_hash, "seed": job.seed,
@@ -104,7 +101,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "precision": job.method.precision, "compile": job.method.compile,
         "versions": versions(),
     }
-    write_json_atomic(meta_file, meta)
+    save_fit(cache_dir, job, method.state_dict(), meta)
     ckpt.clear()
     live.progress(f"done in {seconds:.1f} s")
     return {**meta, "cached": False}
@@ -130,6 +127,7 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor, similarity)
     save_example(ectx.example_dir(job), test[0])
     write_json_atomic(ectx.eval_path(job), record.to_dict())
+    record_digest(ectx.eval_path(job))
     return record
 
 
@@ -149,11 +147,14 @@ def run_fit_evals(fit: FitJob, jobs: list[EvalJob], ectx: EvalContext, progress:
     """Every evaluation cell of one fit, as (record, read from the cache); a cell that raises is a
     :class:`Failure` and the other cells go on."""
     spec_hash = ectx.spec.spec_hash
-    done = {job.key: restamp(ResultRecord.from_json(p.read_text(), str(p)), fit, ectx.spec.name, spec_hash, ectx.example(job))
-            for job in jobs if (p := ectx.eval_path(job)).is_file()}
+    done = {job.key: restamp(record, fit, ectx.spec.name, spec_hash, ectx.example(job))
+            for job in jobs if (record := read_cell(ectx.eval_path(job))) is not None}
     if len(done) == len(jobs):
         return [(done[j.key], True) for j in jobs]
-    meta = json.loads(layout.meta_path(ectx.cache_dir, fit.key).read_text())
+    meta = read_fit_record(ectx.cache_dir, fit)
+    if meta is None:
+        raise UadbenchError(f"the fit of {fit.method.display} seed {fit.seed} has no record in {layout.fit_dir(ectx.cache_dir, fit.key)}; "
+                            "rerun to fit it again")
     maps = MapSource(fit, batch_size=ectx.spec.predict_batch_size(fit.method.name), cache_dir=ectx.cache_dir, data_root=ectx.data_root,
                      device=resolve_device(ectx.device))
     out: list[CellOutcome] = []

@@ -7,6 +7,8 @@ naming the holder's pid) and its cache shared (several runs may share one cache)
 that can take a directory's lock alone deletes the temporaries left there: only names that
 uadbench's own atomic writes make, and never inside a sub-folder that another run holds (a folder
 with its own lock file). Where file locks do not exist (not POSIX), nothing is locked or swept.
+A run that fails before it wrote anything removes the folders it created for itself
+(:func:`tidy_on_failure`): a refused run leaves no empty run folder with lock files behind.
 """
 
 from __future__ import annotations
@@ -97,3 +99,65 @@ def hold(directory: Path, *, exclusive: bool = False) -> Iterator[list[Path]]:
             yield swept
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _top_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself or a parent) that does not exist yet."""
+    top = None
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            break
+        top = candidate
+    return top
+
+
+def _drop_lock(lock: Path) -> None:
+    """Delete a lock file, unless some process holds it."""
+    if fcntl is None:  # pragma: no cover
+        return
+    try:
+        handle = open(lock, "a+")  # noqa: SIM115 - held while the file is unlinked
+    except OSError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+
+
+def _remove_if_unused(top: Path) -> None:
+    """Remove ``top`` and the folders under it that hold nothing but free lock files."""
+    for root, _dirs, files in os.walk(top, topdown=False):
+        here = Path(root)
+        if LOCK_NAME in files:
+            _drop_lock(here / LOCK_NAME)
+        with contextlib.suppress(OSError):  # not empty: something was written there, and it stays
+            here.rmdir()
+
+
+@contextlib.contextmanager
+def tidy_on_failure(*directories: Path) -> Iterator[None]:
+    """If the block raises, remove the folders among ``directories`` (and their parents) that it
+    created, where they hold nothing but lock files no process holds and empty folders: a run that
+    fails early (an unusable data root, a bad dataset) leaves nothing it created. A folder where
+    anything else was written stays, with what it holds."""
+    new = [top for d in directories if (top := _top_missing(Path(os.path.abspath(d)))) is not None]
+    try:
+        yield
+    except BaseException:
+        for top in new:
+            _remove_if_unused(top)
+        raise
+
+
+@contextlib.contextmanager
+def hold_run(run_dir: Path, cache_dir: Path) -> Iterator[None]:
+    """A run's hold: its run directory alone and its cache shared (several runs may share one),
+    each swept of what a killed run left half-written; the folders it made are removed again if
+    the run fails before writing anything there (:func:`tidy_on_failure`)."""
+    with tidy_on_failure(run_dir, cache_dir), hold(run_dir, exclusive=True):
+        with hold(cache_dir) if cache_dir.resolve() != run_dir.resolve() else contextlib.nullcontext():
+            yield

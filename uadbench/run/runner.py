@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from uadbench.registry import runtime_modules
 from uadbench.run import layout
 from uadbench.run.cells import EvalContext, cell_record, floor_evaluation, input_similarity, read_cell, save_example
 from uadbench.run.live import LiveReader, LiveWriter, live_path
-from uadbench.run.locks import hold
+from uadbench.run.locks import hold_run
 from uadbench.run.maps import MapSource, load_fitted, read_fit, read_fit_record, resolve_device, save_fit
 from uadbench.run.outcome import Outcome
 from uadbench.run.splits import prepare_split
@@ -228,8 +227,8 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
                        quiet=executor.polls and sys.stdout.isatty())  # a terminal shows a bar per fit instead of lines
     fits = spec.fit_jobs(runtime={"threads": executor.threads, "device": executor.device_type(ectx.device)})
     graph, evals = spec.fit_graph(fits), spec.eval_jobs(fits)
-    # the run directory alone, the cache shared (runs may share one); each swept of what a killed run left half-written
-    with hold(run_dir, exclusive=True), (hold(ectx.cache_dir) if ectx.cache_dir.resolve() != run_dir.resolve() else nullcontext()):
+    # the run directory alone, the cache shared (runs may share one), each swept; removed again if the run fails first thing
+    with hold_run(run_dir, ectx.cache_dir):
         progress(f"uadbench: grid {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {len(fits)} fits "
                  f"({len(graph)} with reused ones), {len(evals)} evaluation cells; {executor.describe()}; run dir {run_dir}")
         # 2. data, prepared once here so that jobs only read the cache

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import numpy as np
 
 from uadbench.data.dataset import DatasetSource
+from uadbench.data.nifti import check_header
 from uadbench.data.splits import SplitPlan, assign_splits, write_splits_csv
 from uadbench.data.volume import Volume
 from uadbench.errors import DataError
@@ -93,13 +94,14 @@ def read_scan(path: Path, *, layout: str = "", labels: bool = False) -> tuple[np
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes){expected}")
     try:
-        img = cast("SpatialImage", nib.load(str(path)))
+        img = cast("SpatialImage", nib.load(str(path)))  # the header only
         affine = np.asarray(img.affine, dtype=np.float64)
         shape = tuple(int(s) for s in img.shape)
         if len(shape) == 4 and shape[3] == 1:
             shape = shape[:3]
         if len(shape) != 3:
             raise DataError(f"{path}: a {len(img.shape)}D image of shape {tuple(img.shape)}; expected one 3D volume")
+        check_header(img, path)  # size, voxel sizes and affine, before any voxel is read
         data = np.asarray(img.dataobj).reshape(shape)
     except DataError:
         raise

@@ -133,6 +133,8 @@ def read_example(directory: str | os.PathLike) -> dict[str, Any] | None:
     (``<subject>_{image,anomaly_map,reconstruction,lesion,brain}.nii.gz``); None if absent."""
     import nibabel as nib
 
+    from uadbench.data.nifti import check_header
+
     directory = Path(directory)
     maps = sorted(directory.glob("*_anomaly_map.nii.gz")) if directory.is_dir() else []
     if not maps:
@@ -141,7 +143,11 @@ def read_example(directory: str | os.PathLike) -> dict[str, Any] | None:
 
     def load(kind: str) -> np.ndarray | None:
         path = directory / f"{subject}_{kind}.nii.gz"
-        return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None  # type: ignore[attr-defined]
+        if not path.is_file():
+            return None
+        img = nib.load(path)
+        check_header(img, path)  # type: ignore[arg-type]  # a copied run folder's header is checked before its voxels are read
+        return np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
 
     out: dict[str, Any] = {"subject": subject}
     for kind in ("image", "anomaly_map", "reconstruction", "lesion", "brain"):

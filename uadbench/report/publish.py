@@ -230,6 +230,7 @@ def write_records(out: Path, records: Sequence[ResultRecord], keep: Path | None 
 
 def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_tables: Sequence[Any], grid_path: Path | None,
             command: str | None) -> str:
+    from uadbench.report.render_markdown import markdown_text as md
     from uadbench.report.render_markdown import table_markdown
 
     out = edition.out_dir
@@ -238,19 +239,21 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     precisions = ", ".join(sorted({r.precision for r in records if r.precision}))
     created = [r.created for r in records if r.created]
     rec_versions = next((r.versions for r in records if r.versions), {})
-    lines = [f"# {title}", ""]
+    lines = [f"# {md(title)}", ""]
     days = sorted({c[:10] for c in created})
     when = "" if not days else f", cells finished on {days[0]}" if len(days) == 1 else f", cells finished {days[0]} to {days[-1]}"
-    lines.append(f"Benchmark version (spec hash) {', '.join(f'`{s}`' for s in specs)}: {len(records)} evaluation cells, "
-                 f"run with uadbench {rec_versions.get('uadbench', '?')} on {devices} ({precisions}){when}.")
+    lines.append(md(f"Benchmark version (spec hash) {', '.join(f'`{s}`' for s in specs)}: {len(records)} evaluation cells, "
+                    f"run with uadbench {rec_versions.get('uadbench', '?')} on {devices} ({precisions}){when}."))
     lines.append("")
     notes = _grid_notes(grid_path)
     if notes:
-        lines += ["## What this edition can and cannot show", "", notes.strip(), ""]
+        lines += ["## What this edition can and cannot show", "", md(notes.strip(), inline=False), ""]
     lines.append("## How it was made")
     lines.append("")
     grid_name = grid_path.as_posix() if grid_path is not None else "GRID.toml"
-    lines += ["```bash", f"uadbench run {grid_name} --out RUN_DIR", command or "uadbench leaderboard RUN_DIR/results.jsonl --publish DIR", "```", ""]
+    shell = [f"uadbench run {grid_name} --out RUN_DIR", command or "uadbench leaderboard RUN_DIR/results.jsonl --publish DIR"]
+    fence = "`" * max(3, 1 + max((len(run) for line in shell for run in re.findall("`+", line)), default=0))  # longer than any run inside
+    lines += [f"{fence}bash", *(" ".join(line.splitlines()) for line in shell), fence, ""]
     records_name = next((p.name for p in edition.other if p.name.startswith("results.jsonl")), "results.jsonl")
     lines.append(f"Every table and figure here is rendered from `{records_name}` (one record per cell): the tables, boxes and "
                  "severity curves through one tidy frame (`uadbench.report.tidy_frame`), the sweep and similarity figures from the "
@@ -272,18 +275,26 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     for path in edition.figures:
         if path.suffix == ".png":
             pdf = path.with_suffix(".pdf")
-            also = f" ([PDF]({pdf.relative_to(out).as_posix()}))" if pdf in edition.figures else ""
-            lines.append(f"- [`{path.relative_to(out).as_posix()}`]({path.relative_to(out).as_posix()}){also}: {_figure_text(path.stem)}")
+            also = f" ([PDF]({_link(pdf.relative_to(out).as_posix())}))" if pdf in edition.figures else ""
+            rel = path.relative_to(out).as_posix()
+            lines.append(f"- [`{md(rel)}`]({_link(rel)}){also}: {md(_figure_text(path.stem))}")
     lines.append("")
     for note in edition.notes:
-        lines += [f"Note: {note}.", ""]
+        lines += [f"Note: {md(note)}.", ""]
     for table in all_tables:
-        lines += [f"## {table.title}", "", table_markdown(table), "", table.caption, ""]
+        lines += [f"## {md(table.title)}", "", table_markdown(table), "", md(table.caption), ""]
     for path in edition.figures:
         if path.suffix == ".png":
             rel = path.relative_to(out).as_posix()
-            lines += [f"![{_figure_text(path.stem)}]({rel})", ""]
+            lines += [f"![{md(_figure_text(path.stem))}]({_link(rel)})", ""]
     return "\n".join(lines)
+
+
+def _link(path: str) -> str:
+    """A relative path as a Markdown link target: percent-encoded, so that it cannot end the link."""
+    from urllib.parse import quote
+
+    return quote(path, safe="/")
 
 
 def _grid_notes(grid_path: Path | None) -> str:

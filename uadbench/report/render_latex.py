@@ -17,9 +17,10 @@ _LATEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "↑": r"$\uparrow$", "�
 
 
 def latex_text(text: str) -> str:
-    """Plain text -> LaTeX: special characters escaped, the symbols the tables use as math."""
+    """Plain text -> LaTeX: the special characters ``\\ { } $ & # ^ _ % ~`` escaped, the symbols the
+    tables use as math, line breaks as spaces (a blank line would end a caption's paragraph)."""
     out = []
-    for ch in str(text):
+    for ch in " ".join(str(text).splitlines()):
         if ch in "&%$#_{}":
             out.append("\\" + ch)
         elif ch == "~":
@@ -62,4 +63,9 @@ def leaderboard_latex(records: Sequence[ResultRecord | Mapping[str, Any]], *, pe
                       tables: Sequence[Table] | None = None) -> str:
     """Every table as a LaTeX ``table`` float (booktabs; needs ``\\usepackage{booktabs}``)."""
     tables = list(tables) if tables is not None else tables_for(records, per_spec=per_spec)
-    return "\n".join(f"% {t.title} (spec hash {t.spec_hash})\n" + table_latex(t) for t in tables)
+    return "\n".join(f"% {_comment(t.title)} (spec hash {_comment(t.spec_hash)})\n" + table_latex(t) for t in tables)
+
+
+def _comment(text: str) -> str:
+    """Text for a ``%`` comment line: one line, so that nothing after it leaves the comment."""
+    return " ".join(str(text).splitlines())

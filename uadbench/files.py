@@ -253,11 +253,13 @@ def read_entry(path: str | os.PathLike, read: Callable[[Path], T], *, what: str,
     recorded = _recorded_digest(path)
     problem = None
     if recorded is not None:
-        found = sha256_file(path)
+        try:
+            found, size = sha256_file(path), path.stat().st_size
+        except FileNotFoundError:  # another run sharing the cache set it aside just now
+            return None
         if found != recorded:
-            size = path.stat().st_size
-            problem = (f"its sha256 {found[:12]}... differs from the recorded {recorded[:12] or 'unreadable record'}..."
-                       f"{' (0 bytes)' if size == 0 else f' ({size:,} bytes)'}")
+            expected = f"the recorded {recorded[:12]}..." if recorded else f"its unreadable {digest_path(path).name}"
+            problem = f"its sha256 {found[:12]}... ({size:,} bytes) differs from {expected}"
         else:
             return read(path)
     else:
@@ -269,6 +271,9 @@ def read_entry(path: str | os.PathLike, read: Callable[[Path], T], *, what: str,
             with contextlib.suppress(OSError):  # trusted once: from now on its digest is checked
                 record_digest(path)
             return value
-    moved = set_aside(path)
+    try:
+        moved = set_aside(path)
+    except FileNotFoundError:  # another run sharing the cache set it aside first
+        return None
     report(f"uadbench: {what} {path} is corrupt: {problem}; moved aside to {moved.name}, to be recomputed")
     return None

@@ -456,3 +456,45 @@ def test_smoke_grid_on_a_local_ray_cluster_gives_the_local_records_on_loopback_o
     assert opened, "no listening socket seen while the Ray cluster ran"
     assert all(is_loopback(address) for address, _ in opened), f"listening beyond loopback: {sorted(opened)}"
     assert not sys.modules["ray"].is_initialized()  # the local cluster is shut down after the run
+
+
+_JOIN = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], configure_logging=False, log_to_driver=False)
+    print("joined", ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60))
+except Exception as exc:
+    print("refused", type(exc).__name__)
+"""
+
+
+@needs_ray
+@pytest.mark.slow
+def test_the_local_ray_cluster_requires_its_token(ray_installed, tmp_path, monkeypatch):
+    """A process of this machine without the run's token (none, or a wrong one) cannot join the
+    local cluster; the run's own tasks go on; the token is written nowhere and leaves the
+    environment with the cluster."""
+    from uadbench.executors.ray import supports_token_auth
+
+    if not supports_token_auth():
+        pytest.skip("the installed Ray has no token authentication")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where Ray would keep a token of its own (~/.ray/auth_token)
+    before = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    ex = create_executor(kind="ray", local_cpus=1)
+    with ex._connected() as ray:
+        assert os.environ["RAY_AUTH_MODE"] == "token" and len(os.environ["RAY_AUTH_TOKEN"]) == 64
+        assert ray.get(ray.remote(lambda: 6 * 7).remote(), timeout=120) == 42
+        gcs = ray.get_runtime_context().gcs_address
+        assert gcs.startswith("127.0.0.1:")
+        outsiders = {"no token": {"RAY_AUTH_MODE": "disabled"}, "a wrong token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}}
+        for name, extra in outsiders.items():
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | extra | {"HOME": str(tmp_path)}
+            proc = subprocess.run([sys.executable, "-c", _JOIN, gcs], env=env, capture_output=True, text=True, timeout=180)
+            assert "joined" not in proc.stdout and "refused" in proc.stdout, f"{name}: {proc.stdout[-1000:]} {proc.stderr[-1000:]}"
+            print(name, proc.stdout.strip())
+        token = os.environ["RAY_AUTH_TOKEN"]
+        env = {**os.environ, "HOME": str(tmp_path)}
+        proc = subprocess.run([sys.executable, "-c", _JOIN, gcs], env=env, capture_output=True, text=True, timeout=180)
+        assert "joined 42" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]  # the check itself can tell a refusal
+    assert {k: os.environ.get(k) for k in before} == before and token not in "".join(os.environ.values())
+    assert not (tmp_path / "home").exists(), "the token was written to a file"

@@ -9,7 +9,11 @@ and the others go on.
 caller (``uadbench run --ray-address``) or the ``RAY_ADDRESS`` environment variable, never from a
 grid file: Ray unpickles every result the cluster sends back, so joining a cluster is trusting it.
 Without one, a local cluster is started for the run, bound to 127.0.0.1 only, without dashboard
-or usage statistics, and shut down afterwards. Every task asks for ``num_cpus`` (= torch threads)
+or usage statistics, and shut down afterwards. Loopback is not private on a shared login node, so
+where the installed Ray has token authentication (``RAY_AUTH_MODE=token``; 2.60 has it) the
+local cluster requires a token made for the run (256 random bits, handed to Ray's processes
+through their environment, which only this user can read, and written nowhere); an older Ray
+starts it without one, and the run says so. Every task asks for ``num_cpus`` (= torch threads)
 and ``num_gpus``; its parents' object refs are passed as arguments, so Ray starts it once they
 are done.
 
@@ -19,7 +23,10 @@ The optional package: ``pip install 'uadbench[ray]'``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import secrets
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -40,17 +47,53 @@ _LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENA
 
 
 @contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
+def _environ(values: dict[str, str | None]) -> Iterator[None]:
+    """``values`` in the environment (None: unset) for the block, then what was there before."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
+
+    def put(items) -> None:
+        for key, value in items:
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+    put(values.items())
+    try:
+        yield
+    finally:
+        put(saved.items())
+
+
+def supports_token_auth() -> bool:
+    """Whether the installed Ray can require a token of every client (``RAY_AUTH_MODE=token``)."""
+    return importlib.util.find_spec("ray._private.authentication.authentication_token_setup") is not None
+
+
+def _reload_auth_config() -> None:
+    """Make Ray (already imported) read its authentication settings from the environment again."""
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # not in ray's stubs
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def _token_auth() -> Iterator[bool]:
+    """For the block, a local cluster that requires a fresh token of every client, where the
+    installed Ray can; yields whether it does."""
+    if not supports_token_auth():
+        print("uadbench: warning: the installed Ray has no token authentication (RAY_AUTH_MODE): the local cluster on 127.0.0.1 "
+              "accepts any process of this machine; a Ray with token authentication closes it to other users", file=sys.stderr, flush=True)
+        yield False
+        return
+    token = secrets.token_hex(32)  # what Ray's own generator makes: 256 bits
+    try:
+        with _environ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_AUTH_TOKEN_PATH": None}):
+            _reload_auth_config()
+            yield True
+    finally:
+        _reload_auth_config()  # the settings of before, for a later cluster of this process
 
 
 def _ray_failure(exc: BaseException) -> TaskFailure:
@@ -114,7 +157,7 @@ class RayExecutor(RemoteExecutor):
             finally:
                 ray.shutdown()
             return
-        with _environ(_LOCAL_RAY_ENV):
+        with _environ(dict(_LOCAL_RAY_ENV)):
             import ray
             from ray._private import ray_constants
 
@@ -125,15 +168,16 @@ class RayExecutor(RemoteExecutor):
             old_flag, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
             try:
                 # address "local": a new cluster even where `ray start` left one to join (RAY_ADDRESS too)
-                ray.init(address="local", num_cpus=self.local_cpus, include_dashboard=False, configure_logging=False,
-                         **{"_node_ip_address": "127.0.0.1", **self.init_options})
-                try:
-                    ip = ray.util.get_node_ip_address()
-                    if ip != "127.0.0.1":
-                        raise UadbenchError(f"the local Ray cluster did not bind to 127.0.0.1 (its node address is {ip})")
-                    yield ray
-                finally:
-                    ray.shutdown()
+                with _token_auth():
+                    ray.init(address="local", num_cpus=self.local_cpus, include_dashboard=False, configure_logging=False,
+                             **{"_node_ip_address": "127.0.0.1", **self.init_options})
+                    try:
+                        ip = ray.util.get_node_ip_address()
+                        if ip != "127.0.0.1":
+                            raise UadbenchError(f"the local Ray cluster did not bind to 127.0.0.1 (its node address is {ip})")
+                        yield ray
+                    finally:
+                        ray.shutdown()
             finally:
                 ray_constants.ENABLE_RAY_CLUSTER = old_flag
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from uadbench.checkpoints import Checkpointer
-from uadbench.files import digest_path, read_entry, record_digest, sha256_file
+from uadbench.files import digest_path, entry_intact, read_entry, record_digest, sha256_file
 from uadbench.grid import load_grid
 from uadbench.run import layout
 
@@ -55,6 +55,15 @@ def test_read_entry_checks_the_digest_and_trusts_an_old_entry_once(tmp_path):
         read_entry(entry, read, what="cell record", report=reports.append)
     assert entry.exists() and len(reports) == 2
     assert read_entry(tmp_path / "missing.json", read, what="cell record", report=reports.append) is None
+    # a check that reads an entry only when it has no digest (a large checkpoint is hashed, not loaded)
+    calls: list[Path] = []
+    fit = tmp_path / "model.pt"
+    fit.write_bytes(b"weights")
+    assert entry_intact(fit, calls.append, what="fit checkpoint", report=reports.append) and calls == [fit]  # trusted once
+    assert entry_intact(fit, calls.append, what="fit checkpoint", report=reports.append) and calls == [fit]  # hashed only
+    fit.write_bytes(b"weighty")
+    assert not entry_intact(fit, calls.append, what="fit checkpoint", report=reports.append) and calls == [fit]
+    assert "fit checkpoint" in reports[-1] and (tmp_path / "model.pt.corrupt").read_bytes() == b"weighty"
 
 
 def test_a_corrupt_training_checkpoint_is_set_aside_and_its_loop_starts_again(tmp_path, capsys):

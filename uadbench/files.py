@@ -247,21 +247,33 @@ def read_entry(path: str | os.PathLike, read: Callable[[Path], T], *, what: str,
     fails on it) is moved aside as ``<name>.corrupt`` and ``report`` gets one line naming it (``what``
     says what it is: "fit checkpoint", "anomaly maps", ...); the caller then recomputes it. An entry
     whose digest matches is never set aside: an error reading it is raised, as it is no damage."""
-    path = Path(path)
+    return _checked(Path(path), read, what, report, read_recorded=True)[1]
+
+
+def entry_intact(path: str | os.PathLike, read: Callable[[Path], Any], *, what: str,
+                 report: Callable[[str], None] = _stderr) -> bool:
+    """Whether a cache entry is there and intact, decided as :func:`read_entry` does (a corrupt one
+    is set aside), but reading it with ``read`` only when it has no digest to check."""
+    return _checked(Path(path), read, what, report, read_recorded=False)[0]
+
+
+def _checked(path: Path, read: Callable[[Path], T], what: str, report: Callable[[str], None], *,
+             read_recorded: bool) -> tuple[bool, T | None]:
+    """(whether the entry is there and intact, what ``read`` gave or None)."""
     if not path.is_file():
-        return None
+        return False, None
     recorded = _recorded_digest(path)
     problem = None
     if recorded is not None:
         try:
             found, size = sha256_file(path), path.stat().st_size
         except FileNotFoundError:  # another run sharing the cache set it aside just now
-            return None
+            return False, None
         if found != recorded:
             expected = f"the recorded {recorded[:12]}..." if recorded else f"its unreadable {digest_path(path).name}"
             problem = f"its sha256 {found[:12]}... ({size:,} bytes) differs from {expected}"
         else:
-            return read(path)
+            return True, (read(path) if read_recorded else None)
     else:
         try:
             value = read(path)
@@ -270,10 +282,10 @@ def read_entry(path: str | os.PathLike, read: Callable[[Path], T], *, what: str,
         else:
             with contextlib.suppress(OSError):  # trusted once: from now on its digest is checked
                 record_digest(path)
-            return value
+            return True, value
     try:
         moved = set_aside(path)
     except FileNotFoundError:  # another run sharing the cache set it aside first
-        return None
+        return False, None
     report(f"uadbench: {what} {path} is corrupt: {problem}; moved aside to {moved.name}, to be recomputed")
-    return None
+    return False, None

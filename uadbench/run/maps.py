@@ -20,7 +20,7 @@ import numpy as np
 from uadbench.data.volume import Volume
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.results import EvalVolume
-from uadbench.files import atomic_path, read_entry, record_digest, write_json_atomic
+from uadbench.files import atomic_path, entry_intact, read_entry, record_digest, write_json_atomic
 from uadbench.grid.entries import ShiftSpec
 from uadbench.grid.jobs import FitJob, MapRef
 from uadbench.run import layout
@@ -158,7 +158,7 @@ def read_fit(cache_dir: Path, job: FitJob) -> dict | None:
     """The meta record of ``job``'s finished fit in the cache, it and the checkpoint checked against
     their sha256; None when the fit is not there or was corrupt (then moved aside, to be fitted again)."""
     meta = read_fit_record(cache_dir, job)
-    if meta is None or read_entry(layout.model_path(cache_dir, job.key), _read_state, what="fit checkpoint") is None:
+    if meta is None or not entry_intact(layout.model_path(cache_dir, job.key), _read_state, what="fit checkpoint"):
         return None
     return meta
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
@@ -11,8 +12,13 @@ import torch
 import uadbench
 from uadbench.data.slices import SliceDataset
 from uadbench.data.synthetic import (
+    NSASettings,
+    disk_median,
     fpi_anomalies,
     interpolate_patches,
+    logistic_intensity_label,
+    nsa_anomalies,
+    object_masks,
     partner_indices,
     poisson_blend,
     poisson_guidance,
@@ -167,16 +173,96 @@ def test_poisson_blend_of_a_slice_into_itself_changes_nothing():
     torch.testing.assert_close(poisson_blend(x, x, mask, tol=1e-12), x, atol=1e-9, rtol=0)
 
 
+# -- NSA -----------------------------------------------------------------------------------------------------------
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return y**2 + x**2 <= radius**2
+
+
+def test_disk_median_matches_scipy():
+    x = torch.rand(2, 1, 19, 23, generator=_gen(8), dtype=torch.float64)
+    ours = disk_median(x, 5)
+    for i in range(2):
+        ref = scipy.ndimage.median_filter(x[i, 0].numpy(), footprint=_disk(5), mode="nearest")
+        np.testing.assert_array_equal(ours[i, 0].numpy(), ref)
+    where = x > 0.7
+    assert torch.equal(disk_median(x, 5, where=where), torch.where(where, ours, torch.zeros_like(ours)))
+
+
+def test_object_masks_are_a_7x7_median_of_the_foreground():
+    x = torch.rand(1, 1, 30, 30, generator=_gen(9)) - 0.3
+    ref = scipy.ndimage.median_filter((x[0, 0] > 0).numpy().astype(np.uint8), size=7, mode="nearest") > 0
+    np.testing.assert_array_equal(object_masks(x)[0, 0].numpy(), ref)
+
+
+def test_the_logistic_intensity_label_follows_the_reference_recipe():
+    g = _gen(10)
+    original = torch.rand(2, 1, 24, 24, generator=g, dtype=torch.float64)
+    blended = original.clone()
+    blended[..., 6:18, 5:17] += 0.1 * torch.rand(2, 1, 12, 12, generator=g, dtype=torch.float64)
+    region = torch.zeros(2, 1, 24, 24, dtype=torch.float64)
+    region[..., 4:20, 4:20] = 1
+    tol, k, x0 = 1 / 255, 127.5, 4 / 255
+    label = logistic_intensity_label(original, blended, region, tol=tol, k=k, x0=x0)
+    for i in range(2):  # scipy, step by step
+        diff = np.abs(original[i, 0].numpy() - blended[i, 0].numpy())
+        changed = scipy.ndimage.median_filter(((diff * region[i, 0].numpy()) > tol).astype(np.uint8), size=5, mode="nearest")
+        d = scipy.ndimage.median_filter(diff * changed, footprint=_disk(5), mode="nearest")
+        np.testing.assert_allclose(label[i, 0].numpy(), changed / (1 + np.exp(-k * (d - x0))), atol=1e-12)
+    assert float(label[..., :4, :].abs().max()) == 0 and float(label.max()) > 0.5
+
+
+def _brain_slices(n: int, size: int = 64) -> torch.Tensor:
+    vols, _, _ = brainlike_volumes(n, shape=(size, size, 4), seed=2)
+    return torch.stack([torch.from_numpy(v[:, :, 2]) for v in vols])[:, None]
+
+
+def test_nsa_anomalies_are_deterministic_and_label_only_changed_object_pixels():
+    images = _brain_slices(6)
+    b1, t1 = nsa_anomalies(images, _gen(21))
+    b2, t2 = nsa_anomalies(images, _gen(21))
+    b3, _ = nsa_anomalies(images, _gen(22))
+    assert torch.equal(b1, b2) and torch.equal(t1, t2) and not torch.equal(b1, b3)
+    assert float(b1.min()) >= 0 and float(b1.max()) <= 1 and float(t1.min()) >= 0 and float(t1.max()) <= 1
+    changed = (b1 - images).abs() > 1 / 255
+    assert changed.flatten(1).any(1).sum() >= 4  # most slices got a patch
+    # the label is the 5x5 majority of changed object pixels: it never reaches pixels with no changed pixel nearby
+    near = torch.nn.functional.max_pool2d(changed.float(), 5, stride=1, padding=2) > 0
+    assert not bool(((t1 > 0) & ~near).any())
+    assert float((t1 > 0).float().sum()) > 0.5 * float(changed.float().sum())
+
+
+def test_nsa_leaves_flat_slices_unchanged():
+    images = torch.full((4, 1, 32, 32), 0.5)
+    blended, target = nsa_anomalies(images, _gen(0))
+    torch.testing.assert_close(blended, images)
+    assert float(target.max()) == 0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("width_min", 0.6, "width_min and width_max"),
+    ("min_overlap", 1.0, "min_object and min_overlap"),
+    ("num_patches", 0, "num_patches must be >= 1"),
+])
+def test_bad_nsa_settings_are_refused(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        NSASettings(**{field: value})
+    if "nsa" in uadbench.list_methods():
+        with pytest.raises(ConfigError, match=message):
+            create_method("nsa", "smoke", **{field: value})
+
+
 # -- the methods ---------------------------------------------------------------------------------------------------
-SELF_SUPERVISED = [name for name in ("fpi", "nsa") if name in uadbench.list_methods()]
+# NSA's Gamma-drawn patches are mostly under its 50-pixel minimum on 32x32 slices: larger ones here
+SELF_SUPERVISED = {"fpi": {"steps": 150}, "nsa": {"steps": 120, "gamma_offset": 0.15}}
 
 
-@pytest.mark.parametrize("name", SELF_SUPERVISED)
+@pytest.mark.parametrize("name", [name for name in SELF_SUPERVISED if name in uadbench.list_methods()])
 def test_the_method_learns_to_flag_blended_patches(name):
-    """A short fit on brain-like slices ranks the pixels of an unseen blended patch above the rest."""
+    """A short fit on brain-like slices ranks the pixels of unseen blended patches above the rest."""
     vols, _, _ = brainlike_volumes(12, shape=(32, 32, 8), seed=0)
     train = SliceDataset(vols)
-    method = create_method(name, "smoke", image_shape=(32, 32), depth=3, base_channels=8, batch_size=12, steps=150)
+    method = create_method(name, "smoke", image_shape=(32, 32), depth=3, base_channels=8, batch_size=12, **SELF_SUPERVISED[name])
     method.fit(train, None, FitContext(generator=_gen(0)))
     images = train.all_slices()[::7]
     blended, target = method.anomalies(images, _gen(99))

@@ -243,6 +243,7 @@ def test_nsa_leaves_flat_slices_unchanged():
     ("width_min", 0.6, "width_min and width_max"),
     ("min_overlap", 1.0, "min_object and min_overlap"),
     ("num_patches", 0, "num_patches must be >= 1"),
+    ("gamma_shape", 2.5, "gamma_shape must be an integer, got 2.5"),
 ])
 def test_bad_nsa_settings_are_refused(field, value, message):
     with pytest.raises(ConfigError, match=message):

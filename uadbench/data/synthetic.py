@@ -244,19 +244,30 @@ class NSASettings:
     min_blend_pixels: int = 50
 
     def __post_init__(self) -> None:
+        integers = ("num_patches", "gamma_shape", "max_attempts", "min_blend_pixels")
+        for name in integers:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"NSA generator: {name} must be an integer, got {value!r}")
         checks = [
-            (self.num_patches >= 1, "num_patches must be >= 1"),
-            (0 < self.width_min <= self.width_max <= 0.5, "width_min and width_max must satisfy 0 < min <= max <= 0.5"),
+            (self.num_patches >= 1, f"num_patches must be >= 1, got {self.num_patches}"),
+            (0 < self.width_min <= self.width_max <= 0.5,
+             f"width_min and width_max must satisfy 0 < min <= max <= 0.5, got {self.width_min} and {self.width_max}"),
             (self.gamma_shape >= 1 and self.gamma_scale > 0 and self.gamma_offset >= 0,
-             "gamma_shape must be an integer >= 1, gamma_scale > 0 and gamma_offset >= 0"),
-            (0 < self.resize_min <= self.resize_max, "resize_min and resize_max must satisfy 0 < min <= max"),
-            (0 <= self.min_object < 1 and 0 <= self.min_overlap < 1, "min_object and min_overlap must be in [0, 1)"),
-            (self.label_tol >= 0 and self.logistic_k > 0, "label_tol must be >= 0 and logistic_k > 0"),
-            (self.max_attempts >= 1 and self.min_blend_pixels >= 1, "max_attempts and min_blend_pixels must be >= 1"),
+             f"gamma_shape must be >= 1, gamma_scale > 0 and gamma_offset >= 0, got {self.gamma_shape}, "
+             f"{self.gamma_scale} and {self.gamma_offset}"),
+            (0 < self.resize_min <= self.resize_max,
+             f"resize_min and resize_max must satisfy 0 < min <= max, got {self.resize_min} and {self.resize_max}"),
+            (0 <= self.min_object < 1 and 0 <= self.min_overlap < 1,
+             f"min_object and min_overlap must be in [0, 1), got {self.min_object} and {self.min_overlap}"),
+            (self.label_tol >= 0 and self.logistic_k > 0,
+             f"label_tol must be >= 0 and logistic_k > 0, got {self.label_tol} and {self.logistic_k}"),
+            (self.max_attempts >= 1 and self.min_blend_pixels >= 1,
+             f"max_attempts and min_blend_pixels must be >= 1, got {self.max_attempts} and {self.min_blend_pixels}"),
         ]
         for ok, message in checks:
             if not ok:
-                raise ConfigError(f"NSA generator: {message}; got {self}")
+                raise ConfigError(f"NSA generator: {message}")
 
 
 def _binary_median(mask: Tensor, size: int) -> Tensor:

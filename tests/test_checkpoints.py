@@ -55,6 +55,8 @@ CASES = {
     "ddpm": {"steps": 12},
     "cddpm": {"steps": 12, "pretrain": True, "pretrain_steps": 6},
     "fanogan": {"gan_steps": 4, "encoder_steps": 12},
+    "fpi": {"steps": 12},
+    "nsa": {"steps": 12, "gamma_offset": 0.15},
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uadbench.config import config_hash, create_config
-from uadbench.data.dataset import create_dataset
+from uadbench.data.dataset import DatasetSource, create_dataset, dataset_class, parse_site_selector
 from uadbench.data.pipeline import ImageGrid, get_image_grid
 from uadbench.errors import ConfigError
 from uadbench.grid.entries import PRECISIONS, DatasetSpec, ShiftSpec
@@ -74,6 +74,17 @@ def _check_image_grid(spec: Any, source: str) -> ImageGrid:
             f"({voxels * 6 / 2**30:.1f} GiB a volume); use a coarser spacing or a smaller shape"
         )
     return grid
+
+
+def _dataset_class(name: str, where: str) -> type[DatasetSource]:
+    """The class of dataset ``name`` (``<dataset>@<site>[+<site>...]``: the dataset's, the selector checked)."""
+    from uadbench.errors import DataError
+
+    try:
+        parse_site_selector(name)
+    except DataError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return dataset_class(name)
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -171,7 +182,7 @@ def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = Non
     train = raw.get("train_dataset")
     if not isinstance(train, str):
         raise ConfigError(f"{source}: train_dataset must name a healthy dataset; available: {', '.join(DATASETS.names())}")
-    train_cls = DATASETS.get(train)
+    train_cls = _dataset_class(train, f"{source}: train_dataset")
     lacking = [s for s in ("train", "val", "test") if s not in train_cls.splits]
     if lacking:
         raise ConfigError(
@@ -225,7 +236,7 @@ def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = Non
         _check_keys(d, DATASET_KEYS, where)
         if not isinstance(d.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available datasets: {', '.join(DATASETS.names())}")
-        cls = DATASETS.get(d["name"])
+        cls = _dataset_class(d["name"], where)
         for key in ("val_split", "test_split"):
             if not isinstance(d.get(key, ""), str):
                 raise ConfigError(f"{where}: {key} must name a split of {d['name']!r} ({', '.join(cls.splits)}), got {d[key]!r}")

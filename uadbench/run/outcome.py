@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class Outcome:
     fit_metas: dict[str, dict] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     streamed: dict[str, set[int]] = field(default_factory=dict)  # history rows already on each fit's MLflow run
+    # how records name their subjects before anything is written or logged (pseudonyms by default)
+    name_subjects: Callable[[ResultRecord], ResultRecord] = lambda record: record
 
     def poll(self) -> None:
         """Read what running fits logged since the last poll: metrics to MLflow, steps to the bars."""
@@ -56,7 +59,7 @@ class Outcome:
             self.tracker.log_fit(job, result, self.streamed.pop(job.key, set()))
         else:
             self.failures += [item for item, _ in result if isinstance(item, Failure)]
-            done = [(item, cached) for item, cached in result if isinstance(item, ResultRecord)]
+            done = [(self.name_subjects(item), cached) for item, cached in result if isinstance(item, ResultRecord)]
             self.results.add(rec for rec, _ in done)
             for rec, cached in done:
                 self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key))

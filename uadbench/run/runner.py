@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from uadbench import report
+from uadbench.data.dataset import dataset_class
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.executors import Executor, Task, TaskFailure, create_executor
 from uadbench.files import atomic_path, write_json_atomic, write_text_atomic
 from uadbench.grid import EvalJob, FitJob, GridSpec, load_grid
 from uadbench.grid.entries import NO_SHIFT_SPEC
 from uadbench.progress import GridProgress
-from uadbench.records import Failure, ResultRecord, ResultsFile, versions
+from uadbench.records import Failure, Pseudonyms, ResultRecord, ResultsFile, name_subjects, versions
 from uadbench.registry import runtime_modules
 from uadbench.run import layout
 from uadbench.run.cells import EvalContext, cell_record, floor_evaluation, input_similarity, save_example
@@ -204,6 +205,19 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
 
 
+def subject_naming(spec: GridSpec, run_dir: Path, real_ids: bool) -> Callable[[ResultRecord], ResultRecord]:
+    """How the run's records name their subjects: pseudonyms under the run's key (made once, mode
+    0600) unless ``real_ids``; a record of generated data alone (train and test) keeps its ids."""
+    synthetic = {name for name in {spec.train_dataset, *(d.name for d in spec.datasets)} if dataset_class(name).synthetic_ids}
+    needs_key = not real_ids and not {spec.train_dataset, *(d.name for d in spec.datasets)} <= synthetic
+    pseudonyms = Pseudonyms.from_file(layout.pseudonym_key_path(run_dir)) if needs_key else None
+
+    def name(record: ResultRecord) -> ResultRecord:
+        return name_subjects(record, pseudonyms, synthetic=record.train_dataset in synthetic and record.dataset in synthetic)
+
+    return name
+
+
 def default_run_dir(spec: GridSpec) -> Path:
     return Path("runs") / spec.name
 
@@ -211,8 +225,13 @@ def default_run_dir(spec: GridSpec) -> Path:
 def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              data_root: str | os.PathLike | None = None, tracking_uri: str | None = None, track: bool = True, workers: int = 1,
              threads_per_worker: int = 1, device: str | None = None, executor: Executor | None = None, checkpoint_every: int = 500,
-             progress: Progress = _print_progress) -> RunSummary:
+             progress: Progress = _print_progress, real_ids: bool = False, log_examples: bool = False) -> RunSummary:
     """Run every fit and evaluation cell of ``grid``; returns where everything was written.
+
+    Records, the leaderboard and MLflow name subjects by pseudonyms (:class:`~uadbench.records.Pseudonyms`,
+    keyed by ``<run dir>/pseudonym.key``) unless ``real_ids``; generated data (the phantom) keep
+    their synthetic ids. ``log_examples``: each cell's example volume (NIfTI, named by the
+    subject's real id, and its panel) goes to MLflow too; by default it stays in the run's cache.
 
     A fit or cell that fails is recorded in ``RunSummary.failures`` (and the leaderboard) and the
     others go on; rerunning the same call retries only what failed or did not finish."""
@@ -244,10 +263,11 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
         if (moved := results.keep_foreign_records()) is not None:
             progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
         tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
+        tracker.log_examples = log_examples
         tracker.start_grid(spec, executor.describe(), run_dir)
         tasks = job_graph(graph, evals, ectx)
         bar = GridProgress(len(tasks))
-        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar)
+        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar, name_subjects=subject_naming(spec, run_dir, real_ids))
         executor.on_idle = outcome.poll  # while the executor waits: live curves and per-fit bars
         try:
             # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes

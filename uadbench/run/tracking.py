@@ -12,9 +12,9 @@ fit and per evaluation cell. The schema, in one place:
 - cell run (``eval/<label>/<dataset>/<shift>/seed<seed>``): tags ``uadbench.kind=eval``, method,
   label, dataset, split, shift, severity, seed, config_hash, fit_key, eval_key, spec_hash, cached;
   params ``threshold.<protocol>`` (value and provenance); metrics: the cell's metrics and
-  ``cost.*``; artifacts under ``example/``: the example test volume's anomaly map, image,
-  reconstruction and masks (NIfTI) and its panel ``panel.png`` (input | reconstruction | map |
-  ground truth).
+  ``cost.*``; with ``log_examples`` (``uadbench run --log-examples``) only, artifacts under
+  ``example/``: the example test volume's anomaly map, image, reconstruction and masks (NIfTI)
+  and its panel ``panel.png`` (input | reconstruction | map | ground truth).
 
 The default store is ``sqlite:///<run dir>/mlflow.db`` with artifacts under
 ``<run dir>/mlartifacts``; any tracking URI MLflow accepts (an ``http://127.0.0.1:5000`` server,
@@ -107,6 +107,8 @@ def _relocate_artifacts(store: Path, experiment_id: str, old: str, new: str) -> 
 
 class Tracker:
     """Logs a grid invocation to MLflow through an explicit client (no global active run)."""
+
+    log_examples: bool = False  # each cell's example volume (NIfTI) and panel as artifacts: only when asked
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_dir: Path | None = None, own_store: Path | None = None) -> None:
         """``own_store``: the sqlite file of a store that lives in the run directory with ``artifact_dir``;
@@ -239,7 +241,7 @@ class Tracker:
         name, tags, params = cell_run(rec, cached)
         run_id = self.child_run(name, tags=tags, params=params)
         self.log_metrics(run_id, {**rec.metrics, **{f"cost.{k}": v for k, v in rec.cost.items() if isinstance(v, (int, float))}})
-        if example_dir is not None and example_dir.is_dir():
+        if self.log_examples and example_dir is not None and example_dir.is_dir():  # the scan itself: only when asked
             draw_panel(example_dir, f"{rec.label}, {rec.dataset} {rec.shift_label}")
             for f in sorted(example_dir.iterdir()):
                 self.log_artifact(run_id, f, "example")
@@ -293,6 +295,7 @@ class NullTracker:
     """Tracking switched off: every call does nothing."""
 
     tracking_uri: str | None = None
+    log_examples: bool = False
 
     def start_grid(self, spec: Any, executor: str, run_dir: Path) -> None: ...
 

@@ -29,6 +29,7 @@ class Outcome:
     streamed: dict[str, set[int]] = field(default_factory=dict)  # history rows already on each fit's MLflow run
     # how records name their subjects before anything is written or logged (pseudonyms by default)
     name_subjects: Callable[[ResultRecord], ResultRecord] = lambda record: record
+    log_examples: bool = False  # each cell's example volume to MLflow too (by default it stays in the cache)
 
     def poll(self) -> None:
         """Read what running fits logged since the last poll: metrics to MLflow, steps to the bars."""
@@ -62,5 +63,5 @@ class Outcome:
             done = [(self.name_subjects(item), cached) for item, cached in result if isinstance(item, ResultRecord)]
             self.results.add(rec for rec, _ in done)
             for rec, cached in done:
-                self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key))
+                self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key) if self.log_examples else None)
         return f"{kind} {job.method.display} seed {job.seed}" + (" FAILED" if isinstance(result, TaskFailure) else "")

@@ -7,6 +7,11 @@ so a killed run resumes where it stopped and a finished cell is never recomputed
 :func:`run_grid` reads as its steps: 1. read the grid and expand its job graph; 2. prepare every
 split it needs; 3. fit, dependencies first; 4. evaluate every (fit, dataset, shift) cell; 5. write
 ``results.jsonl`` and the leaderboard, log to MLflow.
+
+Subjects: records, the leaderboard and MLflow name them by pseudonyms (:func:`subject_naming`,
+keyed by ``<run dir>/pseudonym.key``) unless ``real_ids``; generated data (the phantom) keep their
+synthetic ids. A cell's example volume (NIfTI named by the subject's id, and its panel) stays in
+the cache unless ``log_examples`` sends it to MLflow too.
 """
 
 from __future__ import annotations
@@ -228,11 +233,6 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
              progress: Progress = _print_progress, real_ids: bool = False, log_examples: bool = False) -> RunSummary:
     """Run every fit and evaluation cell of ``grid``; returns where everything was written.
 
-    Records, the leaderboard and MLflow name subjects by pseudonyms (:class:`~uadbench.records.Pseudonyms`,
-    keyed by ``<run dir>/pseudonym.key``) unless ``real_ids``; generated data (the phantom) keep
-    their synthetic ids. ``log_examples``: each cell's example volume (NIfTI, named by the
-    subject's real id, and its panel) goes to MLflow too; by default it stays in the run's cache.
-
     A fit or cell that fails is recorded in ``RunSummary.failures`` (and the leaderboard) and the
     others go on; rerunning the same call retries only what failed or did not finish."""
     start = time.perf_counter()
@@ -263,11 +263,10 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
         if (moved := results.keep_foreign_records()) is not None:
             progress(f"uadbench: {results.path} held cells of another grid or setting; kept as {moved}")
         tracker = create_tracker(track, tracking_uri, run_dir, f"uadbench-{spec.name}")
-        tracker.log_examples = log_examples
         tracker.start_grid(spec, executor.describe(), run_dir)
         tasks = job_graph(graph, evals, ectx)
         bar = GridProgress(len(tasks))
-        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar, name_subjects=subject_naming(spec, run_dir, real_ids))
+        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar, subject_naming(spec, run_dir, real_ids), log_examples)
         executor.on_idle = outcome.poll  # while the executor waits: live curves and per-fit bars
         try:
             # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes

@@ -108,8 +108,6 @@ def _relocate_artifacts(store: Path, experiment_id: str, old: str, new: str) -> 
 class Tracker:
     """Logs a grid invocation to MLflow through an explicit client (no global active run)."""
 
-    log_examples: bool = False  # each cell's example volume (NIfTI) and panel as artifacts: only when asked
-
     def __init__(self, tracking_uri: str, experiment: str, artifact_dir: Path | None = None, own_store: Path | None = None) -> None:
         """``own_store``: the sqlite file of a store that lives in the run directory with ``artifact_dir``;
         if the run directory was moved or copied, its experiment is pointed at ``artifact_dir`` again."""
@@ -241,7 +239,7 @@ class Tracker:
         name, tags, params = cell_run(rec, cached)
         run_id = self.child_run(name, tags=tags, params=params)
         self.log_metrics(run_id, {**rec.metrics, **{f"cost.{k}": v for k, v in rec.cost.items() if isinstance(v, (int, float))}})
-        if self.log_examples and example_dir is not None and example_dir.is_dir():  # the scan itself: only when asked
+        if example_dir is not None and example_dir.is_dir():  # the run passes it only when asked (--log-examples)
             draw_panel(example_dir, f"{rec.label}, {rec.dataset} {rec.shift_label}")
             for f in sorted(example_dir.iterdir()):
                 self.log_artifact(run_id, f, "example")
@@ -295,7 +293,6 @@ class NullTracker:
     """Tracking switched off: every call does nothing."""
 
     tracking_uri: str | None = None
-    log_examples: bool = False
 
     def start_grid(self, spec: Any, executor: str, run_dir: Path) -> None: ...
 

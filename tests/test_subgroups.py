@@ -122,3 +122,53 @@ def test_bad_site_selections_say_what_is_valid(ixi):
     with pytest.raises(ConfigError, match="shift 'field' re-acquires subjects"):
         parse_grid({**grid, "train_dataset": "phantom-healthy-t2w@generic-3t", "datasets": [{"name": "phantom-tumour-t2w"}],
                     "shifts": [{"name": "field", "severities": [1.5]}]})
+
+
+SITE_GRID = """
+name = "site-shift"
+image_grid = "cpu"
+seeds = [0]
+train_dataset = "ixi-t1@Guys+HH"
+
+[[methods]]
+name = "thresh"
+
+[[datasets]]
+name = "ixi-t1@Guys+HH"
+
+[[shifts]]
+name = "site"
+sites = ["IOP"]
+"""
+
+
+def test_a_held_out_site_is_a_shift_in_the_shift_tables(ixi, tmp_path, monkeypatch):
+    from uadbench.grid import load_grid
+    from uadbench.report import tables_for
+    from uadbench.run.runner import run_grid
+
+    root, facts = ixi
+    monkeypatch.setenv("UADBENCH_IXI_DIR", str(root / "ixi"))
+    (tmp_path / "grid.toml").write_text(SITE_GRID)
+    spec = load_grid(tmp_path / "grid.toml")
+    assert [s.label for s in spec.shifts] == ["none", "site@IOP"]
+    fit = spec.fit_jobs()[0]
+    assert fit.train_dataset == "ixi-t1@Guys+HH"
+    held = next(j for j in spec.eval_jobs([fit]) if j.shift.site == "IOP")
+    assert {m.dataset for m in held.maps} == {"ixi-t1@IOP", "ixi-t1@Guys+HH"} and held.map("healthy_test").dataset == "ixi-t1@IOP"
+    summary = run_grid(spec, out_dir=tmp_path / "run", data_root=root, track=False, real_ids=True, progress=lambda _: None)
+    by_shift = {r.shift_label: r for r in summary.records}
+    assert set(by_shift) == {"none", "site@IOP"} and not summary.failures
+    seen, out = by_shift["none"], by_shift["site@IOP"]
+    base = create_dataset("ixi-t1", root=root)
+    assert sorted(seen.per_volume) == sorted(s for s in base.subjects("test") if facts[s]["site"] != "IOP")  # each test scan once
+    assert sorted(out.per_volume) == sorted(s for s in base.subjects("test") if facts[s]["site"] == "IOP")
+    assert {f["site"] for f in out.subjects.values()} == {"IOP"} and out.healthy_test.startswith("ixi-t1@IOP/test")
+    metric = "fp_volume_ml@healthy-fpr@5%"
+    assert out.metrics[metric] == pytest.approx(np.mean([v[metric] for v in out.per_volume.values()]))
+    table = next(t for t in tables_for(summary.records) if t.name == "shift-ixi-t1@Guys+HH-site")
+    col = ("site@IOP", "FP ml on healthy@healthy-fpr@5% ↓")
+    delta = out.metrics[metric] - seen.metrics[metric]
+    assert out.metrics[metric] > 0 and abs(delta) > 5e-3, (out.metrics[metric], seen.metrics[metric])
+    assert table.cells.loc["thresh", col] == f"{out.metrics[metric]:.2f} ({delta:+.2f})"
+    assert "held-out site" in table.caption

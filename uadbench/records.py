@@ -49,8 +49,10 @@ NUMERIC_LIBRARIES = ("torch", "numpy", "scipy", "monai", "scikit-image")  # they
 
 
 def shift_label(name: str, severity: float | None) -> str:
-    """The one spelling of a shift cell: ``none`` or ``gamma@1.5``."""
-    return NO_SHIFT if name == NO_SHIFT else f"{name}@{float(severity):g}"  # type: ignore[arg-type]
+    """The one spelling of a shift cell: ``none``, ``gamma@1.5``, or a shift named whole (a held-out site, ``site@IOP``)."""
+    if name == NO_SHIFT or severity is None:
+        return name
+    return f"{name}@{float(severity):g}"
 
 
 def component_versions() -> dict[str, str]:

@@ -130,6 +130,11 @@ def parse_site_selector(name: str) -> tuple[str, tuple[str, ...]]:
     return base, sites
 
 
+def site_selection(name: str, *sites: str) -> str:
+    """``name`` (a dataset or a site selection of one) restricted to ``sites``: ``ixi-t2@IOP``."""
+    return f"{parse_site_selector(name)[0]}{SITE_SELECTOR}{'+'.join(sites)}"
+
+
 def dataset_class(name: str) -> type[DatasetSource]:
     """The registered class behind ``name`` (a site selector's dataset); unknown names: "did you mean"."""
     return DATASETS.get(parse_site_selector(name)[0])

@@ -303,7 +303,9 @@ def _neutral_severity(family: str) -> float | None:
 
 
 def shift_families(frame: pd.DataFrame) -> list[str]:
-    names: Iterable[str] = frame.loc[frame["shift"] != "none", "shift_name"]
+    """The shift families with a severity axis (held-out sites have none: they are in the shift tables only)."""
+    shifted = frame[(frame["shift"] != "none") & np.isfinite(frame["severity"].to_numpy(dtype=float))]
+    names: Iterable[str] = shifted["shift_name"]
     return list(dict.fromkeys(names))
 
 

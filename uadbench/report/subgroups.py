@@ -29,7 +29,6 @@ SUBGROUP_METRICS = ("fp_volume_ml@val-bisection", "fp_volume_ml@healthy-fpr@5%",
 #: Lower edges of the age bands after the first (years): <40, 40-59, >=60.
 AGE_BANDS = (40, 60)
 DIMENSIONS = ("age", "sex", "site")
-_TITLES = {"fp_volume_ml@healthy-fpr@5%": "FP ml on healthy@healthy-fpr@5%"}
 _COLUMNS = ["spec_hash", "grid", "dataset", "dimension", "group", "label", "metric", "mean", "n"]
 
 
@@ -109,7 +108,7 @@ def subgroup_tables(records: Sequence[ResultRecord | Mapping[str, Any]], metrics
                 info = describe(metric)
                 scale = 100.0 if info.percent else 1.0
                 values = cell[cell["metric"] == metric].set_index("label")["mean"]
-                col = (head, _TITLES.get(metric, metric_title(metric)))
+                col = (head, metric_title(metric))
                 vals = [float(values.get(label, np.nan)) * scale for label in labels]
                 columns.append(col)
                 text[col] = [f"{v:.2f}" if math.isfinite(v) else "–" for v in vals]

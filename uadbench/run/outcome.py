@@ -24,12 +24,12 @@ class Outcome:
     live: LiveReader
     fits: list[FitJob] = field(default_factory=list)
     bar: GridProgress | None = None
-    fit_metas: dict[str, dict] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-    streamed: dict[str, set[int]] = field(default_factory=dict)  # history rows already on each fit's MLflow run
     # how records name their subjects before anything is written or logged (pseudonyms by default)
     name_subjects: Callable[[ResultRecord], ResultRecord] = lambda record: record
     log_examples: bool = False  # each cell's example volume to MLflow too (by default it stays in the cache)
+    fit_metas: dict[str, dict] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    streamed: dict[str, set[int]] = field(default_factory=dict)  # history rows already on each fit's MLflow run
 
     def poll(self) -> None:
         """Read what running fits logged since the last poll: metrics to MLflow, steps to the bars."""

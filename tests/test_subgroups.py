@@ -119,6 +119,15 @@ def test_bad_site_selections_say_what_is_valid(ixi):
         parse_grid(grid)
     spec = parse_grid({**grid, "train_dataset": "ixi-t1@Guys+HH"})
     assert spec.train_dataset == "ixi-t1@Guys+HH" and spec.datasets[0].name == "ixi-t1@IOP"
+    site = {**grid, "train_dataset": "ixi-t1@Guys+HH", "shifts": [{"name": "site", "sites": ["HH"]}]}
+    with pytest.raises(ConfigError, match=r"shifts\[0\]: site 'HH' is in the training selection 'ixi-t1@Guys\+HH'"):
+        parse_grid(site)
+    with pytest.raises(ConfigError, match=r"shifts\[0\]: shift 'site' evaluates on sites the fits never saw; train on a site selection"):
+        parse_grid({**site, "train_dataset": "ixi-t1", "shifts": [{"name": "site", "sites": ["IOP"]}]})
+    with pytest.raises(ConfigError, match=r"shifts\[0\]: shift 'site' needs sites = \[...\]"):
+        parse_grid({**site, "shifts": [{"name": "site", "sites": "IOP"}]})
+    with pytest.raises(ConfigError, match=r"unknown key 'severities'; valid keys: name, sites"):
+        parse_grid({**site, "shifts": [{"name": "site", "sites": ["IOP"], "severities": [1.0]}]})
     with pytest.raises(ConfigError, match="shift 'field' re-acquires subjects"):
         parse_grid({**grid, "train_dataset": "phantom-healthy-t2w@generic-3t", "datasets": [{"name": "phantom-tumour-t2w"}],
                     "shifts": [{"name": "field", "severities": [1.5]}]})

@@ -128,6 +128,9 @@ def test_an_edition_built_from_the_records_contains_no_subject_id(ixi_run, tmp_p
     assert any(p.name.startswith("examples-") for p in edition.figures)  # the example panel is there, its title names nobody
     assert _ids_in(tmp_path / "edition", facts) == []
     assert "subgroups by site" in (tmp_path / "edition" / "leaderboard.md").read_text()
+    assert f"Subjects are named by pseudonyms (HMAC-SHA256 of the subject id under the run's key, {summary.records[0].subject_ids})" in (
+        tmp_path / "edition" / "README.md").read_text()
+    assert not (tmp_path / "edition" / "pseudonym.key").exists()
 
 
 def test_pseudonyms_are_stable_across_runs_with_one_key_and_real_ids_when_asked(ixi_run, tmp_path):

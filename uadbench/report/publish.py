@@ -260,6 +260,10 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     lines.append(f"Every table and figure here is rendered from `{records_name}` (one record per cell): the tables, boxes and "
                  "severity curves through one tidy frame (`uadbench.report.tidy_frame`), the sweep and similarity figures from the "
                  "records themselves; rerunning the second command on it gives the same tables.")
+    schemes = sorted({r.subject_ids for r in records if r.subject_ids.startswith(PSEUDONYM_SCHEME)})
+    if schemes:
+        lines.append(f"Subjects are named by pseudonyms (HMAC-SHA256 of the subject id under the run's key, {', '.join(schemes)}); "
+                     "the key stays in the run directory and is not part of this edition.")
     lines.append("")
     lines.append("## Files")
     lines.append("")

@@ -172,7 +172,7 @@ def test_a_held_out_site_is_a_shift_in_the_shift_tables(ixi, tmp_path, monkeypat
     base = create_dataset("ixi-t1", root=root)
     assert sorted(seen.per_volume) == sorted(s for s in base.subjects("test") if facts[s]["site"] != "IOP")  # each test scan once
     assert sorted(out.per_volume) == sorted(s for s in base.subjects("test") if facts[s]["site"] == "IOP")
-    assert {f["site"] for f in out.subjects.values()} == {"IOP"} and out.healthy_test.startswith("ixi-t1@IOP/test")
+    assert {f["site"] for f in out.subjects.values()} == {"IOP"} and out.healthy_test.startswith(f"ixi-t1@IOP/test ({len(out.per_volume)} volumes")
     metric = "fp_volume_ml@healthy-fpr@5%"
     assert out.metrics[metric] == pytest.approx(np.mean([v[metric] for v in out.per_volume.values()]))
     table = next(t for t in tables_for(summary.records) if t.name == "shift-ixi-t1@Guys+HH-site")

@@ -121,8 +121,8 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     """One evaluation cell: the protocol on the test split, healthy scans and validation splits."""
     spec, ds = ectx.spec, job.dataset
     test, healthy_ref = maps.volumes(job.map("test")), job.map("healthy_test")
-    # once per shift, whatever the dataset; not twice where the test split is the healthy test split itself
-    healthy_test = maps.volumes(healthy_ref) if healthy_ref.key != job.map("test").key else []
+    same = healthy_ref.key == job.map("test").key  # the test split is the healthy test split itself: evaluated once
+    healthy_test = [] if same else maps.volumes(healthy_ref)  # once per shift, whatever the dataset
     lesion_val = maps.volumes(job.map("lesion_val"))
     protocol = dict(
         lesion_val=lesion_val if all(v.lesion_mask is not None for v in lesion_val) else None,
@@ -135,7 +135,8 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     seconds = maps.maps(job.map("test")).seconds
     similarity = (input_similarity(maps.images(spec.train_dataset, "test", NO_SHIFT_SPEC), healthy_test)
                   if healthy_test and healthy_ref.dataset == spec.train_dataset else None)  # not across sites
-    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor, similarity)
+    record = cell_record(fit, job, ectx, result, test, len(test if same else healthy_test), seconds, meta, str(maps.device), floor,
+                         similarity)
     save_example(ectx.example_dir(job), test[0])
     write_json_atomic(ectx.eval_path(job), record.to_dict())
     return record

@@ -21,7 +21,10 @@ A mask must lie on its scan's grid (same shape and affine). Demographics: ``part
 (or ``.tsv``, or ``IXI.csv`` saved from ``IXI.xls``) in the data folder, with an id column
 (``MRID``, ``IXI_ID``, ``subject_id`` or ``participant_id``; ``IXI_ID`` may be the bare number),
 ``Age``/``AGE`` and ``Sex``/``SEX_ID`` (1 = M, 2 = F). They reach the result records through
-:meth:`subject_info` (``{"age": 57.2, "sex": "F"}``).
+:meth:`subject_info` (``{"age": 57.2, "sex": "F", "site": "HH"}``), with the site from the id
+(``IXI002-Guys-0828``: Guys; the three hospitals are HH, Guys and IOP, each its own scanner) also
+where there is no demographics table. ``ixi-t2@Guys+HH`` is the subjects of those sites only
+(:class:`~uadbench.data.dataset.SiteSubset`): train there, evaluate on ``ixi-t2@IOP``.
 
 Splits (:mod:`uadbench.data.splits`): the paper's 358 train / 44 val / 158 test, five folds whose
 validation sets are disjoint, the test set fixed; ``train`` takes any extra subjects and every
@@ -141,8 +144,16 @@ class IXIDataset(FileDataset):
     def participants(self) -> dict[str, dict[str, Any]]:
         if self._participants is None:
             path = self.participants_file()
-            self._participants = read_participants(path, list(self.scans())) if path is not None else {}
+            table = read_participants(path, list(self.scans())) if path is not None else {}
+            self._participants = {sid: {**table.get(sid, {}), **({"site": site} if (site := site_of(sid)) else {})}
+                                  for sid in self.scans()}
         return self._participants
+
+
+def site_of(subject_id: str) -> str | None:
+    """The hospital an IXI id names (``IXI002-Guys-0828`` -> ``Guys``), None if it names none."""
+    m = re.fullmatch(r"IXI\d{3}-([A-Za-z]+)-\d{4}", subject_id)
+    return m.group(1) if m else None
 
 
 def expected_layout(t: str) -> str:

@@ -16,7 +16,8 @@ three modalities of a cohort hold the same subjects. Volumes come at the phantom
 Split sizes default to healthy 24/6/6 (train/val/test) and 10/6 (test/val) for lesion cohorts;
 pass ``sizes={"test": 4}`` to the constructor or set ``UADBENCH_PHANTOM_SIZES`` (for example
 ``"train=8,val=2,test=2"`` or ``"healthy.train=8,tumour.test=4"``). ``scanner`` picks a named
-acquisition protocol (``generic-3t``, the default, or ``generic-1.5t``).
+acquisition protocol (``generic-3t``, the default, or ``generic-1.5t``); it is each subject's
+``site`` in the result records. Phantom ids are synthetic: records keep them (no pseudonyms).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class PhantomDataset(DatasetSource):
     """Base class of the phantom datasets; subclasses fix ``cohort`` and ``modality``."""
 
     cohort: str = "healthy"
+    synthetic_ids = True  # generated subjects: their ids identify nobody (records keep them)
 
     def __init__(
         self,
@@ -54,6 +56,10 @@ class PhantomDataset(DatasetSource):
     def subjects(self, split: str) -> list[str]:
         self.check_split(split)
         return [ph.subject_id(self.cohort, split, i) for i in range(self.sizes[split])]
+
+    def subject_info(self, split: str) -> dict[str, dict[str, str]]:
+        """Each subject's site: the scanner its cohort was rendered on (one per dataset)."""
+        return {sid: {"site": self.scanner} for sid in self.subjects(split)}
 
     @property
     def directory(self):

@@ -113,7 +113,7 @@ def test_ixi_prepared_nichart_layout_and_participants(tmp_path):
     info = ds.subject_info("train")
     assert set(info) == set(ds.subjects("train"))
     first = ids.index(ds.subjects("train")[0])
-    assert info[ds.subjects("train")[0]] == {"age": 20 + first + 0.5, "sex": "F" if first % 2 else "M"}
+    assert info[ds.subjects("train")[0]] == {"age": 20 + first + 0.5, "sex": "F" if first % 2 else "M", "site": "Guys"}
     assert vol.meta["subject_info"] == ds.subject_info("test")[vol.subject_id]
     with pytest.raises(DataError):
         create_dataset("ixi-t2", root=tmp_path).subjects("train")  # only T1 here
@@ -125,13 +125,14 @@ def test_ixi_official_demographics_by_number(tmp_path):
     (tmp_path / "ixi" / "IXI.csv").write_text("IXI_ID,SEX_ID,AGE\n100,2,31.5\n101,1,\n999,1,40\n")
     ds = create_dataset("ixi-t2", root=tmp_path)
     info = ds.participants()
-    assert info == {ids[0]: {"age": 31.5, "sex": "F"}, ids[1]: {"age": None, "sex": "M"}}
+    assert info == {ids[0]: {"age": 31.5, "sex": "F", "site": "Guys"}, ids[1]: {"age": None, "sex": "M", "site": "Guys"},
+                    **{sid: {"site": "Guys"} for sid in ids[2:]}}  # the site from the id, also without a row
 
 
-def test_phantom_has_no_subject_info_and_is_available(tmp_path):
+def test_phantom_knows_only_its_scanner_as_site_and_is_available(tmp_path):
     ds = create_dataset("phantom-healthy-t1w", root=tmp_path)
     assert ds.available()
-    assert ds.subject_info("train") == {}
+    assert ds.subject_info("train") == {sid: {"site": "generic-3t"} for sid in ds.subjects("train")}
 
 
 def test_wmh_label_two_is_ignored_not_lesion(tmp_path):

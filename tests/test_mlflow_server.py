@@ -85,7 +85,8 @@ def server(tmp_path_factory):
 def smoke_over_http(server, tmp_path_factory, data_root):
     work = tmp_path_factory.mktemp("smoke-http")
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", UADBENCH_DATA=str(data_root), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "uadbench.cli", "run", str(SMOKE), "--out", str(work / "run"), "--tracking-uri", server],
+    proc = subprocess.run([sys.executable, "-m", "uadbench.cli", "run", str(SMOKE), "--out", str(work / "run"), "--tracking-uri", server,
+                           "--log-examples"],
                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     records = [json.loads(line) for line in (work / "run" / "results.jsonl").read_text().splitlines()]

@@ -148,6 +148,9 @@ def test_grid_trains_on_ixi_and_evaluates_on_mslub(grid_run, capsys):
         for name in ("auprc", "auroc", "dice@val-bisection", "dice@oracle", "dice@healthy-fpr@5%"):
             assert math.isfinite(r.metrics[name]), (r.label, name)
         assert r.thresholds["val-bisection"]["source"] == "mslub-t1/val (1 volumes)"
+        assert r.subject_ids.startswith("hmac-sha256:") and all(s.startswith("sub-") for s in r.per_volume)  # pseudonyms by default
+    written = (grid_run / "results.jsonl").read_text() + (grid_run / "leaderboard.md").read_text()
+    assert "IXI" not in written and "patient" not in written  # no subject id leaves the run
     with capsys.disabled():
         print("\n" + (grid_run / "leaderboard.md").read_text())
 
@@ -157,6 +160,7 @@ def test_public_api_maps_a_patient_on_the_grid_and_in_native_space(prepared, gri
 
     import uadbench
     from uadbench.data.geometry import to_native
+    from uadbench.records import Pseudonyms
 
     fitted = uadbench.load_fitted_method(grid_run, "ae", seed=0)
     out = prepared["out"] / "mslub"
@@ -168,9 +172,11 @@ def test_public_api_maps_a_patient_on_the_grid_and_in_native_space(prepared, gri
     assert math.isfinite(result.evaluation.aggregates["dice@crossfit-bisection@3"])
     # the same maps as the grid run's: the API prepares and seeds as the runner does
     record = next(r for r in uadbench.read_records(grid_run / "results.jsonl") if r.label == "ae")
-    for sid, metrics in record.per_volume.items():
-        if sid in result.evaluation.per_volume:
-            assert result.evaluation.per_volume[sid]["auprc"] == pytest.approx(metrics["auprc"], abs=1e-6)
+    name = Pseudonyms.from_file(grid_run / "pseudonym.key", create=False)  # the run names subjects by pseudonyms
+    for sid in patients:
+        if name(sid) in record.per_volume:
+            assert result.evaluation.per_volume[sid]["auprc"] == pytest.approx(record.per_volume[name(sid)]["auprc"], abs=1e-6)
+    assert sum(name(sid) in record.per_volume for sid in patients) == 2  # the 2 test patients
     # back to the scan's own voxels (the prepared 1 mm file it was read from): the map lands where the lesions are
     sid = max(patients, key=lambda p: int(result.prepared[p].lesion_mask.sum()))  # the largest lesion load
     scan = nib.load(out / f"{sid}_MNI_T1.nii.gz")

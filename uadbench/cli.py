@@ -140,7 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads,
         device=args.device,
         checkpoint_every=args.checkpoint_every,
-        executor=executor,
+        executor=executor, real_ids=args.real_ids, log_examples=args.log_examples,
     )
     print()
     print(summary.table)
@@ -454,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="where datasets are generated/prepared (default: $UADBENCH_DATA or ~/.cache/uadbench/data)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<run dir>/mlflow.db)")
     r.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    r.add_argument("--real-ids", action="store_true", help="name subjects by their dataset ids in records, tables and MLflow (default: pseudonyms)")
+    r.add_argument("--log-examples", action="store_true", help="log each cell's example volume (NIfTI, panel) to MLflow (default: cache only)")
     r.add_argument("--plan", action="store_true", help="print the fits and cells, what the cache holds, estimated time "
                                                         "and disk for this executor, and exit without running anything")
     r.add_argument("--workers", type=_int_in(1), default=1, help="worker processes (each uses --threads torch threads)")

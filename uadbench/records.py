@@ -6,6 +6,10 @@ the seed, the metrics with their thresholds' provenance, per-volume values, cost
 of everything that produced the numbers. It is read and written here only; the report, ``compare``
 and tracking consume records, not dict keys spelled again.
 
+Subjects are named by pseudonyms unless a run asks for real ids: :class:`Pseudonyms` is the keyed
+hash (HMAC-SHA256 under a random key kept in the run directory) and :func:`name_subjects` renames a
+record's subjects with it.
+
 Versions come in two kinds. :func:`component_versions` are the harness's own parts (volume
 pipeline, evaluation protocol, metrics, shifts, result schema): each is bumped whenever a change
 alters a number, and each goes into the cache keys and the grid's spec hash. :func:`versions`
@@ -19,11 +23,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
+import hashlib
+import hmac
 import importlib.metadata
 import json
 import os
 import platform
-from collections.abc import Iterable, Mapping, Sequence
+import secrets
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +49,10 @@ NUMERIC_LIBRARIES = ("torch", "numpy", "scipy", "monai", "scikit-image")  # they
 
 
 def shift_label(name: str, severity: float | None) -> str:
-    """The one spelling of a shift cell: ``none`` or ``gamma@1.5``."""
-    return NO_SHIFT if name == NO_SHIFT else f"{name}@{float(severity):g}"  # type: ignore[arg-type]
+    """The one spelling of a shift cell: ``none``, ``gamma@1.5``, or a shift named whole (a held-out site, ``site@IOP``)."""
+    if name == NO_SHIFT or severity is None:
+        return name
+    return f"{name}@{float(severity):g}"
 
 
 def component_versions() -> dict[str, str]:
@@ -139,6 +149,9 @@ class ResultRecord:
     floor: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)  # the config fields a grid swept, with this fit's values
     example: str = ""  # the folder of the cell's example volume (NIfTI) and panel, relative to the run's cache; "" if none
+    # how per_volume, subjects and the floor name subjects: "hmac-sha256:<key id>" (pseudonyms, see
+    # Pseudonyms), "real" (the datasets' ids, asked for), "synthetic" (generated data); "" in older records (the datasets' ids)
+    subject_ids: str = ""
     created: str = ""
     schema: int = RECORD_SCHEMA
 
@@ -276,3 +289,102 @@ class ResultsFile:
 
     def ordered(self) -> list[ResultRecord]:
         return sorted(self.records.values(), key=lambda r: self.order.get(r.eval_key, len(self.order)))
+
+
+# -- pseudonyms -----------------------------------------------------------------------------------
+PSEUDONYM_KEY_BYTES = 32
+PSEUDONYM_SCHEME = "hmac-sha256"
+REAL_IDS = "real"
+SYNTHETIC_IDS = "synthetic"
+
+
+def _write_new_secret(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` with mode 0600 unless ``path`` exists; False if it did. Atomic: the
+    file is complete (and on the disk) before its name appears, and two writers never both win."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, path)  # fails if the name exists: the first key stays
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: a rename, which a concurrent first writer may lose to
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+            return True
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def pseudonym_key(path: str | os.PathLike, *, create: bool = True) -> bytes:
+    """The pseudonym key in file ``path`` (hex text), made once with ``create`` (random, 32 bytes,
+    file mode 0600); a missing file without ``create``, or a damaged one, is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        if not create:
+            raise UadbenchError(f"pseudonym key not found: {path} (a run writes it as <run dir>/pseudonym.key)")
+        _write_new_secret(path, (secrets.token_hex(PSEUDONYM_KEY_BYTES) + "\n").encode())
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise UadbenchError(f"{path}: not a pseudonym key (expected {2 * PSEUDONYM_KEY_BYTES} hex digits); "
+                            "restore it from a backup, or delete it to start new pseudonyms (earlier records then no longer match)")
+    return key
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """Stable pseudonyms: ``sub-`` and 12 hex digits of HMAC-SHA256(key, subject id). The same key
+    gives the same name in every run; without the key a name cannot be traced back to its id."""
+
+    key: bytes = field(repr=False)
+
+    @property
+    def scheme(self) -> str:
+        """``hmac-sha256:<key id>``: the key id (8 hex digits of the key's sha256) tells keys apart."""
+        return f"{PSEUDONYM_SCHEME}:{hashlib.sha256(self.key).hexdigest()[:8]}"
+
+    def __call__(self, subject_id: str) -> str:
+        return "sub-" + hmac.new(self.key, str(subject_id).encode("utf-8"), hashlib.sha256).hexdigest()[:12]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, create: bool = True) -> Pseudonyms:
+        return cls(pseudonym_key(path, create=create))
+
+
+def _renamed(mapping: Mapping[str, Any], name: Callable[[str], str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for sid, value in mapping.items():
+        new = name(sid)
+        if new in out:  # pragma: no cover - 48 bits of HMAC: a collision within one record is vanishingly rare
+            raise UadbenchError(f"two subjects share the pseudonym {new}; run with real ids or a new key")
+        out[new] = value
+    return out
+
+
+def name_subjects(record: ResultRecord, pseudonyms: Pseudonyms | None, *, synthetic: bool = False) -> ResultRecord:
+    """``record`` with its subjects named by ``pseudonyms`` (per-volume values, subject facts and the
+    floor's per-volume values); ``None`` keeps the datasets' ids (marked "real", or "synthetic" for
+    generated data, whose ids identify nobody and which are never renamed). A record already named
+    is returned as it is."""
+    if record.subject_ids.startswith(PSEUDONYM_SCHEME) or synthetic and record.subject_ids == SYNTHETIC_IDS:
+        return record
+    if synthetic or pseudonyms is None:
+        return dataclasses.replace(record, subject_ids=SYNTHETIC_IDS if synthetic else REAL_IDS)
+    floor = dict(record.floor)
+    if isinstance(floor.get("per_volume"), Mapping):
+        floor["per_volume"] = _renamed(floor["per_volume"], pseudonyms)
+    return dataclasses.replace(record, per_volume=_renamed(record.per_volume, pseudonyms), subjects=_renamed(record.subjects, pseudonyms),
+                               floor=floor, subject_ids=pseudonyms.scheme)

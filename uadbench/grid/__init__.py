@@ -30,6 +30,11 @@ A grid file looks like::
 Every grid is evaluated without a shift too ("none"). Shifts apply to the test split only;
 thresholds come from the unshifted validation splits, as in deployment.
 
+Any dataset name may select sites: ``train_dataset = "ixi-t2@Guys+HH"`` trains on those hospitals'
+subjects only (:class:`uadbench.data.dataset.SiteSubset`). A held-out site is a shift of its own,
+``[[shifts]] name = "site", sites = ["IOP"]``: its cells (``site@IOP``) evaluate each
+site-selected dataset's subjects of that site, and the training dataset's, unshifted.
+
 The graph is expanded here, once: a fit that reuses another (mhd on cddpm) names that fit in
 ``FitJob.depends_on``; :meth:`GridSpec.fit_graph` lists every fit, dependencies first. Every key
 hashes what sets the value it keys: the data term (the dataset's fingerprint, the volume pipeline

@@ -36,6 +36,9 @@ class DatasetSpec:
     test_split: str = "test"
 
 
+SITE_SHIFT = "site"  # a held-out site: ShiftSpec("site@IOP"), no severity
+
+
 @dataclass(frozen=True)
 class ShiftSpec:
     name: str
@@ -44,6 +47,13 @@ class ShiftSpec:
     @property
     def label(self) -> str:
         return shift_label(self.name, self.severity)
+
+    @property
+    def site(self) -> str | None:
+        """The held-out site of a site shift (``site@IOP`` -> ``IOP``): the cell evaluates that site's
+        subjects of the same datasets, unshifted, instead of transforming images; None for other shifts."""
+        family, _, site = self.name.partition("@")
+        return site if family == SITE_SHIFT and site else None
 
 
 NO_SHIFT_SPEC = ShiftSpec("none")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from uadbench.config import config_hash, create_config
-from uadbench.data.dataset import create_dataset
+from uadbench.data.dataset import DatasetSource, create_dataset, dataset_class, parse_site_selector, site_selection
 from uadbench.data.pipeline import ImageGrid, get_image_grid
 from uadbench.errors import ConfigError
-from uadbench.grid.entries import PRECISIONS, DatasetSpec, ShiftSpec
+from uadbench.grid.entries import PRECISIONS, SITE_SHIFT, DatasetSpec, ShiftSpec
 from uadbench.grid.spec import GridSpec
 from uadbench.grid.sweep import expand_sweep
 from uadbench.registry import DATASETS, EXECUTORS, METHODS, SHIFTS, RegistryError
@@ -76,6 +76,17 @@ def _check_image_grid(spec: Any, source: str) -> ImageGrid:
     return grid
 
 
+def _dataset_class(name: str, where: str) -> type[DatasetSource]:
+    """The class of dataset ``name`` (``<dataset>@<site>[+<site>...]``: the dataset's, the selector checked)."""
+    from uadbench.errors import DataError
+
+    try:
+        parse_site_selector(name)
+    except DataError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return dataset_class(name)
+
+
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -122,6 +133,9 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
     shifts = [ShiftSpec("none", None)]
     for i, s in enumerate(_require_table_list(raw, "shifts", source, required=False)):
         where = f"{source}: shifts[{i}]"
+        if s.get("name") == SITE_SHIFT:
+            shifts += [spec for spec in _site_shifts(s, where, train) if spec not in shifts]
+            continue
         _check_keys(s, SHIFT_KEYS, where)
         if not isinstance(s.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available shifts: {', '.join(SHIFTS.names())}")
@@ -141,6 +155,25 @@ def _parse_shifts(raw: dict, source: str, train: str, datasets: list[str], image
                 raise ConfigError(f"{where}: shift {spec.label} is listed twice")
             shifts.append(spec)
     return shifts
+
+
+def _site_shifts(s: dict, where: str, train: str) -> list[ShiftSpec]:
+    """``{name = "site", sites = ["IOP"]}``: one held-out site shift per site, which the training selection leaves out."""
+    _check_keys(s, {"name", "sites"}, where)
+    sites = s.get("sites")
+    if not isinstance(sites, list) or not sites or not all(isinstance(x, str) and x for x in sites):
+        raise ConfigError(f"{where}: shift 'site' needs sites = [...], the held-out sites to evaluate on, e.g. sites = [\"IOP\"]")
+    trained = parse_site_selector(train)[1]
+    if not trained:
+        raise ConfigError(f"{where}: shift 'site' evaluates on sites the fits never saw; train on a site selection, e.g. "
+                          f"train_dataset = \"{train}@<site>[+<site>]\", and list the other sites here")
+    seen = [x for x in sites if x in trained]
+    if seen:
+        raise ConfigError(f"{where}: site {', '.join(map(repr, seen))} is in the training selection {train!r}; "
+                          "a held-out site must be one the training leaves out")
+    for site in sites:
+        _dataset_class(site_selection(train, site), where)  # the name is checked here
+    return [ShiftSpec(f"{SITE_SHIFT}@{site}") for site in sites]
 
 
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@\[\]=,()+-]{0,127}")  # a plain name: no '/', no spaces, no markup
@@ -171,7 +204,7 @@ def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = Non
     train = raw.get("train_dataset")
     if not isinstance(train, str):
         raise ConfigError(f"{source}: train_dataset must name a healthy dataset; available: {', '.join(DATASETS.names())}")
-    train_cls = DATASETS.get(train)
+    train_cls = _dataset_class(train, f"{source}: train_dataset")
     lacking = [s for s in ("train", "val", "test") if s not in train_cls.splits]
     if lacking:
         raise ConfigError(
@@ -225,7 +258,7 @@ def parse_grid(raw: dict, source: str = "<grid>", *, max_cells: int | None = Non
         _check_keys(d, DATASET_KEYS, where)
         if not isinstance(d.get("name"), str):
             raise ConfigError(f"{where}: 'name' is required; available datasets: {', '.join(DATASETS.names())}")
-        cls = DATASETS.get(d["name"])
+        cls = _dataset_class(d["name"], where)
         for key in ("val_split", "test_split"):
             if not isinstance(d.get(key, ""), str):
                 raise ConfigError(f"{where}: {key} must name a split of {d['name']!r} ({', '.join(cls.splits)}), got {d[key]!r}")

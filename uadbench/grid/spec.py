@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uadbench.config import config_to_dict, create_config, stable_hash
+from uadbench.data.dataset import parse_site_selector, site_selection
 from uadbench.data.pipeline import ImageGrid
 from uadbench.grid.entries import NO_SHIFT_SPEC, DatasetSpec, MethodSpec, ShiftSpec
 from uadbench.grid.jobs import MAP_ROLES, EvalJob, FitJob, MapRef, data_term, make_fit_job, map_key, topological
@@ -67,9 +68,13 @@ class GridSpec:
 
     # -- expansion -------------------------------------------------------------------------------
     def splits(self) -> list[tuple[str, str]]:
-        """Every (dataset, split) the grid reads: healthy train/val/test and each dataset's val/test."""
+        """Every (dataset, split) the grid reads: healthy train/val/test, each dataset's val/test, and
+        under a held-out site shift that site's healthy test and test splits."""
         needed = {(self.train_dataset, s) for s in ("train", "val", "test")}
         needed |= {(ds.name, s) for ds in self.datasets for s in (ds.val_split, ds.test_split)}
+        for site in (shift.site for shift in self.shifts if shift.site is not None):
+            needed.add((site_selection(self.train_dataset, site), "test"))
+            needed |= {(site_selection(ds.name, site), ds.test_split) for ds in self.datasets if parse_site_selector(ds.name)[1]}
         return sorted(needed)
 
     def acquired_splits(self) -> list[tuple[str, str, ShiftSpec]]:
@@ -77,7 +82,8 @@ class GridSpec:
         from uadbench.shifts.base import is_acquisition
 
         tests = dict.fromkeys([(self.train_dataset, "test"), *((ds.name, ds.test_split) for ds in self.datasets)])
-        return [(name, split, shift) for shift in self.shifts if shift.name != "none" and is_acquisition(shift.name) for name, split in tests]
+        return [(name, split, shift) for shift in self.shifts if shift.name != "none" and shift.site is None and is_acquisition(shift.name)
+                for name, split in tests]
 
     def fit_jobs(self, runtime: Mapping[str, Any] | None = None) -> list[FitJob]:
         """The fits the grid lists (one per method and seed), in grid order; ``runtime`` (threads,
@@ -105,9 +111,14 @@ class GridSpec:
 
             for ds in self.datasets:
                 for shift in self.shifts:
+                    test, healthy, shift_ = ds.name, self.train_dataset, shift
+                    if shift.site is not None:  # a held-out site: that site's subjects of the same datasets, unshifted
+                        if not parse_site_selector(ds.name)[1]:
+                            continue  # a dataset that is not a site selection has no held-out site
+                        test, healthy, shift_ = site_selection(ds.name, shift.site), site_selection(healthy, shift.site), NO_SHIFT_SPEC
                     # in MAP_ROLES order: test, lesion_val, healthy_val, healthy_test
-                    maps = (ref(ds.name, ds.test_split, shift), ref(ds.name, ds.val_split, NO_SHIFT_SPEC),
-                            ref(self.train_dataset, "val", NO_SHIFT_SPEC), ref(self.train_dataset, "test", shift))
+                    maps = (ref(test, ds.test_split, shift_), ref(ds.name, ds.val_split, NO_SHIFT_SPEC),
+                            ref(self.train_dataset, "val", NO_SHIFT_SPEC), ref(healthy, "test", shift_))
                     key = stable_hash({**{role: m.key for role, m in zip(MAP_ROLES, maps)}, "components": components}, length=16)
                     jobs.append(EvalJob(fit, ds, shift, key, maps))
         return jobs

@@ -30,7 +30,8 @@ SHIFT_METRICS = ("auprc", "auroc", "dice@val-bisection", "dice@healthy-fpr@5%", 
 #: The shift tables' metrics that set a method's place (the lesion metrics; the healthy false
 #: positives and the entropy difference are shown beside them, not ranked).
 PLACE_METRICS = SHIFT_METRICS[:4]
-_SHIFT_TITLES = {"entropy_diff": "Entropy diff"}  # titles of shift-table metrics the leaderboard does not show
+# titles of shift-table and subgroup metrics the leaderboard does not show
+_SHIFT_TITLES = {"entropy_diff": "Entropy diff", "fp_volume_ml@healthy-fpr@5%": "FP ml on healthy@healthy-fpr@5%"}
 #: Shown without a best: the entropy difference is signed, and neither sign is better.
 UNRANKED = ("entropy_diff",)
 #: Metrics aggregated as a ratio of sums over subjects: (numerator, denominator) per-volume metrics.

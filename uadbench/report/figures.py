@@ -309,7 +309,9 @@ def _neutral_severity(family: str) -> float | None:
 
 
 def shift_families(frame: pd.DataFrame) -> list[str]:
-    names: Iterable[str] = frame.loc[frame["shift"] != "none", "shift_name"]
+    """The shift families with a severity axis (held-out sites have none: they are in the shift tables only)."""
+    shifted = frame[(frame["shift"] != "none") & np.isfinite(frame["severity"].to_numpy(dtype=float))]
+    names: Iterable[str] = shifted["shift_name"]
     return list(dict.fromkeys(names))
 
 
@@ -494,10 +496,12 @@ def render_record_figures(records: Sequence[Any], out_dir: str | os.PathLike, *,
 
 
 def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples: Mapping[str, Mapping[str, Path]] | None = None,
-                   formats: Sequence[str] = FORMATS, dpi: int = 110) -> list[Path]:
+                   formats: Sequence[str] = FORMATS, dpi: int = 110, name_subjects: bool = True) -> list[Path]:
     """Every figure of ``frame`` (a :func:`uadbench.report.tidy_frame`) into ``out_dir``:
     ``volume-boxes``, ``severity-<family>`` per shift family and, given ``examples`` (dataset ->
-    label -> example folder), ``examples-<dataset>``; each as PNG and PDF. Returns the paths."""
+    label -> example folder), ``examples-<dataset>``; each as PNG and PDF. Returns the paths.
+    ``name_subjects=False``: the example panel's title does not name its subject (whose example
+    files carry its dataset id) — for records that name subjects by pseudonyms."""
     out_dir = Path(out_dir)
     written: list[Path] = []
     # the rows the figures read, once: FIGURE_METRICS of every cell, and of each volume without a shift
@@ -517,6 +521,7 @@ def render_figures(frame: pd.DataFrame, out_dir: str | os.PathLike, *, examples:
         loaded = {label: ex for label, path in by_label.items() if (ex := read_example(path)) is not None}
         subjects = {ex["subject"] for ex in loaded.values()}
         if loaded and len(subjects) == 1:
-            fig = example_panel(loaded, f"{dataset}: {next(iter(subjects))}, the same slice for every method")
+            who = next(iter(subjects)) if name_subjects else "one test subject"
+            fig = example_panel(loaded, f"{dataset}: {who}, the same slice for every method")
             written += save_figure(fig, out_dir / f"examples-{dataset}", formats, dpi)
     return written

@@ -47,9 +47,14 @@ def _shift_label(name: str, severity: float | None) -> str:
     return shift_label(name, severity)
 
 
+def _family(shift: str) -> str:
+    """The shift family a cell's table and figures group it by: its name, ``site`` for every held-out site (``site@IOP``)."""
+    return "site" if shift.startswith("site@") else shift
+
+
 def _facts(r: ResultRecord, kind: str) -> tuple:
     floor = kind == FLOOR
-    return (r.spec_hash, r.grid, r.dataset, r.split, _shift_label(r.shift, r.severity), r.shift,
+    return (r.spec_hash, r.grid, r.dataset, r.split, _shift_label(r.shift, r.severity), _family(r.shift),
             math.nan if r.severity is None else float(r.severity),
             kind, FLOOR if floor else r.label, FLOOR if floor else r.method, "" if floor else r.preset, r.seed,
             "" if floor else r.device, "" if floor else r.precision, 0 if floor else r.threads)
@@ -60,7 +65,7 @@ def tidy_frame(records: Iterable[ResultRecord | Mapping[str, Any]], *, subjects:
     aggregate) and, with ``subjects``, a row per cell × subject × metric (``level == "subject"``,
     the per-volume values).
 
-    Columns: spec_hash, grid, dataset, split, shift (``none``, ``gamma@1.5``), shift_name,
+    Columns: spec_hash, grid, dataset, split, shift (``none``, ``gamma@1.5``, ``site@IOP``), shift_name (the family),
     severity, kind (``method`` or ``floor``), label, method, preset, seed, device, precision,
     threads, level, subject, metric, value; text columns are categorical. Costs
     are cell rows with metrics ``cost.num_parameters``, ``cost.train_seconds``,

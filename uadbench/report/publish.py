@@ -11,7 +11,10 @@
 
 Every table, and the box and severity figures, come from one tidy frame
 (:func:`uadbench.report.tidy_frame`); the sweep and similarity figures are drawn from the records
-themselves. The edition holds no NIfTI files; the example panel is drawn from the cells' example
+themselves; where the records know their subjects' ages, sexes or sites, subgroup tables
+(:mod:`uadbench.report.subgroups`) follow the shift tables. Subjects appear as the records name them
+(pseudonyms from a default run); the example panel's title names no subject of pseudonymised
+records. The edition holds no NIfTI files; the example panel is drawn from the cells' example
 volumes in the run's cache (the folder each record names, ``ResultRecord.example``) when they are there.
 """
 
@@ -29,7 +32,8 @@ from typing import Any
 
 from uadbench.errors import UadbenchError
 from uadbench.files import atomic_path, write_text_atomic
-from uadbench.records import Failure, ResultRecord, read_records, records_text, versions
+from uadbench.records import PSEUDONYM_SCHEME, Failure, ResultRecord, read_records, records_text, versions
+from uadbench.report.subgroups import subgroup_tables
 
 
 @dataclass
@@ -163,7 +167,7 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
     # 1. one tidy frame and one summary for every table and figure
     frame = report.tidy_frame(records)
     summary = report.summarise_frame(frame)
-    all_tables = report.tables_from_summary(summary)
+    all_tables = report.tables_from_summary(summary) + subgroup_tables(records)  # subgroups: where records know ages, sexes or sites
 
     # 2. tables
     rendered = {
@@ -181,7 +185,8 @@ def publish(results: str | os.PathLike, out_dir: str | os.PathLike, *, grid: str
     examples = figures.example_dirs(records, cache) if cache.is_dir() else {}
     if not examples:
         edition.notes.append(f"no example volumes under {cache}/evals: the edition has no example slices")
-    edition.figures = figures.render_figures(frame, out / "figures", examples=examples, formats=formats, dpi=dpi)
+    named = not any(r.subject_ids.startswith(PSEUDONYM_SCHEME) for r in records)  # example files carry real ids: not in titles
+    edition.figures = figures.render_figures(frame, out / "figures", examples=examples, formats=formats, dpi=dpi, name_subjects=named)
     edition.figures += figures.render_record_figures(records, out / "figures", formats=formats, dpi=dpi)
 
     # 4. the grid, the records and the environment
@@ -258,6 +263,10 @@ def _readme(title: str, records: Sequence[ResultRecord], edition: Edition, all_t
     lines.append(f"Every table and figure here is rendered from `{records_name}` (one record per cell): the tables, boxes and "
                  "severity curves through one tidy frame (`uadbench.report.tidy_frame`), the sweep and similarity figures from the "
                  "records themselves; rerunning the second command on it gives the same tables.")
+    schemes = sorted({r.subject_ids for r in records if r.subject_ids.startswith(PSEUDONYM_SCHEME)})
+    if schemes:
+        lines.append(f"Subjects are named by pseudonyms (HMAC-SHA256 of the subject id under the run's key, {', '.join(schemes)}); "
+                     "the key stays in the run directory and is not part of this edition.")
     lines.append("")
     lines.append("## Files")
     lines.append("")

@@ -46,10 +46,10 @@ def read_cell(path: Path) -> ResultRecord | None:
 
 
 def subject_facts(ectx: EvalContext, job: EvalJob) -> dict[str, dict]:
-    """Facts the datasets know about the cell's subjects (age, sex, ...), by subject id."""
+    """Facts the datasets know about the cell's subjects (age, sex, site, ...), by subject id."""
     out: dict[str, dict] = {}
-    for name, split in ((job.dataset.name, job.dataset.test_split), (ectx.spec.train_dataset, "test")):
-        out.update(create_dataset(name, root=ectx.data_root, seed=ectx.spec.data_seed).subject_info(split))
+    for ref in (job.map("test"), job.map("healthy_test")):  # a held-out site's cell reads that site's subjects
+        out.update(create_dataset(ref.dataset, root=ectx.data_root, seed=ectx.spec.data_seed).subject_info(ref.split))
     return out
 
 
@@ -106,7 +106,7 @@ def cell_record(fit: FitJob, job: EvalJob, ectx: EvalContext, result, test: list
         val_split=job.dataset.val_split, shift=job.shift.name, severity=job.shift.severity, seed=fit.seed,
         image_grid=fit.image_grid.to_dict(), metrics=res["aggregates"], thresholds=res["thresholds"],
         confidence_intervals=res.get("confidence_intervals", {}), per_volume=res["per_volume"],
-        healthy_test=f"{fit.train_dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon; "
+        healthy_test=f"{job.map('healthy_test').dataset}/test ({n_healthy} volumes: fp_volume_ml, ssim, psnr, l1_recon; "
                      "the negatives of auroc_scan, auprc_scan, auroc_slice, auprc_slice)",
         dataset_stats={"n_volumes": len(test), "lesion_prevalence": float(np.mean(lesion or [0.0])),
                        **({} if input_ssim is None else {"healthy_input_ssim": input_ssim})},

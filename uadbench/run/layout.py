@@ -33,6 +33,7 @@ MLFLOW_ARTIFACTS = "mlartifacts"
 MODEL = "model.pt"
 META = "meta.json"
 PANEL = "panel"  # the example panel's stem (panel.png)
+PSEUDONYM_KEY = "pseudonym.key"  # the run's key of subject pseudonyms (uadbench.records.Pseudonyms), mode 0600
 
 
 def default_cache(run_dir: Path) -> Path:
@@ -53,6 +54,10 @@ def mlflow_db(run_dir: Path) -> Path:
 
 def mlflow_artifacts(run_dir: Path) -> Path:
     return Path(run_dir) / MLFLOW_ARTIFACTS
+
+
+def pseudonym_key_path(run_dir: Path) -> Path:
+    return Path(run_dir) / PSEUDONYM_KEY
 
 
 def slurm_dir(run_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ class Outcome:
     live: LiveReader
     fits: list[FitJob] = field(default_factory=list)
     bar: GridProgress | None = None
+    # how records name their subjects before anything is written or logged (pseudonyms by default)
+    name_subjects: Callable[[ResultRecord], ResultRecord] = lambda record: record
+    log_examples: bool = False  # each cell's example volume to MLflow too (by default it stays in the cache)
     fit_metas: dict[str, dict] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     streamed: dict[str, set[int]] = field(default_factory=dict)  # history rows already on each fit's MLflow run
@@ -56,8 +60,8 @@ class Outcome:
             self.tracker.log_fit(job, result, self.streamed.pop(job.key, set()))
         else:
             self.failures += [item for item, _ in result if isinstance(item, Failure)]
-            done = [(item, cached) for item, cached in result if isinstance(item, ResultRecord)]
+            done = [(self.name_subjects(item), cached) for item, cached in result if isinstance(item, ResultRecord)]
             self.results.add(rec for rec, _ in done)
             for rec, cached in done:
-                self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key))
+                self.tracker.log_cell(rec, cached, self.ectx.example_dir(rec.eval_key) if self.log_examples else None)
         return f"{kind} {job.method.display} seed {job.seed}" + (" FAILED" if isinstance(result, TaskFailure) else "")

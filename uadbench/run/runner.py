@@ -7,6 +7,11 @@ so a killed run resumes where it stopped and a finished cell is never recomputed
 :func:`run_grid` reads as its steps: 1. read the grid and expand its job graph; 2. prepare every
 split it needs; 3. fit, dependencies first; 4. evaluate every (fit, dataset, shift) cell; 5. write
 ``results.jsonl`` and the leaderboard, log to MLflow.
+
+Subjects: records, the leaderboard and MLflow name them by pseudonyms (:func:`subject_naming`,
+keyed by ``<run dir>/pseudonym.key``) unless ``real_ids``; generated data (the phantom) keep their
+synthetic ids. A cell's example volume (NIfTI named by the subject's id, and its panel) stays in
+the cache unless ``log_examples`` sends it to MLflow too.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from uadbench import report
+from uadbench.data.dataset import dataset_class
 from uadbench.errors import UadbenchError
 from uadbench.evaluation.protocol import evaluate_dataset
 from uadbench.executors import Executor, Task, TaskFailure, create_executor
@@ -29,7 +35,7 @@ from uadbench.files import record_digest, write_json_atomic, write_text_atomic
 from uadbench.grid import EvalJob, FitJob, GridSpec, load_grid
 from uadbench.grid.entries import NO_SHIFT_SPEC
 from uadbench.progress import GridProgress
-from uadbench.records import Failure, ResultRecord, ResultsFile, versions
+from uadbench.records import Failure, Pseudonyms, ResultRecord, ResultsFile, name_subjects, versions
 from uadbench.registry import runtime_modules
 from uadbench.run import layout
 from uadbench.run.cells import EvalContext, cell_record, floor_evaluation, input_similarity, read_cell, save_example
@@ -110,8 +116,9 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
 def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta: dict) -> ResultRecord:
     """One evaluation cell: the protocol on the test split, healthy scans and validation splits."""
     spec, ds = ectx.spec, job.dataset
-    test = maps.volumes(job.map("test"))
-    healthy_test = maps.volumes(job.map("healthy_test"))  # once per shift, whatever the dataset
+    test, healthy_ref = maps.volumes(job.map("test")), job.map("healthy_test")
+    same = healthy_ref.key == job.map("test").key  # the test split is the healthy test split itself: evaluated once
+    healthy_test = [] if same else maps.volumes(healthy_ref)  # once per shift, whatever the dataset
     lesion_val = maps.volumes(job.map("lesion_val"))
     protocol = dict(
         lesion_val=lesion_val if all(v.lesion_mask is not None for v in lesion_val) else None,
@@ -122,8 +129,10 @@ def run_cell(fit: FitJob, job: EvalJob, maps: MapSource, ectx: EvalContext, meta
     result = evaluate_dataset(test + healthy_test, **protocol)  # type: ignore[arg-type]
     floor = floor_evaluation(test + healthy_test, **protocol)  # type: ignore[arg-type]  # the protocol on a map constant on the brain
     seconds = maps.maps(job.map("test")).seconds
-    similarity = input_similarity(maps.images(spec.train_dataset, "test", NO_SHIFT_SPEC), healthy_test)
-    record = cell_record(fit, job, ectx, result, test, len(healthy_test), seconds, meta, str(maps.device), floor, similarity)
+    similarity = (input_similarity(maps.images(spec.train_dataset, "test", NO_SHIFT_SPEC), healthy_test)
+                  if healthy_test and healthy_ref.dataset == spec.train_dataset else None)  # not across sites
+    record = cell_record(fit, job, ectx, result, test, len(test if same else healthy_test), seconds, meta, str(maps.device), floor,
+                         similarity)
     save_example(ectx.example_dir(job), test[0])
     write_json_atomic(ectx.eval_path(job), record.to_dict())
     record_digest(ectx.eval_path(job))
@@ -204,6 +213,19 @@ class RunSummary:
     failures: list[Failure] = field(default_factory=list)
 
 
+def subject_naming(spec: GridSpec, run_dir: Path, real_ids: bool) -> Callable[[ResultRecord], ResultRecord]:
+    """How the run's records name their subjects: pseudonyms under the run's key (made once, mode
+    0600) unless ``real_ids``; a record of generated data alone (train and test) keeps its ids."""
+    synthetic = {name for name in {spec.train_dataset, *(d.name for d in spec.datasets)} if dataset_class(name).synthetic_ids}
+    needs_key = not real_ids and not {spec.train_dataset, *(d.name for d in spec.datasets)} <= synthetic
+    pseudonyms = Pseudonyms.from_file(layout.pseudonym_key_path(run_dir)) if needs_key else None
+
+    def name(record: ResultRecord) -> ResultRecord:
+        return name_subjects(record, pseudonyms, synthetic=record.train_dataset in synthetic and record.dataset in synthetic)
+
+    return name
+
+
 def default_run_dir(spec: GridSpec) -> Path:
     return Path("runs") / spec.name
 
@@ -211,7 +233,7 @@ def default_run_dir(spec: GridSpec) -> Path:
 def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              data_root: str | os.PathLike | None = None, tracking_uri: str | None = None, track: bool = True, workers: int = 1,
              threads_per_worker: int = 1, device: str | None = None, executor: Executor | None = None, checkpoint_every: int = 500,
-             progress: Progress = _print_progress) -> RunSummary:
+             progress: Progress = _print_progress, real_ids: bool = False, log_examples: bool = False) -> RunSummary:
     """Run every fit and evaluation cell of ``grid``; returns where everything was written.
 
     A fit or cell that fails is recorded in ``RunSummary.failures`` (and the leaderboard) and the
@@ -247,7 +269,7 @@ def run_grid(grid: str | os.PathLike | GridSpec, *, out_dir: str | os.PathLike |
         tracker.start_grid(spec, executor.describe(), run_dir)
         tasks = job_graph(graph, evals, ectx)
         bar = GridProgress(len(tasks))
-        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar)
+        outcome = Outcome(results, tracker, ectx, LiveReader(ectx.cache_dir), graph, bar, subject_naming(spec, run_dir, real_ids), log_examples)
         executor.on_idle = outcome.poll  # while the executor waits: live curves and per-fit bars
         try:
             # 3. and 4. fits, dependencies first, then each fit's cells; each result is written as it comes

@@ -12,9 +12,9 @@ fit and per evaluation cell. The schema, in one place:
 - cell run (``eval/<label>/<dataset>/<shift>/seed<seed>``): tags ``uadbench.kind=eval``, method,
   label, dataset, split, shift, severity, seed, config_hash, fit_key, eval_key, spec_hash, cached;
   params ``threshold.<protocol>`` (value and provenance); metrics: the cell's metrics and
-  ``cost.*``; artifacts under ``example/``: the example test volume's anomaly map, image,
-  reconstruction and masks (NIfTI) and its panel ``panel.png`` (input | reconstruction | map |
-  ground truth).
+  ``cost.*``; with ``log_examples`` (``uadbench run --log-examples``) only, artifacts under
+  ``example/``: the example test volume's anomaly map, image, reconstruction and masks (NIfTI)
+  and its panel ``panel.png`` (input | reconstruction | map | ground truth).
 
 The default store is ``sqlite:///<run dir>/mlflow.db`` with artifacts under
 ``<run dir>/mlartifacts``; any tracking URI MLflow accepts (an ``http://127.0.0.1:5000`` server,
@@ -239,7 +239,7 @@ class Tracker:
         name, tags, params = cell_run(rec, cached)
         run_id = self.child_run(name, tags=tags, params=params)
         self.log_metrics(run_id, {**rec.metrics, **{f"cost.{k}": v for k, v in rec.cost.items() if isinstance(v, (int, float))}})
-        if example_dir is not None and example_dir.is_dir():
+        if example_dir is not None and example_dir.is_dir():  # the run passes it only when asked (--log-examples)
             draw_panel(example_dir, f"{rec.label}, {rec.dataset} {rec.shift_label}")
             for f in sorted(example_dir.iterdir()):
                 self.log_artifact(run_id, f, "example")

@@ -26,9 +26,10 @@ import dataclasses
 from typing import Any
 
 from uadbench.config import stable_hash
+from uadbench.data.dataset import dataset_class, parse_site_selector
 from uadbench.data.volume import Volume
 from uadbench.errors import ConfigError
-from uadbench.registry import DATASETS, register_shift
+from uadbench.registry import register_shift
 from uadbench.shifts.base import (
     SHIFTS_VERSION,
     acquisition_shift,
@@ -114,8 +115,8 @@ def check_datasets(shift: str, datasets: list[str], where: str) -> None:
     """Refuse an acquisition shift on datasets that cannot re-acquire their subjects (and ``ti``
     on datasets without an inversion-recovery sequence), when the grid is read."""
     for name in datasets:
-        cls = DATASETS.get(name)
-        if not hasattr(cls, "acquire"):
+        cls = dataset_class(name)
+        if not hasattr(cls, "acquire") or parse_site_selector(name)[1]:
             raise ConfigError(f"{where}: shift {shift!r} re-acquires subjects, which dataset {name!r} cannot; "
                               f"acquisition shifts ({', '.join(ACQUISITION_SHIFTS)}) apply to phantom-* datasets")
         if shift == "ti" and getattr(cls, "modality", "") != "flair":

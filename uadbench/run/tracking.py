@@ -42,6 +42,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -350,14 +351,17 @@ class Tracker:
             self.log_artifact(parent, path)
             if Path(path).name != layout.RESULTS:
                 continue
-            records = read_records(path)
-            if not records:
+            try:
+                records = read_records(path)
+            except UadbenchError:  # no cell finished: the grid's failures are in leaderboard.md
                 continue
             from uadbench import report
 
             title = f"uadbench leaderboard: {self._spec.name}" if self._spec is not None else "uadbench leaderboard"
             self.client.log_text(parent, report.leaderboard_html(records, title=title, per_spec=True), "leaderboard.html")
-            self.client.log_table(parent, comparison_table(records), "comparison.json")
+            with warnings.catch_warnings():  # pandas' notice about a dtype selection inside mlflow's log_table
+                warnings.simplefilter("ignore")
+                self.client.log_table(parent, comparison_table(records), "comparison.json")
             self.log_metrics(parent, {"cells": len(records), "fits": len({r.fit_key for r in records})})
 
     def end_grid(self, status: str) -> None:

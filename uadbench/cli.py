@@ -556,8 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=_int_in(1, 65535), default=5000)
     ui.add_argument("--open", action="store_true", help="open the comparison's address in the browser once the server answers")
-    ui.add_argument("--allow-remote", action="store_true",
-                    help="serve on a --host other than the loopback (the MLflow server has no authentication)")
+    ui.add_argument("--allow-remote", action="store_true", help="serve on a non-loopback --host (MLflow has no authentication)")
     ui.set_defaults(func=_cmd_ui)
 
     ver = sub.add_parser("verify", help="rerun a published edition's grid and check every cell against its records")

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -57,6 +58,8 @@ def served(tmp_path_factory, data_root):
         printed = [ui.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
         found = re.search(r"compare the methods of uadbench-smoke: (\S+)", "".join(printed))
         assert found, f"uadbench ui printed no comparison address: {printed}"
+        # the server logs to the same pipe: keep reading it, or a full pipe would stall the server
+        threading.Thread(target=lambda: [None for _ in ui.stdout], daemon=True).start()  # type: ignore[union-attr]
         deadline = time.time() + 180
         while True:
             try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+import time
 
 import pytest
 from test_report import make_records
@@ -174,3 +176,37 @@ def test_ui_prints_the_address_of_the_comparison_and_opens_it(tmp_path, logged, 
                                        ("::", "http://[::1]:5000"), ("localhost", "http://localhost:5000")])
 def test_the_address_of_a_server(host, url):
     assert ui.base_url(host, 5000) == url
+
+
+def test_system_metrics_are_off_unless_switched_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", raising=False)
+    assert not tracking.system_metrics_wanted()
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    assert tracking.system_metrics_wanted()
+
+
+def test_system_metrics_on_the_grids_run_when_switched_on(tmp_path, data_root, monkeypatch):
+    pytest.importorskip("psutil", reason="MLflow's system metrics read the machine with psutil")
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    monkeypatch.setattr(tracking, "SYSTEM_METRICS_INTERVAL_S", 0.2)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "uadbench-system", artifact_dir=tmp_path / "art")
+    tracker.start_grid(parse_grid(GRID), "test", tmp_path)
+    deadline = time.time() + 60
+    while not any(k.startswith("system/") for k in tracker.client.get_run(tracker.parent_id).data.metrics):
+        assert time.time() < deadline, "no system metric reached the grid's run within 60 s"
+        time.sleep(0.2)
+    tracker.end_grid("FINISHED")
+    metrics = tracker.client.get_run(tracker.parent_id).data.metrics
+    assert 0 <= metrics["system/cpu_utilization_percentage"] <= 100 and metrics["system/system_memory_usage_megabytes"] > 0
+    assert not tracker._monitors  # every monitor ended with the grid
+
+
+def test_without_psutil_system_metrics_are_one_warning(tmp_path, data_root, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    monkeypatch.setitem(sys.modules, "mlflow.system_metrics.system_metrics_monitor", None)  # as if psutil were missing
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "uadbench-system", artifact_dir=tmp_path / "art")
+    tracker.start_grid(parse_grid(GRID), "test", tmp_path)
+    tracker.end_grid("FINISHED")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("uadbench: warning: no system metrics:") and "pip install psutil" in err[0]
+    assert tracker.client.get_run(tracker.parent_id).info.status == "FINISHED"

@@ -25,6 +25,9 @@ invocation, a child run per fit and per evaluation cell. The schema, in one plac
   ``example/``: the example test volume's anomaly map, image, reconstruction and masks (NIfTI) and
   its panel ``panel.png`` (input | reconstruction | map | ground truth).
 
+With ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` (and ``psutil``), the parent run and each fit run
+that streams its curves also log the machine's CPU, memory and GPU use under ``system/``.
+
 The experiment also holds a saved view of the runs page (:func:`comparison_view`, an experiment tag
 ``mlflow.sharedViewState.<key>``): the latest invocation's evaluation runs, one row per cell, with
 method, dataset, shift, severity, seed, AUPRC and Dice@val as columns; :func:`comparison_address`
@@ -41,6 +44,7 @@ import datetime as _dt
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -61,6 +65,7 @@ EXPERIMENT_KIND = "custom_model_development"  # the value of ``mlflow.experiment
 VIEW_KEY = "uadbench-comparison"  # the saved view's share key (experiment tag ``mlflow.sharedViewState.<key>``)
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 VIEW_METRICS = ("auprc", "dice@val-bisection")  # the comparison's metric columns, as the records name them
+SYSTEM_METRICS_INTERVAL_S = 5.0  # seconds between two samples of the system metrics
 VIEW_TAGS = ("method", "dataset", "shift", "severity", "seed")  # its identifying columns (tags: old stores have them too)
 
 
@@ -108,6 +113,14 @@ def default_tracking_uri(run_dir: str | os.PathLike) -> str:
         return f"sqlite:///{path}"
     cut = path.rfind("/", 0, unusual.start()) + 1
     return f"sqlite:///{path[:cut]}{quote(path[cut:], safe='')}"
+
+
+def system_metrics_wanted() -> bool:
+    """Whether runs log system metrics (CPU, memory, GPU where MLflow can read it): MLflow's own
+    switch, ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true``, needs ``psutil``. The grid's parent run
+    then holds them for the whole invocation, and each fit run that streams its curves (``--workers
+    2`` or a cluster) for the time it trains."""
+    return os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").strip().lower() in ("1", "true")
 
 
 def curve_key(key: str, method: str) -> str:
@@ -182,6 +195,28 @@ class Tracker:
         self._fit_params: dict[str, dict[str, Any]] = {}  # fit key -> the fit's scalar params (its cells carry them too)
         self._last_step: dict[str, int] = {}  # run id -> the last optimisation step logged on it
         self._inputs: dict[tuple[str, str], Any] = {}  # (dataset, split) -> its MLflow DatasetInput
+        self.system_metrics = system_metrics_wanted()
+        self._monitors: dict[str, Any] = {}  # run id -> its SystemMetricsMonitor
+
+    def _monitor(self, run_id: str) -> None:
+        """Log this machine's CPU, memory (and GPU) use on ``run_id`` under ``system/`` until it ends,
+        when system metrics are switched on (:func:`system_metrics_wanted`)."""
+        if not self.system_metrics:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as exc:
+            print(f"uadbench: warning: no system metrics: {exc} (pip install psutil)", file=sys.stderr)
+            self.system_metrics = False
+            return
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, samples_before_logging=1,
+                                       tracking_uri=self.tracking_uri)
+        monitor.start()
+        self._monitors[run_id] = monitor
+
+    def _end_monitor(self, run_id: str) -> None:
+        if (monitor := self._monitors.pop(run_id, None)) is not None:
+            monitor.finish()
 
     def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
@@ -240,9 +275,12 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self._end_monitor(run_id)
         self.client.set_terminated(run_id, status=status)
 
     def end_parent(self, status: str = "FINISHED") -> None:
+        for run_id in list(self._monitors):
+            self._end_monitor(run_id)
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status=status)
 
@@ -261,6 +299,7 @@ class Tracker:
                 "uadbench.pid": str(os.getpid())}
         parent = self.start_parent(f"{spec.name}-{stamp}", params, tags)
         self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, json.dumps(comparison_view(parent)))
+        self._monitor(parent)
 
     def close_killed_runs(self, run_dir: str) -> list[str]:
         """Mark RUNNING parent runs of ``run_dir`` (and their RUNNING children) KILLED; returns their ids."""
@@ -310,6 +349,7 @@ class Tracker:
         """Metrics of a fit that is still training, on its run (created, RUNNING, on first use)."""
         if job.key not in self.live_runs:
             self.live_runs[job.key] = self._fit_run(job, {"cached": False})
+            self._monitor(self.live_runs[job.key])  # the machine while the fit trains
         self.log_history(self.live_runs[job.key], rows, job.method.name)
 
     def log_fit(self, job: Any, meta: Mapping[str, Any], streamed: set[int] = frozenset()) -> None:  # type: ignore[assignment]

@@ -399,10 +399,17 @@ def test_ui_runs_this_environments_mlflow_on_the_right_store(work, store, served
     assert "warning" not in capsys.readouterr().err
 
 
+def test_ui_refuses_a_host_beyond_this_machine_without_allow_remote(cli_error, store, served):
+    line = cli_error("ui", "--run-dir", str(store), "--host", "0.0.0.0", "--port", str(free_port()))
+    assert line.startswith("uadbench: error: --host 0.0.0.0 is not a loopback address") and "add --allow-remote" in line
+    assert not served
+
+
 def test_ui_warns_when_serving_beyond_this_machine(store, served, capsys):
-    assert main(["ui", "--run-dir", str(store), "--host", "0.0.0.0", "--port", str(free_port())]) == 0
+    assert main(["ui", "--run-dir", str(store), "--host", "0.0.0.0", "--port", str(free_port()), "--allow-remote"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("uadbench: warning: --host 0.0.0.0 is not a loopback address")
+    assert served[0][served[0].index("--host") + 1] == "0.0.0.0"
 
 
 def test_ui_without_mlflow_in_this_environment(cli_error, store, served, monkeypatch, work):

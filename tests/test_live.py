@@ -41,12 +41,12 @@ def test_metrics_of_a_running_fit_are_on_its_mlflow_run_before_it_ends(tmp_path,
     run_id = tracker.live_runs[job.key]
     run = tracker.client.get_run(run_id)
     assert run.info.status == "RUNNING"  # the fit is still training
-    assert [m.step for m in tracker.client.get_metric_history(run_id, "ae/loss")] == [25, 50]
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "train/loss")] == [25, 50]
     # the fit ends: one more row, not streamed yet, then its meta; no row is logged twice
     writer.metrics({"ae/loss": 0.01}, 75, history)
     meta = {"history": history, "train_seconds": 1.0, "num_parameters": 10, "cached": False}
     tracker.log_fit(job, meta, {0, 1})
-    points = tracker.client.get_metric_history(run_id, "ae/loss")
+    points = tracker.client.get_metric_history(run_id, "train/loss")  # the key every method's curve shares
     assert sorted(m.step for m in points) == [25, 50, 75]
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     tracker.end_grid("FINISHED")

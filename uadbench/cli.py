@@ -419,7 +419,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from uadbench.run import ui
 
-    return ui.serve(args.run_dir, args.tracking_uri, args.host, args.port)
+    return ui.serve(args.run_dir, args.tracking_uri, args.host, args.port, open_browser=args.open, allow_remote=args.allow_remote)
 
 
 def _int_in(low: int, high: int | None = None):
@@ -557,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--tracking-uri")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=_int_in(1, 65535), default=5000)
+    ui.add_argument("--open", action="store_true", help="open the comparison's address in the browser once the server answers")
+    ui.add_argument("--allow-remote", action="store_true", help="serve on a non-loopback --host (MLflow has no authentication)")
     ui.set_defaults(func=_cmd_ui)
 
     ver = sub.add_parser("verify", help="rerun a published edition's grid and check every cell against its records")

@@ -14,12 +14,22 @@ from pathlib import Path
 from uadbench.errors import UadbenchError
 
 
-def serve(run_dir: str | os.PathLike, tracking_uri: str | None, host: str, port: int) -> int:
+def serve(run_dir: str | os.PathLike, tracking_uri: str | None, host: str, port: int, *, open_browser: bool = False,
+          allow_remote: bool = False) -> int:
     """``uadbench ui``: the MLflow UI over a run's store (or ``tracking_uri``) on ``host:port``,
-    until it exits or is told to stop; every path and the port are checked before it starts."""
+    until it exits or is told to stop; every path and the port are checked before it starts.
+
+    Prints the address of each grid's comparison view (:func:`uadbench.run.tracking.comparison_address`,
+    the latest grid first) and, with ``open_browser``, opens the first once the server answers. A
+    ``host`` that is not a loopback address is refused unless ``allow_remote``: the MLflow server
+    has no authentication."""
     from uadbench.run import layout
     from uadbench.run.tracking import default_tracking_uri, redact_uri
 
+    if not is_loopback(host) and not allow_remote:
+        raise UadbenchError(f"--host {host} is not a loopback address: anyone who can reach this machine could read, edit and delete "
+                            "the runs (the MLflow server has no authentication); add --allow-remote to serve there anyway, "
+                            "or use --host 127.0.0.1 and an SSH tunnel")
     if tracking_uri:
         uri = tracking_uri
     else:
@@ -34,11 +44,65 @@ def serve(run_dir: str | os.PathLike, tracking_uri: str | None, host: str, port:
     if not is_loopback(host):
         print(f"uadbench: warning: --host {host} is not a loopback address: anyone who can reach this machine can read, edit "
               "and delete the runs (the MLflow server has no authentication)", file=sys.stderr)
+    base = base_url(host, port)
+    addresses = comparison_addresses(uri, base)
     # the store goes through the server's environment, not its command line, where `ps` would show a password
     cmd = [str(mlflow_bin), "server", "--host", host, "--port", str(port), "--workers", "1"]
-    print(f"serving {redact_uri(uri)} on http://{host}:{port}", flush=True)
+    print(f"serving {redact_uri(uri)} on {base}", flush=True)
+    for name, address in addresses:
+        print(f"compare the methods of {name}: {address}", flush=True)
+    if open_browser:
+        open_when_ready(base, addresses[0][1] if addresses else base)
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_BACKEND_STORE_URI=uri)
     return serve_process_group(cmd, env)
+
+
+def base_url(host: str, port: int) -> str:
+    """The address a browser on this machine uses for a server bound to ``host:port`` (an
+    unspecified address such as 0.0.0.0 is reached on the loopback)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"http://{host}:{port}"
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    return f"http://[{ip}]:{port}" if ip.version == 6 else f"http://{ip}:{port}"
+
+
+def comparison_addresses(uri: str, base: str) -> list[tuple[str, str]]:
+    """(experiment, address of its comparison view) for each uadbench experiment of the store, the
+    latest first; the views are written into the store first (:func:`uadbench.run.tracking.prepare_views`).
+    A store that cannot be read here gets a warning and the plain address of the runs."""
+    from uadbench.run.tracking import comparison_address, prepare_views
+
+    try:
+        return [(name, comparison_address(base, eid)) for name, eid in prepare_views(uri)]
+    except UadbenchError as exc:
+        print(f"uadbench: warning: {exc}; open {base}/#/experiments?workflowType=machine_learning", file=sys.stderr)
+        return []
+
+
+def open_when_ready(base: str, address: str, timeout_s: float = 120.0) -> None:
+    """Open ``address`` in the user's browser once the server at ``base`` answers (in a thread)."""
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
+
+    def wait_and_open() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        webbrowser.open(address)
+                        return
+            except OSError:
+                time.sleep(0.5)
+
+    threading.Thread(target=wait_and_open, name="uadbench-open", daemon=True).start()
 
 
 def mlflow_executable() -> Path:

@@ -1,7 +1,8 @@
-"""BraTS 2021: pre-operative gliomas, T1, T1ce (T1Gd), T2 and FLAIR, with expert tumour labels.
+"""BraTS 2021 (and the 2018-2020 releases): pre-operative gliomas, T1, T1ce (T1Gd), T2 and FLAIR,
+with expert tumour labels.
 
 Registered names: ``brats21-t1``, ``brats21-t1ce``, ``brats21-t2``, ``brats21-flair`` (lesion
-cohorts; splits val/test, all annotated). The cDDPM paper evaluates on T2.
+cohorts; splits val/test, all annotated). The cDDPM paper evaluates on T2 of BraTS 2021.
 
 Where to get it: the RSNA-ASNR-MICCAI BraTS 2021 challenge, training data (1,251 cases) from
 Synapse (https://www.synapse.org/brats2021, ``BraTS2021_Training_Data.tar``) or the Kaggle mirror
@@ -11,13 +12,25 @@ Radiogenomic Classification", arXiv:2107.02314 (2021); B. H. Menze et al., IEEE 
 S. Bakas et al., Scientific Data 4:170117, 2017.
 
 Layout read, under ``<data root>/brats21/`` (or ``directory=``, or ``$UADBENCH_BRATS21_DIR``), one
-folder per case, directly there or one folder below (the tar's top folder)::
+folder per case, directly there or up to two folders below (the archive's top folder, and the
+``HGG``/``LGG`` folders of 2018 and 2019); the first depth that holds case folders is read::
 
     BraTS2021_00000/BraTS2021_00000_t1.nii.gz
     BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz
     BraTS2021_00000/BraTS2021_00000_t2.nii.gz
     BraTS2021_00000/BraTS2021_00000_flair.nii.gz
     BraTS2021_00000/BraTS2021_00000_seg.nii.gz      labels 0, 1 (necrosis), 2 (oedema), 4 (enhancing)
+
+The earlier releases name their cases (the files inside follow the same ``<case>_<tag>`` rule,
+``.nii.gz`` or ``.nii``)::
+
+    2018  MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/Brats18_2013_10_1/, Brats18_CBICA_AAB_1/, ...
+    2019  MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/BraTS19_2013_10_1/, BraTS19_TMC_06290_1/, ...
+    2020  MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/ ... (.nii; case 355's label file is
+          W39_1998.09.19_Segm.nii: a case without <case>_seg takes its one file named *seg*)
+
+The case folder's name is the subject id. One folder holds one release: the releases share
+patients (BraTS 2021 contains the 2018-2020 cases under new names), so mixing them is refused.
 
 Lesion mask: the whole tumour, ``seg > 0``. Brain mask: the scans are skull-stripped (SRI24,
 1 mm, 240x240x155), so brain = ``image != 0`` of the scan read; the download has no mask file.
@@ -29,14 +42,47 @@ fewer cases are found (:mod:`uadbench.data.splits`).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from uadbench.data.dataset import dataset_variant
 from uadbench.data.prepare.layouts import PrepareDefaults
-from uadbench.data.scans import FileDataset, ScanFiles, find_nifti, nifti_names
+from uadbench.data.scans import NIFTI_SUFFIXES, FileDataset, ScanFiles, find_nifti, nifti_names
 from uadbench.data.splits import PAPER_SPLITS
 from uadbench.errors import DataError
 
-CASE = re.compile(r"BraTS2021_\d{5}")
+RELEASES = {  # case folder names of each release
+    "BraTS 2018": re.compile(r"Brats18_[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"),
+    "BraTS 2019": re.compile(r"BraTS19_[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"),
+    "BraTS 2020": re.compile(r"BraTS20_Training_\d{3}"),
+    "BraTS 2021": re.compile(r"BraTS2021_\d{5}"),
+}
+CASE_DEPTH = 3  # case folders directly in the folder, or up to two folders below
+
+
+def release(name: str) -> str | None:
+    """The release whose case folders are named like ``name``; None for another folder."""
+    return next((r for r, pattern in RELEASES.items() if pattern.fullmatch(name)), None)
+
+
+def find_cases(top: Path) -> list[Path]:
+    """The case folders at the first depth (1 to 3) that holds any, sorted by path."""
+    level = [top]
+    for _ in range(CASE_DEPTH):
+        folders = [p for parent in level for p in sorted(parent.iterdir()) if p.is_dir()]
+        cases = [p for p in folders if release(p.name)]
+        if cases:
+            return cases
+        level = folders
+    return []
+
+
+def find_label_file(case: Path) -> Path | None:
+    """``<case>_seg``, else the case folder's one NIfTI file named *seg* (BraTS 2020's case 355)."""
+    seg = find_nifti(case, f"{case.name}_seg")
+    if seg is not None:
+        return seg
+    named = [p for p in sorted(case.iterdir()) if p.is_file() and "seg" in p.name.lower() and p.name.endswith(NIFTI_SUFFIXES)]
+    return named[0] if len(named) == 1 else None
 
 
 class BraTS21Dataset(FileDataset):
@@ -47,22 +93,23 @@ class BraTS21Dataset(FileDataset):
     split_plan = PAPER_SPLITS["brats21"]
     splits = ("val", "test")
     lesion_splits = ("val", "test")
-    layout = "<dir>/BraTS2021_<NNNNN>/BraTS2021_<NNNNN>_{t1,t1ce,t2,flair,seg}.nii.gz (case folders directly in <dir> or one folder below)"
+    layout = ("<dir>/BraTS2021_<NNNNN>/BraTS2021_<NNNNN>_{t1,t1ce,t2,flair,seg}.nii.gz, or the case folders of BraTS 2018-2020 "
+              "(Brats18_*, BraTS19_*, BraTS20_Training_NNN), directly in <dir> or up to two folders below")
     prepare_defaults = PrepareDefaults("none", "affine", "n4", "BraTS scans are skull-stripped in SRI24 space: registered to the template "
                                        "as the reference does, N4", nonzero_brain=True)
 
     def discover(self) -> list[ScanFiles]:
         top = self.directory
-        cases = [p for p in sorted(top.iterdir()) if p.is_dir() and CASE.fullmatch(p.name)]
+        cases = find_cases(top)
         if not cases:
-            below = [sub for sub in sorted(top.iterdir()) if sub.is_dir()]
-            cases = [p for sub in below for p in sorted(sub.iterdir()) if p.is_dir() and CASE.fullmatch(p.name)]
-        if not cases:
-            raise DataError(f"{top}: no BraTS2021_<NNNNN> case folders found ({nifti_names(top)}); expected {self.layout}")
+            raise DataError(f"{top}: no BraTS case folders found ({nifti_names(top)}); expected {self.layout}")
+        releases = sorted({str(release(case.name)) for case in cases})
+        if len(releases) > 1:
+            raise DataError(f"{top}: case folders of {' and '.join(releases)}; the releases share patients, so point at one release's folder")
         found = []
         for case in cases:
             image = find_nifti(case, f"{case.name}_{self.tag}")
-            seg = find_nifti(case, f"{case.name}_seg")
+            seg = find_label_file(case)
             if image is None:
                 raise DataError(f"{case / f'{case.name}_{self.tag}.nii.gz'}: file not found; expected {self.layout}")
             if seg is None:

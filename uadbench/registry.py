@@ -47,6 +47,7 @@ class Registry(Generic[T]):
         self._descriptions: dict[str, str] = {}
         self._loaded_eps: set[str] = set()
         self._errors: dict[str, str] = {}  # entry-point name -> why its module failed to load
+        self._refused: dict[str, str] = {}  # name -> why it was not registered (a dataset card that cannot be read)
         self._all_loaded = False
         self._lock = threading.RLock()
 
@@ -65,6 +66,7 @@ class Registry(Generic[T]):
                         f"{_qualname(existing)}; choose another name for {_qualname(target)}"
                     )
                 self._items[name] = target
+                self._refused.pop(name, None)
                 self._descriptions[name] = description or _one_line(target)
                 try:
                     cast(Any, target).registered_name = name  # any object may be registered
@@ -81,6 +83,18 @@ class Registry(Generic[T]):
         with self._lock:
             self._items.pop(name, None)
             self._descriptions.pop(name, None)
+            self._refused.pop(name, None)
+
+    def refuse(self, name: str, reason: str) -> None:
+        """Remember that ``name`` was not registered and why (one line): looking it up raises
+        ``reason`` instead of "unknown" (unless another object holds the name), and :meth:`refusals` lists it."""
+        with self._lock:
+            self._refused[name] = " ".join(str(reason).split())
+
+    def refusals(self, pattern: str = "*") -> dict[str, str]:
+        """name -> why, for every refused name matching ``pattern`` (after loading the plugins)."""
+        self.load_all()
+        return {n: self._refused[n] for n in sorted(self._refused) if fnmatch.fnmatchcase(n, pattern)}
 
     # -- discovery ----------------------------------------------------------------------------
     def _entry_points(self) -> list[importlib.metadata.EntryPoint]:
@@ -148,6 +162,8 @@ class Registry(Generic[T]):
             self.load_all()
             if name in self._items:
                 return self._items[name]
+            if name in self._refused:
+                raise RegistryError(self._refused[name])
             if name in self._errors:
                 raise RegistryError(self._errors[name])
         raise RegistryError(self._unknown_message(name))
@@ -156,8 +172,9 @@ class Registry(Generic[T]):
         available = sorted(self._items)
         close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        refused = f"; refused: {', '.join(sorted(self._refused))} (`uadbench list {self.kind}s` says why)" if self._refused else ""
         return (
-            f"unknown {self.kind} {name!r}; {hint}available: {', '.join(available) or '(none)'}"
+            f"unknown {self.kind} {name!r}; {hint}available: {', '.join(available) or '(none)'}{refused}"
         )
 
     def names(self, pattern: str = "*") -> list[str]:

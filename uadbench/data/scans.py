@@ -25,7 +25,7 @@ rest, the same way for every dataset:
   call only stats the files.
 - **Sidecar folder.** ``<directory>/uadbench/`` when the data folder is writable, else
   ``$XDG_CACHE_HOME/uadbench/sidecars/<hash of the folder path>/`` (read-only data stay
-  untouched).
+  untouched); a dataset card's is always in the user cache (:mod:`uadbench.run.layout`).
 """
 
 from __future__ import annotations
@@ -145,10 +145,6 @@ class ScanFiles:
         return [p for p in (self.image, self.brain_mask, self.lesion_mask) if p is not None]
 
 
-def _user_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uadbench"
-
-
 def _writable(folder: Path) -> bool:
     """Writable by us, and not marked read-only (no write bit at all), which root would ignore."""
     try:
@@ -164,8 +160,9 @@ def sidecar_dir(directory: Path) -> Path:
         return beside
     if not beside.exists() and _writable(directory):
         return beside
-    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    return _user_cache() / "sidecars" / digest
+    from uadbench.run.layout import sidecar_cache
+
+    return sidecar_cache(hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16])
 
 
 class ChecksumCache:

@@ -20,10 +20,19 @@ is moved aside as ``<name>.corrupt`` and recomputed)::
     <cache>/maps/<key>.npz                     anomaly maps of one split under one shift
     <cache>/evals/<key>.json                   one evaluation cell's result record
     <cache>/evals/<key>-example/               its example volume (NIfTI) and panel
+
+What the harness derives from a dataset's files (split CSVs, checksums) lives in the user's cache
+(``$XDG_CACHE_HOME/uadbench``, else ``~/.cache/uadbench``), never beside the scans of a data folder
+it may not own::
+
+    <user cache>/cards/<card>-<key>/           a dataset card's split CSVs and checksums.json; the key
+                                               hashes the card's text and the folder it reads
+    <user cache>/sidecars/<hash of folder>/    the same for a read-only data folder of a built-in dataset
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RESULTS = "results.jsonl"
@@ -114,3 +123,16 @@ def example_dir(cache: Path, eval_key: str) -> Path:
 
 def map_path(cache: Path, map_key: str) -> Path:
     return maps_dir(cache) / f"{map_key}.npz"
+
+
+def user_cache() -> Path:
+    """``$XDG_CACHE_HOME/uadbench``, else ``~/.cache/uadbench``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uadbench"
+
+
+def sidecar_cache(folder_digest: str) -> Path:
+    return user_cache() / "sidecars" / folder_digest
+
+
+def card_cache(card_name: str, key: str) -> Path:
+    return user_cache() / "cards" / f"{card_name}-{key}"

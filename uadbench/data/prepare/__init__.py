@@ -12,7 +12,9 @@ to a template, crop to the brain, N4 bias-field correction, each step a module:
 - :mod:`.layouts`: what a dataset declares for preparation (its defaults, and its raw subjects
   where the download differs from what its adapter reads) and where the prepared files go (a
   layout its adapter reads); no dataset is named here;
-- :mod:`.driver`: :func:`prepare_dataset`, the loop over subjects (progress, failures, reruns).
+- :mod:`.driver`: :func:`prepare_dataset`, the loop over subjects (progress, failures, reruns);
+- :mod:`.command`: the ``uadbench prepare`` command (flags over a card's ``[prepare]`` table, the
+  summary it prints).
 
 ANTsPy (registration, N4) and HD-BET are optional: ``pip install 'uadbench[prepare]'``; data in
 the template's space and bias-corrected already prepare without them (``--register none --bias

@@ -43,28 +43,29 @@ CHOICES = {"skull_strip": ("auto", *skullstrip.STRIP_METHODS), "register": ("aut
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    """What ``uadbench prepare`` does; ``auto`` takes the default the dataset declares
-    (:class:`uadbench.data.prepare.layouts.PrepareDefaults`)."""
+    """What ``uadbench prepare`` does; ``auto`` and ``None`` take what the dataset declares
+    (:class:`uadbench.data.prepare.layouts.PrepareDefaults`, a card's [prepare] table), else the
+    default in the comment."""
 
     skull_strip: str = "auto"  # auto | mask | hd-bet | none
     register: str = "auto"  # auto | affine | none
     bias: str = "auto"  # auto | n4 | none
     template: str | None = None  # a skull-stripped template file; None: nilearn's MNI152 brain
-    resolution: float = 1.0  # mm, isotropic
-    margin: int = 0  # voxels kept around the brain's bounding box
-    fine_registration: bool = False  # add the 2 mm level to the affine optimisation (3-4 times slower)
-    hd_bet_mode: str = "fast"  # fast | accurate
+    resolution: float | None = None  # mm, isotropic; 1
+    margin: int | None = None  # voxels kept around the brain's bounding box; 0
+    fine_registration: bool | None = None  # add the 2 mm level to the affine optimisation (3-4 times slower); False
+    hd_bet_mode: str | None = None  # fast | accurate; fast
     hd_bet_device: str = "cpu"
 
     def check(self) -> None:
         for name, valid in CHOICES.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name.replace('_', '-')} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
-        if not (isinstance(self.resolution, (int, float)) and 0.25 <= self.resolution <= 8):
+        if self.resolution is not None and not (isinstance(self.resolution, (int, float)) and 0.25 <= self.resolution <= 8):
             raise ConfigError(f"resolution must be a number of mm in [0.25, 8], got {self.resolution!r}")
-        if not isinstance(self.margin, int) or self.margin < 0:
+        if self.margin is not None and (not isinstance(self.margin, int) or self.margin < 0):
             raise ConfigError(f"margin must be a whole number of voxels >= 0, got {self.margin!r}")
-        if self.hd_bet_mode not in skullstrip.HD_BET_MODES:
+        if self.hd_bet_mode is not None and self.hd_bet_mode not in skullstrip.HD_BET_MODES:
             raise ConfigError(f"HD-BET mode must be one of {', '.join(skullstrip.HD_BET_MODES)}, got {self.hd_bet_mode!r}")
 
 
@@ -84,9 +85,10 @@ class Plan:
     hd_bet_device: str
     why: str
     nonzero_brain: bool = False  # the dataset's adapter reads brain = image != 0 (PrepareDefaults.nonzero_brain)
+    template: str | None = None  # the template file; None: nilearn's MNI152 brain (in the recipe by its checksum)
 
     def recipe_settings(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("why", "hd_bet_device", "nonzero_brain")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("why", "hd_bet_device", "nonzero_brain", "template")}
         if self.skull_strip != "hd-bet":
             out.pop("hd_bet_mode")
         if self.register != "affine":
@@ -119,18 +121,23 @@ class PrepareReport:
     similarity: dict[str, dict[str, float]] = field(default_factory=dict)  # per prepared or skipped subject
 
 
-def dataset_source(dataset: str, raw: Path) -> FileDataset:
-    """The dataset's adapter reading the raw folder; a one-line error for a name or folder it cannot use."""
+def dataset_source(dataset: str, raw: Path | None) -> FileDataset:
+    """The dataset's adapter reading the raw folder (``None``: the one it knows, a card's root); a
+    one-line error for a name or folder it cannot use."""
     from uadbench.data.dataset import create_dataset
+    from uadbench.registry import DATASETS
 
-    source = create_dataset(dataset, directory=raw) if _accepts_directory(dataset) else None
+    if _accepts_directory(dataset):
+        raw = layouts.raw_folder(DATASETS.get(dataset), raw)
+    source = create_dataset(dataset, directory=raw) if raw is not None and _accepts_directory(dataset) else None
     if not isinstance(source, FileDataset):
         raise UadbenchError(f"{dataset!r} is not read from NIfTI files, so there is nothing to prepare; "
                             f"prepare one of: {', '.join(preparable_datasets())}")
     if layouts.prepare_defaults(source) is None:
         raise UadbenchError(f"dataset {dataset!r} declares no preparation defaults (prepare_defaults on its class), so uadbench prepare "
                             f"does not know its raw layout; it prepares: {', '.join(preparable_datasets())}")
-    if not raw.is_dir():
+    if not source.directory.is_dir():
+        raw = source.directory
         raise DataError(f"--raw {raw}: {'not a directory' if raw.exists() else 'no such directory'}; expected the raw download "
                         f"of {dataset}: {source.layout}")
     return source
@@ -170,14 +177,21 @@ def make_plan(dataset: str, source: FileDataset, settings: PrepareSettings) -> P
         strip = defaults.skull_strip
         if strip == "mask" and defaults.without_masks is not None and not layouts.has_masks(source):
             strip = defaults.without_masks
+    template = settings.template if settings.template is not None else defaults.template
     reg = settings.register
     if reg == "auto":
         reg = defaults.register
         if reg == "template-space":  # registered to the default template already
-            reg = "none" if settings.template is None else "affine"
-    plan = Plan(dataset, source.family, strip, reg,
-                defaults.bias if settings.bias == "auto" else settings.bias, float(settings.resolution), settings.margin,
-                bool(settings.fine_registration), settings.hd_bet_mode, settings.hd_bet_device, defaults.why, defaults.nonzero_brain)
+            reg = "none" if template is None else "affine"
+
+    def given(name: str, fallback: Any) -> Any:  # the flag, else the dataset's own, else the harness default
+        value = getattr(settings, name)
+        value = getattr(defaults, name) if value is None else value
+        return fallback if value is None else value
+
+    plan = Plan(dataset, source.family, strip, reg, defaults.bias if settings.bias == "auto" else settings.bias,
+                float(given("resolution", 1.0)), int(given("margin", 0)), bool(given("fine_registration", False)),
+                given("hd_bet_mode", "fast"), settings.hd_bet_device, defaults.why, defaults.nonzero_brain, template)
     if plan.register == "affine" or plan.bias == "n4":
         antsio.require_ants(" and ".join(w for w, on in (("--register affine", plan.register == "affine"), ("--bias n4", plan.bias == "n4")) if on)
                             + " (add --register none --bias none for data registered and bias-corrected already)")
@@ -331,9 +345,11 @@ def _copy_extra(source: FileDataset, raw: Path, out_dir: Path) -> None:
             shutil.copyfile(extra, tmp)
 
 
-def prepare_dataset(dataset: str, raw: str | Path, out: str | Path, settings: PrepareSettings | None = None, *,
+def prepare_dataset(dataset: str, raw: str | Path | None, out: str | Path | None, settings: PrepareSettings | None = None, *,
                     workers: int = 1, stream: TextIO | None = None, bar: bool | None = None) -> PrepareReport:
-    """Prepare every subject of ``dataset`` found in ``raw`` into ``<out>/<family>/``.
+    """Prepare every subject of ``dataset`` found in ``raw`` into ``<out>/<family>/``; a folder
+    card reads its root without ``raw`` and writes its ``prepared`` folder without ``out``
+    (else ``<out>/<card name>/``).
 
     Raises a one-line :class:`~uadbench.errors.UadbenchError` before writing anything when the
     inputs cannot work (unknown dataset, missing folder, wrong layout, a tool the settings need is
@@ -345,18 +361,20 @@ def prepare_dataset(dataset: str, raw: str | Path, out: str | Path, settings: Pr
     from uadbench.run.locks import hold
 
     settings = settings or PrepareSettings()
-    raw, out = Path(raw), Path(out)
+    raw = Path(raw) if raw is not None else None
+    out = Path(out) if out is not None else None
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     # everything is checked before anything is written
     source = dataset_source(dataset, raw)
+    raw = source.directory
+    out_dir = layouts.prepared_folder(source, out)
+    if out_dir.resolve() == raw.resolve() or raw.resolve() in out_dir.resolve().parents:
+        raise UadbenchError(f"--out {out_dir} would write into the raw folder {raw}; choose another folder")
     plan = make_plan(dataset, source, settings)
     subjects = layouts.raw_subjects(source, need_masks=plan.skull_strip == "mask")
-    out_dir = out / source.family
-    if out_dir.resolve() == raw.resolve() or raw.resolve() in out_dir.resolve().parents:
-        raise UadbenchError(f"--out {out} would write into the raw folder {raw}; choose another folder")
     check_directory(out_dir, "--out")
-    template = register.load_template(settings.template)
+    template = register.load_template(plan.template)
     report = PrepareReport(dataset, out_dir, out_dir / MANIFEST_NAME, plan)
     with hold(out_dir):
         manifest = Manifest.load(out_dir / MANIFEST_NAME)
@@ -387,7 +405,7 @@ def prepare_dataset(dataset: str, raw: str | Path, out: str | Path, settings: Pr
                                    "settings": plan.recipe_settings(), "template": template.describe()}))
             # 2. prepare them, here or in worker processes; each entry is saved as it comes
             versions = _versions()
-            for (job, head), outcome in zip(todo, _outcomes([job for job, _ in todo], plan, template, settings.template, workers)):
+            for (job, head), outcome in zip(todo, _outcomes([job for job, _ in todo], plan, template, plan.template, workers)):
                 if isinstance(outcome, BaseException):
                     _failed(report, progress, job.subject.subject_id, outcome)
                     continue

@@ -9,7 +9,8 @@ its ``raw_subjects(need_masks=...)`` method where the raw download differs from 
 reads (a download without the brain masks the adapter requires, which HD-BET then computes).
 
 Prepared files keep the raw layout: each file is written at its path relative to the raw folder,
-under ``<out>/<family>/`` (the folder the adapter reads under a data root ``<out>``), and the
+under ``<out>/<family>/`` (the folder the adapter reads under a data root ``<out>``; a dataset
+that says otherwise has a ``prepared_folder(out)`` class method, as a folder card does), and the
 brain mask goes beside the image as ``<image name>_brainmask.nii.gz``, a name every adapter that
 reads mask files finds; adapters of skull-stripped data read ``image != 0`` and ignore it
 (``PrepareDefaults.nonzero_brain``). So ``uadbench run --data-root <out>`` reads what
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from uadbench.data.scans import FileDataset, ScanFiles, nifti_stem
+from uadbench.errors import ConfigError
 
 SKULL_STRIP_DEFAULTS = ("mask", "hd-bet", "none")
 REGISTER_DEFAULTS = ("affine", "none", "template-space")
@@ -42,6 +44,12 @@ class PrepareDefaults:
     why: str  # one sentence, shown with the plan
     without_masks: str | None = None  # what "mask" becomes where a raw scan has no mask beside it ("hd-bet"); None: masks are required
     nonzero_brain: bool = False  # the adapter reads brain = image != 0, so no prepared brain voxel may be exactly 0
+    # the other settings, where the dataset has its own (a card's [prepare] table); None: the harness's default
+    template: str | None = None  # None: nilearn's MNI152 brain
+    resolution: float | None = None  # None: 1 mm
+    margin: int | None = None  # None: 0 voxels
+    fine_registration: bool | None = None  # None: False
+    hd_bet_mode: str | None = None  # None: "fast"
 
     def __post_init__(self) -> None:
         for name, valid in (("skull_strip", SKULL_STRIP_DEFAULTS), ("register", REGISTER_DEFAULTS), ("bias", BIAS_DEFAULTS),
@@ -55,6 +63,27 @@ def prepare_defaults(dataset: Any) -> PrepareDefaults | None:
     defaults = getattr(dataset, "prepare_defaults", None)
     is_file_dataset = isinstance(dataset, FileDataset) or (isinstance(dataset, type) and issubclass(dataset, FileDataset))
     return defaults if is_file_dataset and isinstance(defaults, PrepareDefaults) else None
+
+
+def raw_folder(cls: type, raw: Path | None) -> Path:
+    """The folder ``prepare`` reads: ``raw``, else the one the dataset knows (a card's root)."""
+    if raw is not None:
+        return raw
+    own = getattr(cls, "default_raw_folder", None)
+    if callable(own):
+        return Path(own())
+    raise ConfigError(f"--raw is required for dataset {getattr(cls, 'registered_name', cls.__name__)!r}: name the folder of its raw download "
+                      "(a dataset card knows its own root)")
+
+
+def prepared_folder(source: FileDataset, out: Path | None) -> Path:
+    """The folder ``prepare`` writes into: the dataset's own choice, else ``<out>/<family>``."""
+    own = getattr(source, "prepared_folder", None)
+    if callable(own):
+        return Path(own(out))
+    if out is None:
+        raise ConfigError(f"--out is required for dataset {source.name!r}: the data root to write into (the data go to OUT/{source.family}/)")
+    return out / source.family
 
 
 def brain_mask_name(image_name: str) -> str:

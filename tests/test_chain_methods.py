@@ -219,3 +219,18 @@ def test_state_and_standalone_fit(name, images):
 def test_config_rejects_bad_values(name, overrides, match):
     with pytest.raises(ConfigError, match=match):
         uadbench.create_config(name, "paper", **overrides)
+
+
+def test_a_fit_records_its_network_passes(tmp_path, data_root):
+    """The fit's meta (and so each cell's cost) carries the chain's network passes per slice; the
+    reused DDPM fit is cached on its own and records none."""
+    import json
+
+    from uadbench.run.maps import fit_dir
+    from uadbench.run.runner import run_fit
+
+    job = make_fit_job(MethodSpec("anoddpm", "smoke"), "phantom-healthy-t2w", 0, 0, IMAGE_GRIDS["smoke"])
+    meta = run_fit(job, cache_dir=tmp_path, data_root=None, progress=lambda m: None)
+    assert meta["network_passes"] == 3 and meta["own_train_seconds"] < meta["train_seconds"]
+    (dep,) = job.depends_on
+    assert "network_passes" not in json.loads((fit_dir(tmp_path, dep) / "meta.json").read_text())

@@ -104,6 +104,8 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "precision": job.method.precision, "compile": job.method.compile,
         "versions": versions(),
     }
+    if getattr(method, "network_passes", None) is not None:  # network passes per slice, for methods that declare them
+        meta["network_passes"] = int(method.network_passes)  # type: ignore[attr-defined]
     write_json_atomic(meta_file, meta)
     ckpt.clear()
     live.progress(f"done in {seconds:.1f} s")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,12 @@ def _print_progress(message: str) -> None:
 
 
 # -- 3. fits --------------------------------------------------------------------------------------
+def network_passes(method: Any) -> dict[str, int]:
+    """``{"network_passes": n}`` for a method that declares its network passes per slice, else {}."""
+    passes = getattr(method, "network_passes", None)
+    return {} if passes is None else {"network_passes": int(passes)}
+
+
 def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress | None = _print_progress,
             checkpoint_every: int = 500) -> dict:
     """Train one method (or read it from the cache); returns the fit's meta record.
@@ -102,10 +109,8 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "own_train_seconds": seconds, "dependencies": {d.method.name: d.key for d in job.depends_on},
         "num_parameters": method.num_parameters(), "history": history, "device": str(dev), "threads": torch.get_num_threads(),
         "precision": job.method.precision, "compile": job.method.compile,
-        "versions": versions(),
+        "versions": versions(), **network_passes(method),
     }
-    if getattr(method, "network_passes", None) is not None:  # network passes per slice, for methods that declare them
-        meta["network_passes"] = int(method.network_passes)  # type: ignore[attr-defined]
     write_json_atomic(meta_file, meta)
     ckpt.clear()
     live.progress(f"done in {seconds:.1f} s")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,12 @@ def _print_progress(message: str) -> None:
 
 
 # -- 3. fits --------------------------------------------------------------------------------------
+def network_passes(method: Any) -> dict[str, int]:
+    """``{"network_passes": n}`` for a method that declares its network passes per slice, else {}."""
+    passes = getattr(method, "network_passes", None)
+    return {} if passes is None else {"network_passes": int(passes)}
+
+
 def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str = "cpu", progress: Progress | None = _print_progress,
             checkpoint_every: int = 500) -> dict:
     """Train one method (or read it from the cache); returns the fit's meta record.
@@ -104,7 +111,7 @@ def run_fit(job: FitJob, *, cache_dir: Path, data_root: Path | None, device: str
         "own_train_seconds": seconds, "dependencies": {d.method.name: d.key for d in job.depends_on},
         "num_parameters": method.num_parameters(), "history": history, "device": str(dev), "threads": torch.get_num_threads(),
         "precision": job.method.precision, "compile": job.method.compile,
-        "versions": versions(),
+        "versions": versions(), **network_passes(method),
     }
     save_fit(cache_dir, job, method.state_dict(), meta)
     ckpt.clear()

@@ -27,16 +27,19 @@ As built here (:class:`HierarchicalPatches`, :class:`MAEDiffModel`):
    is the mean L1 to the clean slice over the noised patch (the diffusion term, as pDDPM) plus
    ``mae_weight`` times the same over the masked cells (the MAE term), each pixel's error divided by
    the number of pixels as pDDPM's loss.
-3. Test: no cell is masked (indicator 0). The slice is noised once per test index with one field;
-   each upper patch is pasted noised into the clean slice and predicted in its own pass; a pixel's
-   reconstruction is the mean of the predictions of the upper patches covering it. The anomaly map
-   is ``|x - x_hat|``.
+3. Test: the slice is noised once per test index with one field; each upper patch is pasted noised
+   into the clean slice, its context masked as in training (``test_masking``, drawn from the predict
+   generator), and predicted in its own pass; a pixel's reconstruction is the mean of the
+   predictions of the upper patches covering it. The anomaly map is ``|x - x_hat|``. Masking at
+   test time keeps the network's input that of training; a network trained on masked context and
+   shown the full context (never seen in training) reconstructed lesions more faithfully and scored
+   clearly worse on the phantom.
 
 Deviations from the paper / assumptions (the paper's values were not retrievable):
 - Patch and cell sizes, the overlap (half a patch), the mask ratio (0.75, MAE's default), the MAE
   loss weight (1), masking with a constant plus an indicator channel, masking only the context
-  (never the noised patch) and not at test time, the loss (L1 on x0, as the project's diffusion
-  models) and the noise (simplex) are assumptions.
+  (never the noised patch) and also at test time (``test_masking=False``: the full context), the
+  loss (L1 on x0, as the project's diffusion models) and the noise (simplex) are assumptions.
 - The network is the project's ADM-style UNet with two input channels; the paper's
   "MAE-enhanced diffusion U-Net" was not described in the sources read.
 - The ``paper`` preset uses pDDPM's reference settings (cosine schedule, T = 1000, test t = 500,
@@ -130,34 +133,40 @@ class HierarchicalPatches:
             masks[k, :, top:bottom, left:right] = 1
         return masks
 
+    def mask_context(self, noised: Tensor, generator: torch.Generator, mask_ratio: float) -> Tensor:
+        """(B, 1, H, W) float mask of ``round(mask_ratio * n)`` cells drawn uniformly among the ``n``
+        cells outside each slice's noised upper patch (``noised``: (B, 1, H, W), one upper patch each)."""
+        b, _, h, w = noised.shape
+        ids = self.cell_ids(h, w).to(noised.device)
+        n_cells = self.cells_per_side**2
+        inside = torch.zeros(b, n_cells, device=noised.device)
+        inside.scatter_reduce_(1, ids.flatten().expand(b, -1), noised.flatten(1), reduce="amax")
+        n_context = n_cells - self.sub_grid**2  # every upper patch holds sub_grid**2 cells
+        k = round(mask_ratio * n_context)
+        scores = torch.rand(b, n_cells, generator=generator).to(noised.device) + 2 * inside  # patch cells sort last
+        chosen = scores.argsort(dim=1)[:, :k]
+        cells = torch.zeros(b, n_cells, device=noised.device).scatter_(1, chosen, 1.0)
+        return cells[:, ids][:, None]
+
     def train_regions(self, shape: Sequence[int], generator: torch.Generator, mask_ratio: float) -> tuple[Tensor, Tensor]:
         """(noised, masked), each (B, 1, H, W) float: one random upper patch per slice, and
         ``round(mask_ratio * n)`` random cells among the ``n`` cells outside it."""
         b, _, h, w = shape
         uppers = self.upper_masks(h, w)
         noised = uppers[torch.randint(uppers.shape[0], (b,), generator=generator)]
-        ids = self.cell_ids(h, w)
-        n_cells = self.cells_per_side**2
-        masked = torch.zeros(b, 1, h, w)
-        for i in range(b):
-            inside = torch.zeros(n_cells, dtype=torch.bool)
-            inside[ids[noised[i, 0] > 0].unique()] = True
-            context = torch.nonzero(~inside).flatten()
-            k = round(mask_ratio * context.numel())
-            chosen = context[torch.randperm(context.numel(), generator=generator)[:k]]
-            masked[i, 0] = torch.isin(ids, chosen).float()
-        return noised, masked
+        return noised, self.mask_context(noised, generator, mask_ratio)
 
 
 class MAEDiffModel(DiffusionModel):
     """x0 predictor on ``[image with masked cells, mask indicator]``; see the module docstring."""
 
     def __init__(self, unet: DiffusionUNet, process: DiffusionProcess, patches: HierarchicalPatches, *,
-                 mask_ratio: float, mae_weight: float) -> None:
+                 mask_ratio: float, mae_weight: float, test_masking: bool = True) -> None:
         super().__init__(unet, process)
         self.patches = patches
         self.mask_ratio = mask_ratio
         self.mae_weight = mae_weight
+        self.test_masking = test_masking
 
     def predict_x0(self, x_t: Tensor, t: Tensor, masked: Tensor | None = None) -> Tensor:
         if masked is None:
@@ -179,7 +188,11 @@ class MAEDiffModel(DiffusionModel):
     @torch.no_grad()
     def reconstruct(self, images: Tensor, generator: torch.Generator, *, t_indices: Sequence[int] = (499,),
                     ddim_steps: int | None = None) -> Tensor:
-        """Mean over ``t_indices`` of the overlap-averaged patch reconstructions, in [0, 1] space."""
+        """Mean over ``t_indices`` of the overlap-averaged patch reconstructions, in [0, 1] space.
+
+        Per index: one noise field; then per upper patch (in order) its context mask, drawn as in
+        training when ``test_masking`` is set.
+        """
         if ddim_steps:
             raise ConfigError("maediff reconstructs in one step per patch; ddim_steps must be 0")
         with eval_mode(self):
@@ -194,7 +207,9 @@ class MAEDiffModel(DiffusionModel):
                 x_t_full = self.process.q_sample(x0, t, noise)
                 acc = torch.zeros_like(x0)
                 for region in uppers:
-                    acc = acc + region * self.predict_x0(composite(x_t_full, x0, region), t)
+                    region = region.expand(b, 1, h, w)
+                    masked = self.patches.mask_context(region, generator, self.mask_ratio) if self.test_masking else None
+                    acc = acc + region * self.predict_x0(composite(x_t_full, x0, region), t, masked)
                 total = total + acc / coverage
             recon = total / len(t_indices)
         return ((recon + 1) / 2).to(images.device)
@@ -207,6 +222,7 @@ class MAEDiffConfig(DiffusionConfig):
     sub_grid: int = 4  # 4 x 4 sub-level cells per upper patch (12 px at 96 px)
     mask_ratio: float = 0.75  # fraction of the context's cells masked in training
     mae_weight: float = 1.0  # weight of the masked-cell reconstruction term
+    test_masking: bool = True  # mask the context at test time as in training (False: the full context)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -240,4 +256,5 @@ class MAEDiff(DiffusionReconstruction, ReconstructionMethod):
             dropout=config.dropout,
         )
         self.model = MAEDiffModel(unet, build_process(config), patches,
-                                  mask_ratio=config.mask_ratio, mae_weight=config.mae_weight)
+                                  mask_ratio=config.mask_ratio, mae_weight=config.mae_weight,
+                                  test_masking=config.test_masking)

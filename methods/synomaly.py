@@ -69,9 +69,11 @@ from uadbench.diffusion.method import (
     check_image_shape,
 )
 from uadbench.diffusion.model import DiffusionModel
+from uadbench.diffusion.process import DiffusionProcess
 from uadbench.errors import ConfigError
 from uadbench.method import AnomalyOutput, ReconstructionMethod
 from uadbench.nn.filters import gaussian_filter
+from uadbench.nn.unet import DiffusionUNet
 from uadbench.nn.utils import eval_mode, module_device
 from uadbench.registry import register_method
 
@@ -180,7 +182,8 @@ class SynomalyConfig(DiffusionConfig):
 class SynomalyModel(DiffusionModel):
     """Epsilon-predicting DDPM trained on Synomaly noise (the UNet's output is epsilon, not x0)."""
 
-    def __init__(self, unet, process, config: SynomalyConfig, image_shape: tuple[int, int]) -> None:
+    def __init__(self, unet: DiffusionUNet, process: DiffusionProcess, config: SynomalyConfig,
+                 image_shape: tuple[int, int]) -> None:
         super().__init__(unet, process)
         self.config = config
         self.blob_sigma = config.anomaly_sigma * min(image_shape) / REFERENCE_SIDE

@@ -119,8 +119,8 @@ class PaDiM(Method):
     Config: ClassVar[type] = PaDiMConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "cpu": {"backbone": "resnet18", "num_features": 100, "smooth_sigma": 1.1, "pretrain_steps": 200,
-                "adapt_slices": 256},
+        "cpu": {"backbone": "resnet18", "num_features": 100, "smooth_sigma": 1.1, "pretrain_steps": 150,
+                "pretrain_batch_size": 16, "pretrain_decoder_width": 64, "adapt_slices": 256},
         "smoke": {"backbone": "resnet10t", "num_features": 16, "train_slices": 16, "smooth_sigma": 1.0,
                   "pretrain_steps": 2, "pretrain_batch_size": 4, "pretrain_decoder_width": 16, "adapt_slices": 8,
                   "batch_size": 8},

@@ -104,8 +104,8 @@ def knn_scores(queries: Tensor, bank: Tensor, k: int = 1, chunk_elements: int = 
     out = []
     for part in queries.float().split(rows):
         d2 = (part * part).sum(dim=1, keepdim=True) + bank_sq[None] - 2 * part @ bank.T
-        nearest = d2.topk(k, dim=1, largest=False).values.clamp(min=0)
-        out.append(nearest.sqrt().mean(dim=1))
+        index = d2.topk(k, dim=1, largest=False).indices  # (q, k); the distances recomputed directly,
+        out.append((part[:, None] - bank[index]).norm(dim=2).mean(dim=1))  # without the expansion's cancellation
     return torch.cat(out) if out else queries.new_zeros(0)
 
 
@@ -144,7 +144,8 @@ class PatchCore(Method):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         "cpu": {"backbone": "resnet18", "input_scale": 1, "embed_dim": 0, "train_slices": 512, "smooth_sigma": 1.1,
-                "pretrain_steps": 200, "adapt_slices": 256},
+                "pretrain_steps": 150, "pretrain_batch_size": 16,
+                "pretrain_decoder_width": 64, "adapt_slices": 256},
         "smoke": {"backbone": "resnet10t", "input_scale": 1, "embed_dim": 0, "train_slices": 16, "smooth_sigma": 1.0,
                   "pretrain_steps": 2, "pretrain_batch_size": 4, "pretrain_decoder_width": 16, "adapt_slices": 8,
                   "batch_size": 8},

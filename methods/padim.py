@@ -26,9 +26,9 @@ Deviations from the paper:
 - Slices are 96x96 (a 24x24 layer-1 grid; the paper crops 224, a 56x56 grid). Smoothing sigma 4
   was set for 224 px; the ``paper`` preset uses the same relative width at 96 px (1.7), ``cpu`` at
   64 px (1.1).
-- The Gaussians are fitted on ``train_slices`` training slices (one random slice per volume per
-  pass; 0: every slice), as UPD fits on 18 % of its slices; the random channel subset is drawn
-  from the fit's seeded generator.
+- The Gaussians are fitted on at most ``train_slices`` training slices (every slice when there are
+  fewer; else one random slice per volume per pass), as UPD fits on 18 % of its slices; the random
+  channel subset is drawn from the fit's seeded generator.
 """
 
 from __future__ import annotations
@@ -99,17 +99,17 @@ class PaDiMConfig(BackboneConfig):
     layers: tuple[int, ...] = (1, 2, 3)
     num_features: int = 550
     regulariser: float = 0.01
-    train_slices: int = 0  # 0: every training slice
+    train_slices: int = 4000  # at most this many training slices (all of them when there are fewer)
     smooth_sigma: float = 1.7
     batch_size: int = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive(self, "layers", "num_features")
+        require_positive(self, "layers", "num_features", "train_slices")
         if not self.regulariser > 0:
             raise ConfigError(f"regulariser must be > 0 (0.01 in the paper), got {self.regulariser}")
-        if self.train_slices < 0 or self.smooth_sigma < 0:
-            raise ConfigError("train_slices must be >= 0 (0: every slice) and smooth_sigma >= 0 (0: no smoothing)")
+        if self.smooth_sigma < 0:
+            raise ConfigError(f"smooth_sigma must be >= 0 (0: no smoothing), got {self.smooth_sigma}")
 
 
 @register_method("padim")
@@ -148,8 +148,7 @@ class PaDiM(Method):
         total = sum(feature_channels(self.backbone))
         self.channels = torch.randperm(total, generator=ctx.generator)[: min(cfg.num_features, total)].sort().values
         # 3. per-position Gaussians, accumulated over the healthy slices
-        count = cfg.train_slices or train.num_volumes * train.slices_per_volume
-        slices = training_slices(train, count, ctx.generator)
+        slices = training_slices(train, cfg.train_slices, ctx.generator)
         acc: GaussianAccumulator | None = None
         for batch in slices.split(cfg.batch_size):
             x = self.embed(batch).flatten(2).transpose(1, 2)  # (B, P, d), positions row-major

@@ -169,7 +169,6 @@ def test_backbone_choice_is_validated_and_in_the_config_hash():
         {"backbone_weights": "file", "weights": "w.safetensors", "weights_sha256": "a" * 64},
         {"backbone_weights": "file", "weights": "w.safetensors", "weights_sha256": "b" * 64})}
     assert len(hashes) == 4
-    assert create_config("patchcore", "cpu", backbone_weights="file", weights="w", weights_sha256="A" * 64).weights_label == "file:" + "a" * 12
 
 
 # -- the methods ----------------------------------------------------------------------------------------------
@@ -197,7 +196,7 @@ def test_patchcore_bank_is_the_coreset_and_maps_are_its_upsampled_smoothed_knn_d
 
 
 def test_padim_gaussians_are_the_moments_of_the_training_features():
-    method = uadbench.create_method("padim", "smoke", image_shape=SHAPE, backbone_weights="random", train_slices=0)
+    method = uadbench.create_method("padim", "smoke", image_shape=SHAPE, backbone_weights="random", train_slices=1000)
     train = _train()
     method.fit(train, None, FitContext())
     feats = method.embed(train.all_slices()).flatten(2).transpose(1, 2).double().numpy()  # (N, P, d)

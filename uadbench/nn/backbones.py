@@ -82,11 +82,6 @@ class BackboneConfig:
         elif self.weights or self.weights_sha256:
             raise ConfigError(f'weights and weights_sha256 are read only with backbone_weights = "file", not {self.backbone_weights!r}')
 
-    @property
-    def weights_label(self) -> str:
-        """How the backbone's weights were set, for tables: ``self-supervised``, ``random`` or ``file:<sha256[:12]>``."""
-        return f"file:{self.weights_sha256.lower()[:12]}" if self.backbone_weights == "file" else self.backbone_weights
-
 
 def create_feature_backbone(name: str, layers: tuple[int, ...]) -> nn.Module:
     """A randomly initialised 1-channel timm backbone returning the feature maps ``layers``

@@ -74,7 +74,7 @@ def greedy_coreset(features: Tensor, size: int, *, projection_dim: int, generato
 
     The features are projected on a random Gaussian matrix (D, ``projection_dim``) when
     ``projection_dim`` < D; the first centre is a random point, each next one the point farthest from
-    the centres chosen so far (Euclidean, in the projection)."""
+    the centres chosen so far (Euclidean, in the projection; ranked by squared distances)."""
     n = features.shape[0]
     if not 1 <= size <= n:
         raise UadbenchError(f"a coreset of {size} points cannot be drawn from {n}")
@@ -85,12 +85,17 @@ def greedy_coreset(features: Tensor, size: int, *, projection_dim: int, generato
     first = int(torch.randint(n, (1,), generator=generator))
     chosen = torch.empty(size, dtype=torch.long, device=x.device)
     chosen[0] = first
-    min_dist = (x - x[first]).norm(dim=1)
+    sq = (x * x).sum(dim=1)
+
+    def sq_dist(i: Tensor | int) -> Tensor:  # squared distances of every point to point i, one matrix-vector product
+        return torch.addmv(sq, x, x[i], alpha=-2).add_(sq[i]).clamp_(min=0)
+
+    min_dist = sq_dist(first)
     min_dist[first] = -1.0  # never chosen twice, even among duplicate points
     for i in range(1, size):
         nxt = torch.argmax(min_dist)
         chosen[i] = nxt
-        min_dist = torch.minimum(min_dist, (x - x[nxt]).norm(dim=1))  # centres chosen earlier stay at -1
+        min_dist = torch.minimum(min_dist, sq_dist(nxt))  # centres chosen earlier stay at -1
         min_dist[nxt] = -1.0
     return chosen
 

@@ -36,13 +36,14 @@ Deviations from the paper:
   ``paper`` preset uses the same relative width at 96 px (1.7), ``cpu`` at 64 px (1.1).
 - The ``cpu`` preset (64x64 slices, ResNet-18) fuses layer1 and layer2, a 16x16 grid: layer2 and
   layer3 give an 8x8 grid, too coarse for small lesions at that size.
-- The bank is built from ``train_slices`` training slices (one random slice per volume per pass),
-  not every slice; the coreset starts at a random patch and is always greedy over all patches
+- The bank is built from at most ``train_slices`` training slices (every slice when there are
+  fewer; else one random slice per volume per pass); the coreset starts at a random patch and is always greedy over all patches
   (the reference's approximate variant starts from 10 random points). The ``cpu`` preset projects
   to 64 values instead of 128 (its coreset selection about 3x faster on one CPU thread).
 - Distances are plain Euclidean (the reference's faiss index ranks by squared L2, which blurs to a
   different map); the slice score is the plain maximum, without the paper's Eq. 7 re-weighting
-  (the reference omits it too).
+  (the reference omits it too). The map covers the whole slice; the harness restricts it to the
+  eroded brain mask, as for every method.
 """
 
 from __future__ import annotations

@@ -49,6 +49,19 @@ name = "ae"
 preset = "cpu"
 overrides = { steps = 300 }
 
+[[methods]]
+name = "fpi"        # a synthetic-anomaly method
+preset = "cpu"
+overrides = { steps = 300 }
+
+[[methods]]
+name = "ddpm"
+preset = "cpu"
+
+[[methods]]
+name = "anoddpm"    # a reverse chain on the ddpm fit above
+preset = "cpu"
+
 [[datasets]]
 name = "mslub-t1"
 """
@@ -142,7 +155,8 @@ def test_grid_trains_on_ixi_and_evaluates_on_mslub(grid_run, capsys):
     from uadbench.records import read_records
 
     records = read_records(grid_run / "results.jsonl")
-    assert sorted((r.label, r.dataset, r.shift) for r in records) == [("ae", "mslub-t1", "none"), ("thresh-inverted", "mslub-t1", "none")]
+    assert sorted(r.label for r in records) == ["ae", "anoddpm", "ddpm", "fpi", "thresh-inverted"]
+    assert {(r.dataset, r.shift) for r in records} == {("mslub-t1", "none")}
     for r in records:
         assert r.train_dataset == "ixi-t1" and len(r.per_volume) == 2 + 11  # 2 MSLUB test patients, 11 healthy IXI test scans
         for name in ("auprc", "auroc", "dice@val-bisection", "dice@oracle", "dice@healthy-fpr@5%"):
@@ -151,8 +165,26 @@ def test_grid_trains_on_ixi_and_evaluates_on_mslub(grid_run, capsys):
         assert r.subject_ids.startswith("hmac-sha256:") and all(s.startswith("sub-") for s in r.per_volume)  # pseudonyms by default
     written = (grid_run / "results.jsonl").read_text() + (grid_run / "leaderboard.md").read_text()
     assert "IXI" not in written and "patient" not in written  # no subject id leaves the run
+    passes = {r.label: r.cost.get("network_passes") for r in records}
+    assert passes["anoddpm"] == 8 and passes["fpi"] is None  # the chain's cost: passes per slice
     with capsys.disabled():
         print("\n" + (grid_run / "leaderboard.md").read_text())
+        print("seconds per volume: " + ", ".join(f"{r.label} {r.cost['seconds_per_volume']:.2f}" for r in records))
+
+
+def test_the_edition_has_subgroup_tables_and_no_subject_id(grid_run, workdir, capsys):
+    edition = workdir / "edition"
+    assert main(["leaderboard", str(grid_run / "results.jsonl"), "--publish", str(edition)]) == 0
+    readme = (edition / "README.md").read_text()
+    assert "Subgroups" in readme or "subgroups" in readme
+    tables = (edition / "leaderboard.md").read_text()
+    assert "sex" in tables and ("<40" in tables or "40-59" in tables or ">=60" in tables)  # IXI's participants: sex and age
+    for path in edition.rglob("*"):
+        if path.is_file() and path.suffix in {".md", ".html", ".csv", ".tex", ".json", ".jsonl", ".gz"}:
+            text = path.read_bytes()
+            assert b"IXI" not in text and b"patient" not in text, path  # pseudonyms only
+    with capsys.disabled():
+        print("\n" + tables[tables.find("sex"):][:1500])
 
 
 def test_public_api_maps_a_patient_on_the_grid_and_in_native_space(prepared, grid_run, workdir):

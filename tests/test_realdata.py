@@ -62,6 +62,18 @@ preset = "cpu"
 name = "anoddpm"    # a reverse chain on the ddpm fit above
 preset = "cpu"
 
+[[methods]]
+name = "thor"       # a guided reverse chain on the same fit
+preset = "cpu"
+
+[[methods]]
+name = "maediff"
+preset = "cpu"
+
+[[methods]]
+name = "synomaly"
+preset = "cpu"
+
 [[datasets]]
 name = "mslub-t1"
 """
@@ -147,7 +159,7 @@ def grid_run(prepared, workdir) -> Path:
     grid = workdir / "realdata.toml"
     grid.write_text(GRID)
     run_dir = workdir / "run"
-    assert main(["run", str(grid), "--out", str(run_dir), "--data-root", str(prepared["out"]), "--no-tracking"]) == 0
+    assert main(["run", str(grid), "--out", str(run_dir), "--data-root", str(prepared["out"]), "--no-tracking", "--workers", "2"]) == 0
     return run_dir
 
 
@@ -155,7 +167,7 @@ def test_grid_trains_on_ixi_and_evaluates_on_mslub(grid_run, capsys):
     from uadbench.records import read_records
 
     records = read_records(grid_run / "results.jsonl")
-    assert sorted(r.label for r in records) == ["ae", "anoddpm", "ddpm", "fpi", "thresh-inverted"]
+    assert sorted(r.label for r in records) == ["ae", "anoddpm", "ddpm", "fpi", "maediff", "synomaly", "thor", "thresh-inverted"]
     assert {(r.dataset, r.shift) for r in records} == {("mslub-t1", "none")}
     for r in records:
         assert r.train_dataset == "ixi-t1" and len(r.per_volume) == 2 + 11  # 2 MSLUB test patients, 11 healthy IXI test scans
@@ -166,7 +178,7 @@ def test_grid_trains_on_ixi_and_evaluates_on_mslub(grid_run, capsys):
     written = (grid_run / "results.jsonl").read_text() + (grid_run / "leaderboard.md").read_text()
     assert "IXI" not in written and "patient" not in written  # no subject id leaves the run
     passes = {r.label: r.cost.get("network_passes") for r in records}
-    assert passes["anoddpm"] == 8 and passes["fpi"] is None  # the chain's cost: passes per slice
+    assert passes["anoddpm"] == passes["thor"] == 8 and passes["fpi"] is None  # the chain's cost: passes per slice
     with capsys.disabled():
         print("\n" + (grid_run / "leaderboard.md").read_text())
         print("seconds per volume: " + ", ".join(f"{r.label} {r.cost['seconds_per_volume']:.2f}" for r in records))

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from uadbench.config import normalise_overrides
 from uadbench.diffusion.noise import NOISE_KINDS, create_noise
 from uadbench.diffusion.sampling import SAMPLERS, VARIANCES, StepHook, chain_steps, reverse_chain, spaced_indices
 from uadbench.errors import ConfigError, UadbenchError
@@ -57,24 +58,6 @@ from uadbench.nn.utils import eval_mode, module_device
 from uadbench.registry import register_method
 
 BASE_METHOD = "ddpm"
-
-
-def normalise_overrides(value: Any, base: str = BASE_METHOD) -> tuple[tuple[str, Any], ...]:
-    """A table or (key, value) pairs of ``base`` config overrides as sorted pairs (hashable)."""
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
-        items = [tuple(p) for p in value]
-    else:
-        raise ConfigError(f"base_overrides must be a table of {base} config keys (e.g. {{steps = 900}}) or (key, value) pairs, got {value!r}")
-    out = []
-    for key, val in items:
-        if not isinstance(key, str):
-            raise ConfigError(f"base_overrides keys must be strings, got {key!r}")
-        out.append((key, tuple(val) if isinstance(val, list) else val))
-    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
@@ -91,7 +74,7 @@ class AnoDDPMConfig:
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 the ancestral step with the posterior variance
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_overrides", normalise_overrides(self.base_overrides))
+        object.__setattr__(self, "base_overrides", normalise_overrides(self.base_overrides, BASE_METHOD))
         for name, value, valid in (("noise", self.noise, NOISE_KINDS), ("sampler", self.sampler, SAMPLERS),
                                    ("variance", self.variance, VARIANCES)):
             if value not in valid:

@@ -59,6 +59,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from uadbench.config import normalise_overrides
 from uadbench.errors import ConfigError, UadbenchError
 from uadbench.method import AnomalyOutput, FitContext, Method, create_config, create_method
 from uadbench.nn.filters import gaussian_filter, ssim_map
@@ -126,25 +127,6 @@ def mahalanobis_map(
 
 
 # -- the method ---------------------------------------------------------------------------------
-def _normalise_overrides(value: Any) -> tuple[tuple[str, Any], ...]:
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
-        items = [tuple(p) for p in value]
-    else:
-        raise ConfigError(
-            f"base_overrides must be a table of cDDPM config keys (e.g. {{steps = 100}}) or (key, value) pairs, got {value!r}"
-        )
-    out = []
-    for key, val in items:
-        if not isinstance(key, str):
-            raise ConfigError(f"base_overrides keys must be strings, got {key!r}")
-        out.append((key, tuple(val) if isinstance(val, list) else val))
-    return tuple(sorted(out))
-
-
 @dataclass(frozen=True)
 class MHDConfig:
     """MHD test-time settings (reference values) and the cDDPM it builds on."""
@@ -163,7 +145,7 @@ class MHDConfig:
     across_slices: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_overrides", _normalise_overrides(self.base_overrides))
+        object.__setattr__(self, "base_overrides", normalise_overrides(self.base_overrides, BASE_METHOD))
         if self.num_samples < 2:
             raise ConfigError(f"num_samples must be at least 2 (a covariance needs two samples), got {self.num_samples}")
         if not (self.regulariser > 0 and math.isfinite(self.regulariser)):

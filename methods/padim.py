@@ -18,11 +18,10 @@ Localization" (ICPR 2021 workshops, arXiv 2011.08785). Reference code: anomalib
    (``smooth_sigma`` pixels), as anomalib (UPD leaves blurring off by default).
 
 Deviations from the paper:
-- Backbone weights: the paper uses ImageNet weights on RGB images; nothing is downloaded here.
-  The default backbone is trained by the harness on the healthy training slices (masked-image
-  modelling, as cDDPM's encoder; 1 input channel, no ImageNet normalisation), or read from a file
-  the user names and checks by sha256, or left at random initialisation; BatchNorm statistics are
-  re-estimated on healthy slices (:mod:`uadbench.nn.backbones`). The choice is in the config hash.
+- Backbone weights: the paper uses ImageNet weights on RGB images; nothing is downloaded here. The
+  backbone is pretrained on the healthy slices (masked-image modelling, the default), read from a
+  sha256-checked file or left random, then its BatchNorm statistics are re-estimated on healthy
+  slices; :mod:`uadbench.nn.backbones` says how (the choice is in the config hash).
 - Slices are 96x96 (a 24x24 layer-1 grid; the paper crops 224, a 56x56 grid). Smoothing sigma 4
   was set for 224 px; the ``paper`` preset uses the same relative width at 96 px (1.7), ``cpu`` at
   64 px (1.1).

@@ -23,11 +23,10 @@ METHOD_SPEC_FEATURES.md §1.
    score (the harness's detection metrics score every method alike, from its map).
 
 Deviations from the paper:
-- Backbone weights: the papers use ImageNet weights on RGB images; nothing is downloaded here.
-  The default backbone is trained by the harness on the healthy training slices (masked-image
-  modelling, as cDDPM's encoder; 1 input channel, no ImageNet normalisation), or read from a file
-  the user names and checks by sha256, or left at random initialisation; BatchNorm statistics are
-  re-estimated on healthy slices (:mod:`uadbench.nn.backbones`). The choice is in the config hash.
+- Backbone weights: the papers use ImageNet weights on RGB images; nothing is downloaded here. The
+  backbone is pretrained on the healthy slices (masked-image modelling, the default), read from a
+  sha256-checked file or left random, then its BatchNorm statistics are re-estimated on healthy
+  slices; :mod:`uadbench.nn.backbones` says how (the choice is in the config hash).
 - Local aggregation is a channel-preserving 3x3 average (anomalib), not the reference's
   unfold-then-adaptive-pool to 1024 values per layer; ``embed_dim`` reduces the fused vector as
   the reference's last step does.

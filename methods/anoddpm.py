@@ -49,32 +49,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from uadbench.config import normalise_overrides
 from uadbench.diffusion.noise import NOISE_KINDS, create_noise
 from uadbench.diffusion.sampling import SAMPLERS, VARIANCES, StepHook, chain_steps, reverse_chain, spaced_indices
-from uadbench.errors import ConfigError, UadbenchError
-from uadbench.method import AnomalyOutput, FitContext, Method, create_config, create_method
+from uadbench.errors import ConfigError
+from uadbench.method import AnomalyOutput, Method, ReusingMethod, create_config
 from uadbench.nn.utils import eval_mode, module_device
 from uadbench.registry import register_method
 
 BASE_METHOD = "ddpm"
-
-
-def normalise_overrides(value: Any, base: str = BASE_METHOD) -> tuple[tuple[str, Any], ...]:
-    """A table or (key, value) pairs of ``base`` config overrides as sorted pairs (hashable)."""
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
-        items = [tuple(p) for p in value]
-    else:
-        raise ConfigError(f"base_overrides must be a table of {base} config keys (e.g. {{steps = 900}}) or (key, value) pairs, got {value!r}")
-    out = []
-    for key, val in items:
-        if not isinstance(key, str):
-            raise ConfigError(f"base_overrides keys must be strings, got {key!r}")
-        out.append((key, tuple(val) if isinstance(val, list) else val))
-    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
@@ -91,7 +74,7 @@ class AnoDDPMConfig:
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 the ancestral step with the posterior variance
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_overrides", normalise_overrides(self.base_overrides))
+        object.__setattr__(self, "base_overrides", normalise_overrides(self.base_overrides, BASE_METHOD))
         for name, value, valid in (("noise", self.noise, NOISE_KINDS), ("sampler", self.sampler, SAMPLERS),
                                    ("variance", self.variance, VARIANCES)):
             if value not in valid:
@@ -111,7 +94,7 @@ class AnoDDPMConfig:
         return spaced_indices(self.t_start - 1, self.sample_steps)
 
 
-class DiffusionChainMethod(Method):
+class DiffusionChainMethod(ReusingMethod):
     """A method that runs reverse chains on a fitted ``ddpm`` and trains nothing of its own.
 
     Subclasses set ``Config`` (with the :class:`AnoDDPMConfig` fields) and implement ``predict``
@@ -119,38 +102,17 @@ class DiffusionChainMethod(Method):
     """
 
     config: AnoDDPMConfig
+    base_method: ClassVar[str] = BASE_METHOD
 
-    def __init__(self, config: AnoDDPMConfig, *, image_shape: tuple[int, int]) -> None:
-        super().__init__(config, image_shape=image_shape)
-        self.ddpm: Method | None = None
-
-    @classmethod
-    def dependencies(cls, config: AnoDDPMConfig) -> dict[str, tuple[str, dict[str, Any]]]:
-        return {BASE_METHOD: (config.base_preset, dict(config.base_overrides))}
+    @property
+    def ddpm(self) -> Method | None:
+        """The fitted DDPM the chains run on (None before fit or load_state_dict)."""
+        return self.base
 
     @property
     def network_passes(self) -> int:
         """UNet passes per slice (one per visited index)."""
         return len(self.config.indices)
-
-    def _new_base(self) -> Method:
-        h, w = self.image_shape
-        return create_method(BASE_METHOD, self.config.base_preset, image_shape=(h, w), **dict(self.config.base_overrides))
-
-    def fit(self, train, val, ctx: FitContext) -> None:
-        base = ctx.dependencies.get(BASE_METHOD)
-        if base is None:  # standalone: fit the DDPM here
-            ctx.progress(f"{self.registered_name}: no fitted {BASE_METHOD} handed over; fitting one")
-            base = self._new_base()
-            base.fit(train, val, ctx)
-        if tuple(base.image_shape) != tuple(self.image_shape):
-            raise UadbenchError(f"the {BASE_METHOD} was fitted on {base.image_shape} slices, {self.registered_name} expects {self.image_shape}")
-        self.ddpm = base
-
-    def _require_base(self) -> Method:
-        if self.ddpm is None:
-            raise UadbenchError(f"{self.registered_name} has no {BASE_METHOD} yet: call fit or load_state_dict first")
-        return self.ddpm
 
     @torch.no_grad()
     def run_chain(self, images: Tensor, generator: torch.Generator,
@@ -163,7 +125,7 @@ class DiffusionChainMethod(Method):
         (it works in [-1, 1]).
         """
         cfg = self.config
-        model = self._require_base().model  # type: ignore[attr-defined]
+        model = self.require_base().model  # type: ignore[attr-defined]
         base = cfg.base_config()
         sampler = create_noise(cfg.noise, octaves=base.simplex_octaves, persistence=base.simplex_persistence,
                                frequency=base.simplex_frequency)
@@ -181,27 +143,6 @@ class DiffusionChainMethod(Method):
             out = reverse_chain(model.denoiser(None), x_t, steps, draw, sampler=cfg.sampler, variance=cfg.variance,
                                 eta=cfg.eta, clip=True, on_step=make_hook(noise) if make_hook else None)
         return ((out + 1) / 2).to(images.device)
-
-    # -- state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {BASE_METHOD: self._require_base().state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if BASE_METHOD not in state:
-            raise UadbenchError(f"a {self.registered_name} checkpoint must hold the {BASE_METHOD!r} state it builds on")
-        base = self._new_base()
-        base.load_state_dict(state[BASE_METHOD])
-        self.ddpm = base
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        if self.ddpm is None:
-            return {}
-        return {f"{BASE_METHOD}.{k}": v for k, v in self.ddpm.modules().items()}
-
-    def to(self, device: torch.device | str) -> DiffusionChainMethod:
-        if self.ddpm is not None:
-            self.ddpm.to(device)
-        return self
 
 
 @register_method("anoddpm")

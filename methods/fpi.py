@@ -18,6 +18,9 @@ Training, self-supervised on healthy slices only (:mod:`uadbench.data.synthetic`
 
 Test time: the sigmoid of the network's output on the clean slice is the anomaly map.
 
+The network, the training loop and the map are :class:`SyntheticAnomalySegmentation`'s, which ``nsa``
+shares with its own anomalies.
+
 Why FPI rather than PII (Poisson image interpolation, MICCAI 2021, jemtan/PII): FPI's blend is
 closed-form, so a training step costs what a DAE step costs on the CPU (PII solves one sparse
 Poisson system per slice and step, the cost its README warns about), and its target is exactly the
@@ -39,6 +42,8 @@ Deviations from the reference:
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -57,9 +62,15 @@ from uadbench.training import train_loop
 
 
 @dataclass(frozen=True)
-class FPIConfig:
+class SegmentationNetFields:
+    """The network fields of a :class:`SyntheticAnomalySegmentation` config: the DAE UNet's depth and width."""
+
     depth: int = 4
     base_channels: int = 64
+
+
+@dataclass(frozen=True)
+class FPIConfig(SegmentationNetFields):
     # the anomaly generator (part of the config hash)
     half_width_min: float = 0.05  # patch half-width, fraction of the image side
     half_width_max: float = 0.2
@@ -88,48 +99,59 @@ def segmentation_loss(model: torch.nn.Module, images: Tensor, target: Tensor) ->
     return F.binary_cross_entropy_with_logits(model(images), target)
 
 
-@register_method("fpi")
-class ForeignPatchInterpolation(Method):
-    """UNet trained to predict the blend factor of foreign patches interpolated into healthy slices (Tan et al. 2022)."""
+class SyntheticAnomalySegmentation(Method):
+    """A UNet trained on healthy slices with synthetic anomalies blended in to predict a per-pixel target
+    (:func:`segmentation_loss`); the anomaly map is the sigmoid of its output on the clean slice.
 
-    Config: ClassVar[type] = FPIConfig
+    Subclasses define :meth:`anomalies` (the training pairs) and may set ``cpu_anomalies`` (draw the
+    anomalies from a CPU generator instead of one on the fit's device) and :meth:`lr_schedule`. The
+    Config holds ``depth``, ``base_channels`` (:class:`SegmentationNetFields`), ``lr``, ``batch_size``
+    and ``steps``.
+    """
+
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         # 64x64 grid: the DAE cpu preset's network and budget
         "cpu": {"base_channels": 8, "batch_size": 16, "steps": 600},
         "smoke": {"depth": 3, "base_channels": 4, "batch_size": 4, "steps": 3},
     }
+    # True: the anomaly generator's random draws come from a CPU generator (per-patch draws on the host)
+    cpu_anomalies: ClassVar[bool] = False
 
-    def __init__(self, config: FPIConfig, *, image_shape: tuple[int, int]) -> None:
+    def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:
         super().__init__(config, image_shape=image_shape)
         if min(self.image_shape) < 2**config.depth:
             raise ConfigError(f"image_shape {self.image_shape} is too small for a depth-{config.depth} UNet; "
                               f"both sides must be >= {2**config.depth}")
         self.model = DenoisingUNet(config.depth, config.base_channels)
 
+    @abstractmethod
     def anomalies(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Training pairs (blended, target) for healthy ``images`` with this config's generator settings."""
-        cfg = self.config
-        return fpi_anomalies(images, generator, half_width=(cfg.half_width_min, cfg.half_width_max), core=cfg.core,
-                             alpha_range=(cfg.alpha_min, cfg.alpha_max))
+        """Training pairs (blended, target) for healthy ``images``."""
+
+    def lr_schedule(self, steps: int) -> Callable[[int], float] | None:
+        """The learning rate per step (from 1) of a run of ``steps`` steps; None: the constant ``lr``."""
+        return None
 
     def fit(self, train, val, ctx: FitContext) -> None:
-        cfg = self.config
+        cfg, name = self.config, self.registered_name
         self.model.to(ctx.device).train()
-        synth_gen = torch.Generator(device=ctx.device).manual_seed(int(torch.randint(2**62, (1,), generator=ctx.generator)))
+        seed = int(torch.randint(2**62, (1,), generator=ctx.generator))
+        synth_gen = (torch.Generator() if self.cpu_anomalies else torch.Generator(device=ctx.device)).manual_seed(seed)
+        steps = int(ctx.max_steps if ctx.max_steps is not None else cfg.steps)
 
         def loss_fn(batch: Tensor, step: int) -> Tensor:
             blended, target = self.anomalies(batch, synth_gen)
             return segmentation_loss(self.model, blended, target)
 
         train_loop(parameters=self.model.parameters(), loss_fn=loss_fn, train=train, ctx=ctx, steps=cfg.steps,
-                   batch_size=cfg.batch_size, lr=cfg.lr, name="fpi", generators=[synth_gen])
+                   batch_size=cfg.batch_size, lr=cfg.lr, name=name, lr_at=self.lr_schedule(steps), generators=[synth_gen])
         self.model.eval()
         if val is not None:
             x = val.epoch(ctx.generator).to(ctx.device)
             with torch.no_grad():
                 blended, target = self.anomalies(x, synth_gen)
-                ctx.log_metrics({"fpi/val_loss": float(segmentation_loss(self.model, blended, target))}, 0)
+                ctx.log_metrics({f"{name}/val_loss": float(segmentation_loss(self.model, blended, target))}, 0)
 
     @torch.no_grad()
     def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
@@ -143,3 +165,16 @@ class ForeignPatchInterpolation(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.model.eval()
+
+
+@register_method("fpi")
+class ForeignPatchInterpolation(SyntheticAnomalySegmentation):
+    """UNet trained to predict the blend factor of foreign patches interpolated into healthy slices (Tan et al. 2022)."""
+
+    Config: ClassVar[type] = FPIConfig
+
+    def anomalies(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Training pairs (blended, target) for healthy ``images`` with this config's generator settings."""
+        cfg = self.config
+        return fpi_anomalies(images, generator, half_width=(cfg.half_width_min, cfg.half_width_max), core=cfg.core,
+                             alpha_range=(cfg.alpha_min, cfg.alpha_max))

@@ -59,8 +59,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from uadbench.config import normalise_overrides
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.method import AnomalyOutput, FitContext, Method, create_config, create_method
+from uadbench.method import AnomalyOutput, Method, ReusingMethod, create_config
 from uadbench.nn.filters import gaussian_filter, ssim_map
 from uadbench.registry import register_method
 
@@ -126,25 +127,6 @@ def mahalanobis_map(
 
 
 # -- the method ---------------------------------------------------------------------------------
-def _normalise_overrides(value: Any) -> tuple[tuple[str, Any], ...]:
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
-        items = [tuple(p) for p in value]
-    else:
-        raise ConfigError(
-            f"base_overrides must be a table of cDDPM config keys (e.g. {{steps = 100}}) or (key, value) pairs, got {value!r}"
-        )
-    out = []
-    for key, val in items:
-        if not isinstance(key, str):
-            raise ConfigError(f"base_overrides keys must be strings, got {key!r}")
-        out.append((key, tuple(val) if isinstance(val, list) else val))
-    return tuple(sorted(out))
-
-
 @dataclass(frozen=True)
 class MHDConfig:
     """MHD test-time settings (reference values) and the cDDPM it builds on."""
@@ -163,7 +145,7 @@ class MHDConfig:
     across_slices: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_overrides", _normalise_overrides(self.base_overrides))
+        object.__setattr__(self, "base_overrides", normalise_overrides(self.base_overrides, BASE_METHOD))
         if self.num_samples < 2:
             raise ConfigError(f"num_samples must be at least 2 (a covariance needs two samples), got {self.num_samples}")
         if not (self.regulariser > 0 and math.isfinite(self.regulariser)):
@@ -181,7 +163,7 @@ class MHDConfig:
 
 
 @register_method("mhd")
-class MHD(Method):
+class MHD(ReusingMethod):
     """Mahalanobis distance of the input under an ensemble of stochastic cDDPM reconstructions."""
 
     Config: ClassVar[type] = MHDConfig
@@ -193,37 +175,16 @@ class MHD(Method):
     # the map is normalised and filtered per volume: predict gets one whole volume per batch
     whole_volume: ClassVar[bool] = True
 
-    def __init__(self, config: MHDConfig, *, image_shape: tuple[int, int]) -> None:
-        super().__init__(config, image_shape=image_shape)
-        self.cddpm: Method | None = None
+    base_method: ClassVar[str] = BASE_METHOD
 
-    @classmethod
-    def dependencies(cls, config: MHDConfig) -> dict[str, tuple[str, dict[str, Any]]]:
-        return {BASE_METHOD: (config.base_preset, dict(config.base_overrides))}
-
-    def _new_base(self) -> Method:
-        return create_method(
-            BASE_METHOD, self.config.base_preset, image_shape=self.image_shape, **dict(self.config.base_overrides)
-        )
-
-    def fit(self, train, val, ctx: FitContext) -> None:
-        base = ctx.dependencies.get(BASE_METHOD)
-        if base is None:  # standalone: fit the cDDPM here
-            ctx.progress("mhd: no fitted cddpm handed over; fitting one")
-            base = self._new_base()
-            base.fit(train, val, ctx)
-        if tuple(base.image_shape) != tuple(self.image_shape):
-            raise UadbenchError(f"the cddpm was fitted on {base.image_shape} slices, mhd expects {self.image_shape}")
-        self.cddpm = base
-
-    def _require_base(self) -> Method:
-        if self.cddpm is None:
-            raise UadbenchError("mhd has no cDDPM yet: call fit or load_state_dict first")
-        return self.cddpm
+    @property
+    def cddpm(self) -> Method | None:
+        """The fitted cDDPM whose reconstructions are sampled (None before fit or load_state_dict)."""
+        return self.base
 
     def sample_reconstructions(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
         """``num_samples`` single-step cDDPM reconstructions from ``t_test``: (N, B, 1, H, W) in [0, 1] space."""
-        model = self._require_base().model
+        model = self.require_base().model
         return model.sample_reconstructions(
             images, generator, num_samples=self.config.num_samples, t_index=self.config.t_test - 1
         )
@@ -248,24 +209,3 @@ class MHD(Method):
             amap = amap * (1 - ssim)
         amap = (amap * foreground).to(x.dtype)
         return AnomalyOutput(anomaly_map=amap, reconstruction=recon)
-
-    # -- state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"cddpm": self._require_base().state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "cddpm" not in state:
-            raise UadbenchError("an mhd checkpoint must hold the 'cddpm' state it builds on")
-        base = self._new_base()
-        base.load_state_dict(state["cddpm"])
-        self.cddpm = base
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        if self.cddpm is None:
-            return {}
-        return {f"cddpm.{k}": v for k, v in self.cddpm.modules().items()}
-
-    def to(self, device: torch.device | str) -> MHD:
-        if self.cddpm is not None:
-            self.cddpm.to(device)
-        return self

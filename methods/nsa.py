@@ -42,43 +42,25 @@ Deviations from the reference:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from uadbench.config import require_positive
-from uadbench.data.synthetic import NSASettings, nsa_anomalies
+from uadbench.data.synthetic import NSAPatchSettings, NSASettings, nsa_anomalies
 from uadbench.errors import ConfigError
-from uadbench.method import AnomalyOutput, FitContext, Method
-from uadbench.nn.dae_unet import DenoisingUNet
-from uadbench.nn.utils import module_device
+from uadbench.methods.fpi import SegmentationNetFields, SyntheticAnomalySegmentation
 from uadbench.registry import register_method
-from uadbench.training import train_loop
 
 
 @dataclass(frozen=True)
-class NSAConfig:
-    depth: int = 4
-    base_channels: int = 64
-    # the anomaly generator (part of the config hash; see uadbench.data.synthetic.NSASettings)
-    num_patches: int = 3
-    width_min: float = 0.03
-    width_max: float = 0.4
-    gamma_shape: int = 2
-    gamma_scale: float = 0.03
-    gamma_offset: float = 0.05
-    resize_min: float = 0.7
-    resize_max: float = 1.3
-    min_object: float = 0.7
-    min_overlap: float = 0.7
-    object_threshold: float = 0.0
-    mixed: bool = True
-    label_tol: float = 1 / 255
-    logistic_k: float = 0.5 * 255
-    logistic_x0: float = 4 / 255
+class NSAConfig(NSAPatchSettings, SegmentationNetFields):
+    """The network (depth, base_channels), the anomaly generator's fields (part of the config hash; see
+    :class:`uadbench.data.synthetic.NSASettings`) and the training budget."""
+
     lr: float = 1e-3
     final_lr: float = 1e-6
     batch_size: int = 64
@@ -91,65 +73,27 @@ class NSAConfig:
         self.settings()  # validates the generator fields
 
     def settings(self) -> NSASettings:
-        names = {f.name for f in fields(NSASettings)}
+        names = {f.name for f in fields(NSAPatchSettings)}
         return NSASettings(**{k: v for k, v in vars(self).items() if k in names})
 
 
 @register_method("nsa")
-class NaturalSyntheticAnomalies(Method):
+class NaturalSyntheticAnomalies(SyntheticAnomalySegmentation):
     """UNet trained to segment Poisson-blended, resized and shifted patches of other healthy slices (Schlüter et al. 2022)."""
 
     Config: ClassVar[type] = NSAConfig
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        # 64x64 grid: the DAE cpu preset's network and budget
-        "cpu": {"base_channels": 8, "batch_size": 16, "steps": 600},
-        "smoke": {"depth": 3, "base_channels": 4, "batch_size": 4, "steps": 3},
-    }
-
-    def __init__(self, config: NSAConfig, *, image_shape: tuple[int, int]) -> None:
-        super().__init__(config, image_shape=image_shape)
-        if min(self.image_shape) < 2**config.depth:
-            raise ConfigError(f"image_shape {self.image_shape} is too small for a depth-{config.depth} UNet; "
-                              f"both sides must be >= {2**config.depth}")
-        self.model = DenoisingUNet(config.depth, config.base_channels)
+    # the generator runs its per-patch draws on the CPU, as the reference's data loader does
+    cpu_anomalies: ClassVar[bool] = True
 
     def anomalies(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Training pairs (blended, target) for healthy ``images``; ``generator`` is a CPU generator."""
         return nsa_anomalies(images, generator, self.config.settings())
 
-    def fit(self, train, val, ctx: FitContext) -> None:
+    def lr_schedule(self, steps: int) -> Callable[[int], float]:
+        """Cosine annealing from ``lr`` to ``final_lr`` over the run."""
         cfg = self.config
-        self.model.to(ctx.device).train()
-        # the generator runs its per-patch draws on the CPU, as the reference's data loader does
-        synth_gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=ctx.generator)))
-        steps = int(ctx.max_steps if ctx.max_steps is not None else cfg.steps)
 
-        def lr_at(step: int) -> float:  # cosine annealing from lr to final_lr over the run
+        def lr_at(step: int) -> float:
             return cfg.final_lr + (cfg.lr - cfg.final_lr) * (1 + math.cos(math.pi * (step - 1) / max(steps, 1))) / 2
 
-        def loss_fn(batch: Tensor, step: int) -> Tensor:
-            blended, target = self.anomalies(batch, synth_gen)
-            return F.binary_cross_entropy_with_logits(self.model(blended), target)
-
-        train_loop(parameters=self.model.parameters(), loss_fn=loss_fn, train=train, ctx=ctx, steps=cfg.steps,
-                   batch_size=cfg.batch_size, lr=cfg.lr, name="nsa", lr_at=lr_at, generators=[synth_gen])
-        self.model.eval()
-        if val is not None:
-            x = val.epoch(ctx.generator).to(ctx.device)
-            with torch.no_grad():
-                blended, target = self.anomalies(x, synth_gen)
-                ctx.log_metrics({"nsa/val_loss": float(F.binary_cross_entropy_with_logits(self.model(blended), target))}, 0)
-
-    @torch.no_grad()
-    def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
-        self.model.eval()
-        logits = self.model(images.to(module_device(self.model)))
-        return AnomalyOutput(anomaly_map=torch.sigmoid(logits).to(images.device))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "image_shape": list(self.image_shape)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.model.eval()
+        return lr_at

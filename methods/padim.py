@@ -18,11 +18,10 @@ Localization" (ICPR 2021 workshops, arXiv 2011.08785). Reference code: anomalib
    (``smooth_sigma`` pixels), as anomalib (UPD leaves blurring off by default).
 
 Deviations from the paper:
-- Backbone weights: the paper uses ImageNet weights on RGB images; nothing is downloaded here.
-  The default backbone is trained by the harness on the healthy training slices (masked-image
-  modelling, as cDDPM's encoder; 1 input channel, no ImageNet normalisation), or read from a file
-  the user names and checks by sha256, or left at random initialisation; BatchNorm statistics are
-  re-estimated on healthy slices (:mod:`uadbench.nn.backbones`). The choice is in the config hash.
+- Backbone weights: the paper uses ImageNet weights on RGB images; nothing is downloaded here. The
+  backbone is pretrained on the healthy slices (masked-image modelling, the default), read from a
+  sha256-checked file or left random, then its BatchNorm statistics are re-estimated on healthy
+  slices; :mod:`uadbench.nn.backbones` says how (the choice is in the config hash).
 - Slices are 96x96 (a 24x24 layer-1 grid; the paper crops 224, a 56x56 grid). Smoothing sigma 4
   was set for 224 px; the ``paper`` preset uses the same relative width at 96 px (1.7), ``cpu`` at
   64 px (1.1).
@@ -37,23 +36,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from uadbench.config import require_positive
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.method import AnomalyOutput, FitContext, Method
-from uadbench.nn.backbones import (
-    BackboneConfig,
-    aggregate_patches,
-    create_feature_backbone,
-    extract_features,
-    feature_channels,
-    fit_backbone,
-    training_slices,
-)
-from uadbench.nn.filters import gaussian_filter
-from uadbench.nn.utils import module_device
+from uadbench.method import AnomalyOutput, FitContext
+from uadbench.nn.backbones import BackboneConfig, FeatureEmbeddingMethod, feature_channels, fit_backbone, training_slices
 from uadbench.registry import register_method
 
 
@@ -113,7 +101,7 @@ class PaDiMConfig(BackboneConfig):
 
 
 @register_method("padim")
-class PaDiM(Method):
+class PaDiM(FeatureEmbeddingMethod):
     """Per-position Gaussians of healthy feature vectors; the map is the Mahalanobis distance."""
 
     Config: ClassVar[type] = PaDiMConfig
@@ -126,9 +114,10 @@ class PaDiM(Method):
                   "batch_size": 8},
     }
 
+    fitted_tensors: ClassVar[tuple[str, ...]] = ("mean", "cholesky")
+
     def __init__(self, config: PaDiMConfig, *, image_shape: tuple[int, int]) -> None:
         super().__init__(config, image_shape=image_shape)
-        self.backbone = create_feature_backbone(config.backbone, tuple(config.layers))
         self.channels: Tensor | None = None  # the kept channel indices (d,)
         self.mean: Tensor | None = None  # (P, d)
         self.cholesky: Tensor | None = None  # (P, d, d), lower
@@ -137,8 +126,8 @@ class PaDiM(Method):
         """Feature vectors (B, d, h, w) of slices (B, 1, H, W) on the layer-1 grid."""
         if self.channels is None:
             raise UadbenchError("padim has no channel subset yet: call fit or load_state_dict first")
-        maps = extract_features(self.backbone, images.to(module_device(self.backbone)), self.config)
-        return aggregate_patches(maps, aggregation=1)[:, self.channels.to(maps[0].device)]
+        feats = self.patch_features(images, aggregation=1)
+        return feats[:, self.channels.to(feats.device)]
 
     def fit(self, train, val, ctx: FitContext) -> None:
         cfg = self.config
@@ -167,9 +156,7 @@ class PaDiM(Method):
         feats = self.embed(images)
         b, _, h, w = feats.shape
         dist = mahalanobis_distances(feats.flatten(2).transpose(1, 2), self.mean, self.cholesky).reshape(b, 1, h, w)
-        amap = F.interpolate(dist, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
-        amap = gaussian_filter(amap.double(), self.config.smooth_sigma, dims=(2, 3))
-        return AnomalyOutput(anomaly_map=amap.to(device=images.device, dtype=images.dtype))
+        return self.anomaly_output(dist, images)
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -182,14 +169,6 @@ class PaDiM(Method):
         missing = [k for k in ("backbone", "channels", "mean", "cholesky") if k not in state]
         if missing:
             raise UadbenchError(f"a padim checkpoint lacks {', '.join(missing)}")
-        self.backbone.load_state_dict(state["backbone"])
-        self.backbone.eval()
-        device = module_device(self.backbone)
+        device = self.load_backbone(state["backbone"])
         self.channels = state["channels"].long()
         self.mean, self.cholesky = state["mean"].float().to(device), state["cholesky"].float().to(device)
-
-    def to(self, device: torch.device | str) -> PaDiM:
-        self.backbone.to(device)
-        if self.mean is not None and self.cholesky is not None:
-            self.mean, self.cholesky = self.mean.to(device), self.cholesky.to(device)
-        return self

@@ -23,11 +23,10 @@ METHOD_SPEC_FEATURES.md §1.
    score (the harness's detection metrics score every method alike, from its map).
 
 Deviations from the paper:
-- Backbone weights: the papers use ImageNet weights on RGB images; nothing is downloaded here.
-  The default backbone is trained by the harness on the healthy training slices (masked-image
-  modelling, as cDDPM's encoder; 1 input channel, no ImageNet normalisation), or read from a file
-  the user names and checks by sha256, or left at random initialisation; BatchNorm statistics are
-  re-estimated on healthy slices (:mod:`uadbench.nn.backbones`). The choice is in the config hash.
+- Backbone weights: the papers use ImageNet weights on RGB images; nothing is downloaded here. The
+  backbone is pretrained on the healthy slices (masked-image modelling, the default), read from a
+  sha256-checked file or left random, then its BatchNorm statistics are re-estimated on healthy
+  slices; :mod:`uadbench.nn.backbones` says how (the choice is in the config hash).
 - Local aggregation is a channel-preserving 3x3 average (anomalib), not the reference's
   unfold-then-adaptive-pool to 1024 values per layer; ``embed_dim`` reduces the fused vector as
   the reference's last step does.
@@ -52,23 +51,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from uadbench.config import require_positive
 from uadbench.errors import ConfigError, UadbenchError
-from uadbench.method import AnomalyOutput, FitContext, Method
-from uadbench.nn.backbones import (
-    BackboneConfig,
-    aggregate_patches,
-    create_feature_backbone,
-    extract_features,
-    feature_channels,
-    fit_backbone,
-    training_slices,
-)
-from uadbench.nn.filters import gaussian_filter
-from uadbench.nn.utils import module_device
+from uadbench.method import AnomalyOutput, FitContext
+from uadbench.nn.backbones import BackboneConfig, FeatureEmbeddingMethod, feature_channels, fit_backbone, training_slices
 from uadbench.registry import register_method
 
 
@@ -146,7 +134,7 @@ class PatchCoreConfig(BackboneConfig):
 
 
 @register_method("patchcore")
-class PatchCore(Method):
+class PatchCore(FeatureEmbeddingMethod):
     """Coreset memory bank of healthy patch features; the map is the nearest-neighbour distance."""
 
     Config: ClassVar[type] = PatchCoreConfig
@@ -161,16 +149,15 @@ class PatchCore(Method):
                   "batch_size": 8},
     }
 
+    fitted_tensors: ClassVar[tuple[str, ...]] = ("bank",)
+
     def __init__(self, config: PatchCoreConfig, *, image_shape: tuple[int, int]) -> None:
         super().__init__(config, image_shape=image_shape)
-        self.backbone = create_feature_backbone(config.backbone, tuple(config.layers))
         self.bank: Tensor | None = None
 
     def embed(self, images: Tensor) -> Tensor:
         """Patch features (B, D, h, w) of slices (B, 1, H, W)."""
-        cfg = self.config
-        maps = extract_features(self.backbone, images.to(module_device(self.backbone)), cfg)
-        return aggregate_patches(maps, cfg.aggregation, cfg.embed_dim)
+        return self.patch_features(images, self.config.aggregation, self.config.embed_dim)
 
     def fit(self, train, val, ctx: FitContext) -> None:
         cfg = self.config
@@ -212,9 +199,7 @@ class PatchCore(Method):
     @torch.no_grad()
     def predict(self, images: Tensor, *, generator: torch.Generator) -> AnomalyOutput:
         scores = self.patch_scores(images)
-        amap = F.interpolate(scores, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
-        amap = gaussian_filter(amap.double(), self.config.smooth_sigma, dims=(2, 3))
-        return AnomalyOutput(anomaly_map=amap.to(device=images.device, dtype=images.dtype))
+        return self.anomaly_output(scores, images)
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -225,12 +210,4 @@ class PatchCore(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "bank" not in state or "backbone" not in state:
             raise UadbenchError("a patchcore checkpoint holds 'backbone' and 'bank'")
-        self.backbone.load_state_dict(state["backbone"])
-        self.backbone.eval()
-        self.bank = state["bank"].float().to(module_device(self.backbone))
-
-    def to(self, device: torch.device | str) -> PatchCore:
-        self.backbone.to(device)
-        if self.bank is not None:
-            self.bank = self.bank.to(device)
-        return self
+        self.bank = state["bank"].float().to(self.load_backbone(state["backbone"]))

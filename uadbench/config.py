@@ -157,6 +157,27 @@ def require_positive(config: Any, *names: str) -> None:
             raise ConfigError(f"{name} must be {what}, got {value!r}")
 
 
+def normalise_overrides(value: Any, base: str, field: str = "base_overrides") -> tuple[tuple[str, Any], ...]:
+    """Config overrides of the method ``base`` (a table or (key, value) pairs, as a grid or a
+    Config's ``field`` holds them) as sorted (key, value) pairs, lists made tuples: hashable, and
+    the same however they were written. A method that reuses a fitted ``base``
+    (``Method.dependencies``) keeps its overrides this way."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        items = [tuple(p) for p in value]
+    else:
+        raise ConfigError(f"{field} must be a table of {base} config keys (e.g. {{steps = 100}}) or (key, value) pairs, got {value!r}")
+    out = []
+    for key, val in items:
+        if not isinstance(key, str):
+            raise ConfigError(f"{field} keys must be strings, got {key!r}")
+        out.append((key, tuple(val) if isinstance(val, list) else val))
+    return tuple(sorted(out))
+
+
 def create_config(method: str, preset: str = "paper", overrides: Mapping[str, Any] | None = None, /, **more: Any):
     """The config of registered method ``method``: its preset, then overrides (validated).
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from uadbench.checkpoints import Checkpointer
 from uadbench.config import create_config
+from uadbench.errors import UadbenchError
 from uadbench.registry import METHODS
 
 
@@ -127,6 +128,70 @@ class ReconstructionMethod(Method):
         return AnomalyOutput(anomaly_map=(images - recon).abs(), reconstruction=recon)
 
 
+class ReusingMethod(Method):
+    """A method that trains nothing of its own and builds on a fitted ``base_method`` (another
+    registered method): :meth:`dependencies` names it, so the runner fits or loads it and hands it to
+    ``fit`` in ``ctx.dependencies``; standalone, ``fit`` fits one itself with the same context.
+
+    The Config holds ``base_preset`` and ``base_overrides`` (sorted pairs,
+    :func:`uadbench.config.normalise_overrides`). The fitted base is ``self.base``; the checkpoint
+    holds its state under the base method's name, and :meth:`modules` lists its modules under that
+    prefix.
+    """
+
+    base_method: ClassVar[str]
+
+    def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:
+        super().__init__(config, image_shape=image_shape)
+        self.base: Method | None = None
+
+    @classmethod
+    def dependencies(cls, config: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {cls.base_method: (config.base_preset, dict(config.base_overrides))}
+
+    def new_base(self) -> Method:
+        """An unfitted base method with this config's ``base_preset`` and ``base_overrides``."""
+        h, w = self.image_shape
+        return create_method(self.base_method, self.config.base_preset, image_shape=(h, w), **dict(self.config.base_overrides))
+
+    def fit(self, train: Any, val: Any, ctx: FitContext) -> None:
+        name, base_name = self.registered_name, self.base_method
+        base = ctx.dependencies.get(base_name)
+        if base is None:  # standalone: fit the base here
+            ctx.progress(f"{name}: no fitted {base_name} handed over; fitting one")
+            base = self.new_base()
+            base.fit(train, val, ctx)
+        if tuple(base.image_shape) != tuple(self.image_shape):
+            raise UadbenchError(f"the {base_name} was fitted on {base.image_shape} slices, {name} expects {self.image_shape}")
+        self.base = base
+
+    def require_base(self) -> Method:
+        """The fitted base method (an error naming what to call before it is there)."""
+        if self.base is None:
+            raise UadbenchError(f"{self.registered_name} has no {self.base_method} yet: call fit or load_state_dict first")
+        return self.base
+
+    def state_dict(self) -> dict[str, Any]:
+        return {self.base_method: self.require_base().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.base_method not in state:
+            raise UadbenchError(f"a {self.registered_name} checkpoint must hold the {self.base_method!r} state it builds on")
+        base = self.new_base()
+        base.load_state_dict(state[self.base_method])
+        self.base = base
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        if self.base is None:
+            return {}
+        return {f"{self.base_method}.{k}": v for k, v in self.base.modules().items()}
+
+    def to(self, device: torch.device | str) -> ReusingMethod:
+        if self.base is not None:
+            self.base.to(device)
+        return self
+
+
 def method_class(name: str) -> type[Method]:
     return METHODS.get(name)
 
@@ -148,4 +213,4 @@ def create_method(
     return method_class(name)(config, image_shape=image_shape)
 
 
-__all__ = ["AnomalyOutput", "FitContext", "Method", "ReconstructionMethod", "create_config", "create_method", "method_class"]
+__all__ = ["AnomalyOutput", "FitContext", "Method", "ReconstructionMethod", "ReusingMethod", "create_config", "create_method", "method_class"]

@@ -218,8 +218,10 @@ def poisson_blend(
 
 # -- NSA: natural synthetic anomalies ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class NSASettings:
-    """NSA's generator settings (Schlüter et al. 2022), intensities in the harness's [0, 1] units.
+class NSAPatchSettings:
+    """The fields of NSA's generator (Schlüter et al. 2022) that shape its anomalies, intensities in the
+    harness's [0, 1] units; a method's config inherits them (``nsa``), :class:`NSASettings` adds the
+    search limits and validates.
 
     Half-widths are fractions of each image side; ``object_threshold`` separates the object (brain)
     from the background; ``label_tol``, ``logistic_k`` and ``logistic_x0`` are the reference's uint8
@@ -240,6 +242,13 @@ class NSASettings:
     label_tol: float = 1 / 255
     logistic_k: float = 0.5 * 255
     logistic_x0: float = 4 / 255
+
+
+@dataclass(frozen=True)
+class NSASettings(NSAPatchSettings):
+    """NSA's generator settings: the anomalies' fields (:class:`NSAPatchSettings`) and the search limits
+    (tries per patch and destination, the smallest box worth a Poisson solve), all checked."""
+
     max_attempts: int = 200
     min_blend_pixels: int = 50
 

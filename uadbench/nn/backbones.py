@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import timm
 import torch
@@ -36,8 +36,10 @@ from torch import Tensor, nn
 from uadbench.config import require_positive
 from uadbench.errors import ConfigError
 from uadbench.files import sha256_file
-from uadbench.method import FitContext
+from uadbench.method import AnomalyOutput, FitContext, Method
+from uadbench.nn.filters import gaussian_filter
 from uadbench.nn.masked_image import MaskedImageModel
+from uadbench.nn.utils import module_device
 from uadbench.training import train_loop
 
 BACKBONE_WEIGHTS = ("self-supervised", "file", "random")
@@ -256,3 +258,47 @@ def fit_backbone(backbone: nn.Module, config: BackboneConfig, train, ctx: FitCon
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
+
+
+# -- the methods' shared part -------------------------------------------------------------------------------
+class FeatureEmbeddingMethod(Method):
+    """A method that models the patch features of a frozen backbone on healthy slices (PatchCore, PaDiM).
+
+    Its Config holds the :class:`BackboneConfig` fields, ``layers`` (the feature maps read) and
+    ``smooth_sigma`` (pixels). It owns ``self.backbone`` and the fitted tensors named in
+    ``fitted_tensors`` (moved with :meth:`to`); subclasses fit their model of the features and turn
+    patch-grid scores into the map with :meth:`anomaly_output`.
+    """
+
+    # attributes holding fitted tensors on the backbone's device (None before fit)
+    fitted_tensors: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, *, image_shape: tuple[int, int]) -> None:
+        super().__init__(config, image_shape=image_shape)
+        self.backbone = create_feature_backbone(config.backbone, tuple(config.layers))
+
+    def patch_features(self, images: Tensor, aggregation: int = 3, embed_dim: int = 0) -> Tensor:
+        """Patch features (B, D, h, w) of slices (B, 1, H, W), on the backbone's device (:func:`aggregate_patches`)."""
+        maps = extract_features(self.backbone, images.to(module_device(self.backbone)), self.config)
+        return aggregate_patches(maps, aggregation, embed_dim)
+
+    def anomaly_output(self, scores: Tensor, images: Tensor) -> AnomalyOutput:
+        """The anomaly map of ``images`` from patch-grid scores (B, 1, h, w): upsampled bilinearly to the
+        slices' grid, Gaussian-smoothed (``smooth_sigma`` pixels, in float64), in the images' device and dtype."""
+        amap = F.interpolate(scores, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
+        amap = gaussian_filter(amap.double(), self.config.smooth_sigma, dims=(2, 3))
+        return AnomalyOutput(anomaly_map=amap.to(device=images.device, dtype=images.dtype))
+
+    def load_backbone(self, state: dict[str, Tensor]) -> torch.device:
+        """Load the backbone's saved weights, frozen in eval mode; returns its device."""
+        self.backbone.load_state_dict(state)
+        self.backbone.eval()
+        return module_device(self.backbone)
+
+    def to(self, device: torch.device | str) -> FeatureEmbeddingMethod:
+        self.backbone.to(device)
+        for name in self.fitted_tensors:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+        return self

@@ -556,7 +556,9 @@ def test_realdata_ixi_sample(tmp_path):
     ds = create_dataset("ixi-t1", directory=folder)
     assert {s: len(ds.subjects(s)) for s in ds.splits} == {"train": 26, "val": 3, "test": 11}
     assert len(ds.subject_info("train")) == 26
-    assert all(set(v) == {"age", "sex"} for v in ds.subject_info("test").values())
+    info = ds.subject_info("test")
+    assert all(set(v) == {"age", "sex", "site"} for v in info.values())
+    assert {v["site"] for v in info.values()} == {"HH"}  # the sample's ids name one site
     vol = ds.load("val")[0]
     assert vol.shape == (120, 120, 90) and 1e5 < vol.brain_mask.sum() < 3e5
     assert not (folder / "uadbench").exists()  # read-only data stay untouched

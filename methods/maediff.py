@@ -67,7 +67,7 @@ from uadbench.diffusion.method import (
 )
 from uadbench.diffusion.model import DiffusionModel
 from uadbench.diffusion.process import DiffusionProcess
-from uadbench.diffusion.regions import composite
+from uadbench.diffusion.regions import box_masks, composite
 from uadbench.errors import ConfigError
 from uadbench.method import ReconstructionMethod
 from uadbench.nn.unet import DiffusionUNet
@@ -127,11 +127,7 @@ class HierarchicalPatches:
 
     def upper_masks(self, height: int, width: int) -> Tensor:
         """(P, 1, H, W) float masks, one per upper-level patch."""
-        boxes = self.upper_boxes(height, width)
-        masks = torch.zeros(len(boxes), 1, height, width)
-        for k, (top, bottom, left, right) in enumerate(boxes):
-            masks[k, :, top:bottom, left:right] = 1
-        return masks
+        return box_masks(self.upper_boxes(height, width), height, width)
 
     def mask_context(self, noised: Tensor, generator: torch.Generator, mask_ratio: float) -> Tensor:
         """(B, 1, H, W) float mask of ``round(mask_ratio * n)`` cells drawn uniformly among the ``n``

@@ -21,6 +21,14 @@ from torch import Tensor
 from uadbench.errors import ConfigError
 
 
+def box_masks(boxes: list[tuple[int, int, int, int]], height: int, width: int) -> Tensor:
+    """(len(boxes), 1, H, W) float masks, 1 inside each (top, bottom, left, right) box."""
+    masks = torch.zeros(len(boxes), 1, height, width)
+    for k, (top, bottom, left, right) in enumerate(boxes):
+        masks[k, :, top:bottom, left:right] = 1
+    return masks
+
+
 def composite(inside: Tensor, outside: Tensor, region: Tensor | None) -> Tensor:
     """``inside`` where ``region`` is 1, ``outside`` elsewhere (``inside`` when region is None)."""
     if region is None:
@@ -71,11 +79,7 @@ class GridPatches(NoisingStrategy):
 
     def box_masks(self, height: int, width: int) -> Tensor:
         """(grid*grid, 1, H, W) float masks, one per box."""
-        boxes = self.boxes(height, width)
-        masks = torch.zeros(len(boxes), 1, height, width)
-        for k, (top, bottom, left, right) in enumerate(boxes):
-            masks[k, :, top:bottom, left:right] = 1
-        return masks
+        return box_masks(self.boxes(height, width), height, width)
 
     def train_region(self, shape, generator):
         b, _, h, w = shape
